@@ -1,0 +1,458 @@
+"""The Gaussian diffusion process of DDPM, Improved DDPM and DDIM as pure functions.
+
+Every method takes the network's output as a tensor, so each formula can be tested
+without a network; only :meth:`GaussianDiffusion.predict` and
+:meth:`GaussianDiffusion.training_losses` call a model, always with the *original*
+timestep indices (which differ from the process's own indices on a respaced chain).
+
+Notation: x0 is the data, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (DDPM eq. 4),
+abar_t = prod_{s<=t} (1 - beta_s). Timesteps are indices 0 .. T-1; index 0 is the
+papers' t = 1, so "abar_prev" at index 0 is 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+
+from diffuse.diffusion.config import LOSSES, PREDICTIONS, VARIANCES
+from diffuse.diffusion.distributions import (
+    NATS_PER_BIT,
+    discretized_gaussian_log_likelihood,
+    mean_over_pixels,
+    normal_kl,
+)
+from diffuse.diffusion.noise import Generator, randn_like
+from diffuse.diffusion.schedules import validate_betas
+from diffuse.errors import ConfigError
+
+Model = Callable[..., torch.Tensor]
+
+
+class GaussianDiffusion:
+    """A Gaussian diffusion process over ``len(betas)`` steps.
+
+    betas:          the noise schedule, float64 [T], each in (0, 1).
+    prediction:     what the network predicts: ``eps`` (DDPM eq. 11), ``x0``, ``mean`` (the
+                    posterior mean mu~, DDPM's baseline) or ``v`` (sqrt(abar) eps -
+                    sqrt(1 - abar) x0; Salimans & Ho 2022).
+    variance:       ``fixed_small`` (sigma^2 = beta-tilde, DDPM eq. 7), ``fixed_large``
+                    (sigma^2 = beta, with beta-tilde at the first step so that the decoder
+                    stays finite), ``learned`` (the network outputs log sigma^2) or
+                    ``learned_range`` (Improved DDPM eq. 15).
+    loss:           ``mse`` (L_simple, DDPM eq. 14), ``kl`` (L_vlb = T * E_t[L_t]) or
+                    ``hybrid`` (L_simple + 0.001 L_vlb with the mean detached in L_vlb,
+                    Improved DDPM section 3.1).
+    timestep_map:   the original timestep index of each step; set by :meth:`respace`.
+    """
+
+    def __init__(
+        self,
+        betas: Iterable[float],
+        *,
+        prediction: str = "eps",
+        variance: str = "fixed_small",
+        loss: str = "mse",
+        timestep_map: Iterable[int] | None = None,
+    ) -> None:
+        for name, value, allowed in (
+            ("prediction", prediction, PREDICTIONS),
+            ("variance", variance, VARIANCES),
+            ("loss", loss, LOSSES),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"{name} {value!r} is not one of {allowed}")
+        learned = variance in ("learned", "learned_range")
+        if learned and loss == "mse":
+            raise ConfigError(
+                f"variance {variance!r} is learned only through the variational bound: "
+                "use loss 'hybrid' (Improved DDPM) or 'kl'"
+            )
+        if not learned and loss == "hybrid":
+            raise ConfigError(
+                "loss 'hybrid' trains a learned variance; with a fixed variance use 'mse' or 'kl'"
+            )
+        self.prediction = prediction
+        self.variance = variance
+        self.loss = loss
+        self.learns_variance = learned
+
+        self.betas = validate_betas(betas)
+        T = self.num_timesteps = len(self.betas)
+        if timestep_map is None:
+            self.timestep_map = np.arange(T, dtype=np.int64)
+        else:
+            self.timestep_map = np.asarray(list(timestep_map), dtype=np.int64)
+            if self.timestep_map.shape != (T,):
+                raise ConfigError(
+                    f"timestep_map has {self.timestep_map.size} entries for {T} steps"
+                )
+
+        alphas = 1.0 - self.betas
+        self.alphas_cumprod = np.cumprod(alphas)
+        self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
+        self.alphas_cumprod_next = np.append(self.alphas_cumprod[1:], 0.0)
+        # q(x_{t-1} | x_t, x0) = N(mu~, beta~), DDPM eqs. 6 and 7.
+        self.posterior_variance = (
+            self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        )
+        # beta~ is 0 at the first step; its log is clipped to the second step's value.
+        first = self.posterior_variance[1] if T > 1 else self.betas[0]
+        self.posterior_log_variance_clipped = np.log(np.append(first, self.posterior_variance[1:]))
+        self.posterior_mean_coef1 = (
+            self.betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        )
+        self.posterior_mean_coef2 = (
+            (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+        )
+        large_variance = np.append(first, self.betas[1:])
+        self._tables = {
+            "sqrt_abar": np.sqrt(self.alphas_cumprod),
+            "sqrt_one_minus_abar": np.sqrt(1.0 - self.alphas_cumprod),
+            "sqrt_recip_abar": np.sqrt(1.0 / self.alphas_cumprod),
+            "sqrt_recipm1_abar": np.sqrt(1.0 / self.alphas_cumprod - 1.0),
+            "abar": self.alphas_cumprod,
+            "abar_prev": self.alphas_cumprod_prev,
+            "abar_next": self.alphas_cumprod_next,
+            "posterior_variance": self.posterior_variance,
+            "posterior_log_variance": self.posterior_log_variance_clipped,
+            "coef1": self.posterior_mean_coef1,
+            "coef2": self.posterior_mean_coef2,
+            "log_beta": np.log(self.betas),
+            "large_variance": large_variance,
+            "large_log_variance": np.log(large_variance),
+            # A "mean" network predicts mu~ of the chain it was trained on; respacing keeps
+            # these so that x0 is recovered with the coefficients the network learned.
+            "trained_coef1": self.posterior_mean_coef1,
+            "trained_coef2": self.posterior_mean_coef2,
+        }
+        self._device_tables: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def __repr__(self) -> str:
+        return (
+            f"GaussianDiffusion(T={self.num_timesteps}, prediction={self.prediction!r}, "
+            f"variance={self.variance!r}, loss={self.loss!r})"
+        )
+
+    def _coef(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Table ``name`` at timesteps ``t`` [N], shaped to broadcast against ``like``."""
+        tables = self._device_tables.get(t.device)
+        if tables is None:
+            tables = {k: torch.from_numpy(v).to(t.device) for k, v in self._tables.items()}
+            self._device_tables[t.device] = tables
+        values = tables[name][t].to(like.dtype)
+        return values.reshape(-1, *([1] * (like.dim() - 1)))
+
+    def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """The original timestep indices for process indices ``t``: what the network sees."""
+        table = torch.from_numpy(self.timestep_map).to(t.device)
+        return table[t]
+
+    def call_model(self, model: Model, x_t: torch.Tensor, t: torch.Tensor, model_kwargs=None):
+        """Run the network on x_t at process steps ``t`` (mapped to the original indices)."""
+        return model(x_t, self.model_timesteps(t), **(model_kwargs or {}))
+
+    def split_output(self, model_output: torch.Tensor, x_t: torch.Tensor):
+        """Split the network output into (mean part, variance part or None)."""
+        channels = x_t.shape[1]
+        expected = 2 * channels if self.learns_variance else channels
+        if model_output.shape[1] != expected:
+            raise ConfigError(
+                f"the model returned {model_output.shape[1]} channels for {channels}-channel "
+                f"images; variance {self.variance!r} needs {expected}"
+            )
+        if self.learns_variance:
+            return model_output[:, :channels], model_output[:, channels:]
+        return model_output, None
+
+    # --------------------------------------------------------- forward process
+
+    def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor):
+        """Mean, variance and log variance of q(x_t | x0) (DDPM eq. 4)."""
+        mean = self._coef("sqrt_abar", t, x0) * x0
+        variance = 1.0 - self._coef("abar", t, x0)
+        return mean, variance, torch.log(variance)
+
+    def q_sample(
+        self,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        generator: Generator = None,
+    ) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (DDPM eq. 4)."""
+        if noise is None:
+            noise = randn_like(x0, generator)
+        return (
+            self._coef("sqrt_abar", t, x0) * x0 + self._coef("sqrt_one_minus_abar", t, x0) * noise
+        )
+
+    def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
+        """Mean, variance and clipped log variance of q(x_{t-1} | x_t, x0) (DDPM eqs. 6, 7)."""
+        mean = self._coef("coef1", t, x_t) * x0 + self._coef("coef2", t, x_t) * x_t
+        variance = self._coef("posterior_variance", t, x_t).expand_as(x_t)
+        log_variance = self._coef("posterior_log_variance", t, x_t).expand_as(x_t)
+        return mean, variance, log_variance
+
+    # ----------------------------------------------------- conversions (eps, x0, v)
+
+    def x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar), DDPM eq. 4 solved for x0."""
+        return (
+            self._coef("sqrt_recip_abar", t, x_t) * x_t
+            - self._coef("sqrt_recipm1_abar", t, x_t) * eps
+        )
+
+    def eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar), DDPM eq. 4 solved for eps."""
+        return (self._coef("sqrt_recip_abar", t, x_t) * x_t - x0) / self._coef(
+            "sqrt_recipm1_abar", t, x_t
+        )
+
+    def v_target(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, section 4)."""
+        return self._coef("sqrt_abar", t, x0) * eps - self._coef("sqrt_one_minus_abar", t, x0) * x0
+
+    def _x0_from_prediction(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
+        if self.prediction == "eps":
+            return self.x0_from_eps(x_t, t, output)
+        if self.prediction == "x0":
+            return output
+        if self.prediction == "v":
+            # x0 = sqrt(abar) x_t - sqrt(1 - abar) v
+            return (
+                self._coef("sqrt_abar", t, x_t) * x_t
+                - self._coef("sqrt_one_minus_abar", t, x_t) * output
+            )
+        # mean: invert mu~ = coef1 x0 + coef2 x_t of the chain the network was trained on
+        return (output - self._coef("trained_coef2", t, x_t) * x_t) / self._coef(
+            "trained_coef1", t, x_t
+        )
+
+    # --------------------------------------------------------- reverse process
+
+    def _variance_from_output(self, var_output, x_t: torch.Tensor, t: torch.Tensor):
+        if self.variance == "fixed_small":
+            log_variance = self._coef("posterior_log_variance", t, x_t).expand_as(x_t)
+        elif self.variance == "fixed_large":
+            log_variance = self._coef("large_log_variance", t, x_t).expand_as(x_t)
+        elif self.variance == "learned":
+            log_variance = var_output
+        else:  # learned_range, Improved DDPM eq. 15
+            fraction = (var_output + 1.0) / 2.0
+            log_variance = fraction * self._coef("log_beta", t, x_t) + (
+                1.0 - fraction
+            ) * self._coef("posterior_log_variance", t, x_t)
+        return torch.exp(log_variance), log_variance
+
+    def p_mean_variance(
+        self,
+        model_output: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        clip_denoised: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """p(x_{t-1} | x_t) from the network's output.
+
+        Returns a dict with ``mean``, ``variance``, ``log_variance`` (of the reverse step),
+        ``pred_x0`` (clipped to [-1, 1] when ``clip_denoised``) and ``pred_eps`` (the noise
+        consistent with x_t and ``pred_x0``). For ``eps``, ``x0`` and ``v`` predictions the
+        mean is mu~(x_t, pred_x0) (DDPM eq. 7, which for eps equals eq. 11); a ``mean``
+        prediction is the mean itself.
+        """
+        output, var_output = self.split_output(model_output, x_t)
+        variance, log_variance = self._variance_from_output(var_output, x_t, t)
+        pred_x0 = self._x0_from_prediction(output, x_t, t)
+        if clip_denoised:
+            pred_x0 = pred_x0.clamp(-1.0, 1.0)
+        if self.prediction == "eps" and not clip_denoised:
+            pred_eps = output
+        else:
+            pred_eps = self.eps_from_x0(x_t, t, pred_x0)
+        mean, _, _ = self.q_posterior(pred_x0, x_t, t)
+        return {
+            "mean": mean,
+            "variance": variance,
+            "log_variance": log_variance,
+            "pred_x0": pred_x0,
+            "pred_eps": pred_eps,
+        }
+
+    def predict(
+        self,
+        model: Model,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        model_kwargs: dict | None = None,
+        clip_denoised: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """Run the network and return :meth:`p_mean_variance` of its output."""
+        return self.p_mean_variance(
+            self.call_model(model, x_t, t, model_kwargs), x_t, t, clip_denoised
+        )
+
+    def ddpm_update(self, pred: dict, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
+        """x_{t-1} = mean + sigma z with z = ``noise`` and no noise at the last step (DDPM Alg. 2)."""
+        nonzero = (t != 0).to(x_t.dtype).reshape(-1, *([1] * (x_t.dim() - 1)))
+        return pred["mean"] + nonzero * torch.exp(0.5 * pred["log_variance"]) * noise
+
+    def ddim_update(
+        self, pred: dict, x_t: torch.Tensor, t: torch.Tensor, eta: float, noise: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One DDIM step from ``pred_x0`` and ``pred_eps`` (DDIM eq. 12 with sigma of eq. 16).
+
+        x_{t-1} = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z, with
+        sigma = eta sqrt((1 - abar_prev) / (1 - abar)) sqrt(1 - abar / abar_prev).
+        eta = 0 is deterministic; eta = 1 has DDPM's fixed_small variance.
+        """
+        abar = self._coef("abar", t, x_t)
+        abar_prev = self._coef("abar_prev", t, x_t)
+        sigma = eta * torch.sqrt((1.0 - abar_prev) / (1.0 - abar) * (1.0 - abar / abar_prev))
+        x_prev = (
+            torch.sqrt(abar_prev) * pred["pred_x0"]
+            + torch.sqrt((1.0 - abar_prev - sigma**2).clamp(min=0.0)) * pred["pred_eps"]
+        )
+        if eta > 0:
+            if noise is None:
+                raise ValueError("DDIM with eta > 0 needs noise")
+            x_prev = x_prev + sigma * noise
+        return x_prev
+
+    def ddim_reverse_update(self, pred: dict, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_{t+1} = sqrt(abar_next) x0 + sqrt(1 - abar_next) eps: DDIM run forwards (inversion,
+        DDIM section 5 / eq. 14 as an ODE step towards noise)."""
+        abar_next = self._coef("abar_next", t, x_t)
+        return (
+            torch.sqrt(abar_next) * pred["pred_x0"] + torch.sqrt(1.0 - abar_next) * pred["pred_eps"]
+        )
+
+    def ddpm_step(self, model_output, x_t, t, noise, clip_denoised: bool = True) -> torch.Tensor:
+        """x_{t-1} by ancestral sampling (DDPM Algorithm 2) from the network's output."""
+        return self.ddpm_update(
+            self.p_mean_variance(model_output, x_t, t, clip_denoised), x_t, t, noise
+        )
+
+    def ddim_step(
+        self, model_output, x_t, t, eta, noise, clip_denoised: bool = True
+    ) -> torch.Tensor:
+        """x_{t-1} by DDIM (eq. 12) with any eta from the network's output."""
+        pred = self.p_mean_variance(model_output, x_t, t, clip_denoised)
+        return self.ddim_update(pred, x_t, t, eta, noise)
+
+    def ddim_reverse_step(self, model_output, x_t, t) -> torch.Tensor:
+        """x_{t+1} from x_t, deterministically (DDIM inversion); never clips."""
+        pred = self.p_mean_variance(model_output, x_t, t, clip_denoised=False)
+        return self.ddim_reverse_update(pred, x_t, t)
+
+    # --------------------------------------------------------------- likelihood
+
+    def vb_terms_bpd(
+        self,
+        model_output: torch.Tensor,
+        x0: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        clip_denoised: bool = False,
+    ) -> torch.Tensor:
+        """The variational-bound term at each example's step, in bits/dim [N].
+
+        For t > 0: L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) (DDPM eq. 5).
+        For t = 0: L_0 = -log p(x0 | x_1) under the discretized Gaussian decoder (eq. 13).
+        """
+        true_mean, _, true_log_variance = self.q_posterior(x0, x_t, t)
+        pred = self.p_mean_variance(model_output, x_t, t, clip_denoised)
+        kl = mean_over_pixels(
+            normal_kl(true_mean, true_log_variance, pred["mean"], pred["log_variance"])
+        )
+        decoder_nll = -mean_over_pixels(
+            discretized_gaussian_log_likelihood(x0, pred["mean"], 0.5 * pred["log_variance"])
+        )
+        return torch.where(t == 0, decoder_nll, kl) / NATS_PER_BIT
+
+    def prior_bpd(self, x0: torch.Tensor) -> torch.Tensor:
+        """L_T = KL(q(x_T | x0) || N(0, I)) in bits/dim [N] (DDPM eq. 5)."""
+        t = torch.full((x0.shape[0],), self.num_timesteps - 1, device=x0.device, dtype=torch.long)
+        mean, _, log_variance = self.q_mean_variance(x0, t)
+        zeros = torch.zeros_like(mean)
+        return mean_over_pixels(normal_kl(mean, log_variance, zeros, zeros)) / NATS_PER_BIT
+
+    # ----------------------------------------------------------------- training
+
+    def training_losses(
+        self,
+        model: Model,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        model_kwargs: dict | None = None,
+        generator: Generator = None,
+    ) -> dict[str, torch.Tensor]:
+        """Per-example training losses at steps ``t``.
+
+        Returns ``loss`` [N] (what to minimize) and, where they apply, ``mse`` [N] (the
+        mean-squared error of the prediction against its target, DDPM eq. 14 for eps) and
+        ``vb`` [N] (the bound term in bits/dim). ``kl`` trains on T * vb; ``hybrid`` on
+        mse + (T / 1000) * vb with the predicted mean detached inside vb, which is
+        L_simple + 0.001 L_vlb (Improved DDPM section 3.1).
+        """
+        if noise is None:
+            noise = randn_like(x0, generator)
+        x_t = self.q_sample(x0, t, noise)
+        model_output = self.call_model(model, x_t, t, model_kwargs)
+        output, var_output = self.split_output(model_output, x_t)
+        terms: dict[str, torch.Tensor] = {}
+        if self.loss in ("mse", "hybrid"):
+            target = self.prediction_target(x0, x_t, t, noise)
+            terms["mse"] = mean_over_pixels((target - output) ** 2)
+        if self.loss == "kl" or self.learns_variance:
+            if self.loss == "hybrid":
+                # The bound trains the variance only; the mean learns from the MSE.
+                model_output = torch.cat([output.detach(), var_output], dim=1)
+            terms["vb"] = self.vb_terms_bpd(model_output, x0, x_t, t, clip_denoised=False)
+        if self.loss == "mse":
+            terms["loss"] = terms["mse"]
+        elif self.loss == "kl":
+            terms["loss"] = terms["vb"] * self.num_timesteps
+        else:
+            terms["loss"] = terms["mse"] + terms["vb"] * (self.num_timesteps / 1000.0)
+        return terms
+
+    def prediction_target(self, x0, x_t, t, noise) -> torch.Tensor:
+        """What a perfect network outputs for this prediction type."""
+        if self.prediction == "eps":
+            return noise
+        if self.prediction == "x0":
+            return x0
+        if self.prediction == "v":
+            return self.v_target(x0, t, noise)
+        return self.q_posterior(x0, x_t, t)[0]
+
+    # ---------------------------------------------------------------- respacing
+
+    def respace(self, steps: Iterable[int]) -> GaussianDiffusion:
+        """A process over the kept ``steps`` only (Improved DDPM section 4).
+
+        Its betas are recomputed from the kept alphas_cumprod, beta_i = 1 - abar_i /
+        abar_{i-1}, so its marginals q(x_t | x0) at the kept steps are the original ones.
+        Its methods take indices into the kept steps; the network is called with the
+        original indices. Respacing a respaced process composes.
+        """
+        kept = sorted({int(s) for s in steps})
+        if not kept or kept[0] < 0 or kept[-1] >= self.num_timesteps:
+            raise ConfigError(f"steps to keep must be indices in [0, {self.num_timesteps - 1}]")
+        abar = self.alphas_cumprod[kept]
+        betas = 1.0 - abar / np.append(1.0, abar[:-1])
+        respaced = GaussianDiffusion(
+            betas,
+            prediction=self.prediction,
+            variance=self.variance,
+            loss=self.loss,
+            timestep_map=self.timestep_map[kept],
+        )
+        for name in ("trained_coef1", "trained_coef2"):
+            respaced._tables[name] = self._tables[name][kept]
+        return respaced

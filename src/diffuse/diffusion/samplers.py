@@ -1,0 +1,210 @@
+"""Sampling loops: DDPM ancestral sampling, DDIM, DDIM inversion, completion, interpolation.
+
+Every sampler is a function ``(model, process, x, ...)`` that walks the reverse process
+of ``process`` (a full chain or a respaced one) from ``x``. Each one accepts:
+
+model_kwargs:   extra keyword arguments for the network (class labels ``y``, ``low_res``).
+clip_denoised:  clip the predicted x0 to [-1, 1] before each step.
+generator:      a ``torch.Generator``, or one per sample so that sample i does not depend
+                on the batch it is drawn in.
+progress:       show a progress bar.
+callback:       called after every step with a dict ``step`` (process index), ``x`` (the
+                new sample) and ``pred_x0`` (the prediction it came from): DDPM Fig. 6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from diffuse.diffusion.gaussian import GaussianDiffusion, Model
+from diffuse.diffusion.noise import Generator, randn_like
+
+StepCallback = Callable[[dict], None]
+# (x_t, t, pred) -> x_{t-1}: how one sampler moves given the process's prediction.
+Update = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
+
+
+def _timestep(index: int, x: torch.Tensor) -> torch.Tensor:
+    return torch.full((x.shape[0],), index, device=x.device, dtype=torch.long)
+
+
+def _walk(
+    model: Model,
+    process: GaussianDiffusion,
+    x: torch.Tensor,
+    steps: range,
+    update: Update,
+    *,
+    model_kwargs: dict | None,
+    clip_denoised: bool,
+    progress: bool,
+    callback: StepCallback | None,
+    description: str,
+) -> torch.Tensor:
+    for index in tqdm(steps, desc=description, disable=not progress, leave=False):
+        t = _timestep(index, x)
+        with torch.no_grad():
+            pred = process.predict(model, x, t, model_kwargs, clip_denoised)
+        x = update(x, t, pred)
+        if callback is not None:
+            callback({"step": index, "x": x, "pred_x0": pred["pred_x0"]})
+    return x
+
+
+def _reverse_steps(process: GaussianDiffusion, start_step: int | None) -> range:
+    first = process.num_timesteps - 1 if start_step is None else start_step
+    if not 0 <= first < process.num_timesteps:
+        raise ValueError(f"start_step must be in [0, {process.num_timesteps - 1}], got {first}")
+    return range(first, -1, -1)
+
+
+def ddpm_sample(
+    model: Model,
+    process: GaussianDiffusion,
+    x: torch.Tensor,
+    *,
+    start_step: int | None = None,
+    model_kwargs: dict | None = None,
+    clip_denoised: bool = True,
+    generator: Generator = None,
+    progress: bool = False,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Ancestral sampling (DDPM Algorithm 2) from ``x`` = x_T down to x_0.
+
+    With ``start_step`` = s, ``x`` is taken to be x_s and the chain runs from there: the
+    stochastic completion of an intermediate latent (DDPM Fig. 7).
+    """
+
+    def update(x_t, t, pred):
+        return process.ddpm_update(pred, x_t, t, randn_like(x_t, generator))
+
+    return _walk(
+        model,
+        process,
+        x,
+        _reverse_steps(process, start_step),
+        update,
+        model_kwargs=model_kwargs,
+        clip_denoised=clip_denoised,
+        progress=progress,
+        callback=callback,
+        description="DDPM",
+    )
+
+
+def ddim_sample(
+    model: Model,
+    process: GaussianDiffusion,
+    x: torch.Tensor,
+    *,
+    eta: float = 0.0,
+    start_step: int | None = None,
+    model_kwargs: dict | None = None,
+    clip_denoised: bool = True,
+    generator: Generator = None,
+    progress: bool = False,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """DDIM sampling (Song et al. 2021, eq. 12) with any ``eta`` from x_T (or x_start_step)."""
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+
+    def update(x_t, t, pred):
+        noise = randn_like(x_t, generator) if eta > 0 else None
+        return process.ddim_update(pred, x_t, t, eta, noise)
+
+    return _walk(
+        model,
+        process,
+        x,
+        _reverse_steps(process, start_step),
+        update,
+        model_kwargs=model_kwargs,
+        clip_denoised=clip_denoised,
+        progress=progress,
+        callback=callback,
+        description="DDIM",
+    )
+
+
+def ddim_invert(
+    model: Model,
+    process: GaussianDiffusion,
+    x0: torch.Tensor,
+    *,
+    end_step: int | None = None,
+    model_kwargs: dict | None = None,
+    progress: bool = False,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Encode images into DDIM latents by running the deterministic ODE forwards.
+
+    Returns the latent at process index ``end_step`` (by default the last, x_T; DDIM
+    section 5.4). The data stands in for the latent at index 0, where abar is close to 1,
+    and each step from index i to i + 1 evaluates the network at index i (an Euler step of
+    DDIM eq. 14). Decoding the result with :func:`ddim_sample` (eta = 0, the same
+    ``process``, ``start_step=end_step``) reconstructs ``x0`` up to the ODE's
+    discretization error.
+    """
+    last = process.num_timesteps - 1 if end_step is None else end_step
+    if not 0 <= last < process.num_timesteps:
+        raise ValueError(f"end_step must be in [0, {process.num_timesteps - 1}], got {last}")
+
+    def update(x_t, t, pred):
+        return process.ddim_reverse_update(pred, x_t, t)
+
+    return _walk(
+        model,
+        process,
+        x0,
+        range(0, last),
+        update,
+        model_kwargs=model_kwargs,
+        clip_denoised=False,
+        progress=progress,
+        callback=callback,
+        description="DDIM inversion",
+    )
+
+
+def interpolate(
+    model: Model,
+    process: GaussianDiffusion,
+    x0_a: torch.Tensor,
+    x0_b: torch.Tensor,
+    step: int,
+    lambdas: torch.Tensor,
+    *,
+    model_kwargs: dict | None = None,
+    clip_denoised: bool = True,
+    generator: Generator = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Interpolate two images through the latent x_t (DDPM section 4.4, Figs. 8 and 9).
+
+    Both images are encoded with the same noise by q(x_t | x0) at ``step``, the latents are
+    mixed linearly, x_t = (1 - lambda) x_t(a) + lambda x_t(b), and each mix is decoded by
+    the reverse process. ``x0_a`` and ``x0_b`` are single images [C, H, W]; ``lambdas``
+    is [L]; returns [L, C, H, W].
+    """
+    lambdas = torch.as_tensor(lambdas, dtype=x0_a.dtype, device=x0_a.device)
+    pair = torch.stack([x0_a, x0_b])
+    t = _timestep(step, pair)
+    shared_noise = randn_like(x0_a[None], generator).expand_as(pair)
+    x_t = process.q_sample(pair, t, shared_noise)
+    mix = lambdas.reshape(-1, 1, 1, 1)
+    latents = (1.0 - mix) * x_t[0] + mix * x_t[1]
+    return ddpm_sample(
+        model,
+        process,
+        latents,
+        start_step=step,
+        model_kwargs=model_kwargs,
+        clip_denoised=clip_denoised,
+        generator=generator,
+        progress=progress,
+    )
