@@ -181,6 +181,8 @@ def test_idx_set_at_32_pads_with_black_and_at_14_box_averages(tmp_path):
     border = np.ones((32, 32), bool)
     border[2:30, 2:30] = False
     assert (padded[:, border] == 0).all()
+    kept = load_dataset("mnist", data_dir=tmp_path / "d", image_size=28).uint8()[:, :, :, 0]
+    np.testing.assert_array_equal(kept, images)
     # 28 -> 14 is one BOX halving (smaller side 28 >= 2 * 14): the mean of each 2x2 block.
     halved = load_dataset("mnist", data_dir=tmp_path / "d", image_size=14).uint8()[:, :, :, 0]
     blocks = images.reshape(4, 14, 2, 14, 2).astype(np.float64).mean(axis=(2, 4))
@@ -236,7 +238,7 @@ def test_missing_set_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatc
     assert "apt install dataset-fashion-mnist" in message
     assert "fashion-mnist/master/data/fashion/train-images-idx3-ubyte.gz" in message
     assert "--data-dir" in message and "DIFFUSE_DATA" in message
-    assert "download=False" in message
+    assert "downloading is off" in message and "download=True" in message
 
 
 # ---------------------------------------------------------------- downloads (faked)
@@ -307,6 +309,16 @@ def test_checksum_mismatch_keeps_nothing_and_damages_nothing(tmp_path, monkeypat
         load_dataset("mnist", data_dir=tmp_path / "mine")
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_failed_download_leaves_no_folders_behind(tmp_path, monkeypatch):
+    def unreachable(url, destination, description):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(download_module, "fetch_url", unreachable)
+    with pytest.raises(MissingFileError, match="network unreachable"):
+        load_dataset("mnist", data_dir=tmp_path / "new" / "data")
+    assert not (tmp_path / "new").exists()
 
 
 # ---------------------------------------------------------------- CIFAR-10

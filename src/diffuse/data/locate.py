@@ -98,30 +98,42 @@ def locate_or_download(
             if found is not None:
                 return found
     remote_files = source.remote_files if remote_files is None else remote_files
-    failure = "downloading is off (download=False)."
-    if download:
+    if not download:
+        failure = "downloading is off: pass download=True to allow it."
+    else:
         folder = (
             Path(data_dir).expanduser() / source.name
             if data_dir is not None
             else user_cache_dir(source.name)
         )
-        try:
-            for remote in remote_files:
-                download_file(remote, folder)
-        except DataError as err:
-            failure = f"download failed: {err}"
-        else:
-            found = find(folder)
-            if found is not None:
-                return found
-            failure = f"downloaded into {folder}, but the files there are not usable."
+        failure = _download_all(remote_files, folder)
+        found = find(folder) if failure is None else None
+        if found is not None:
+            return found
+        failure = failure or f"the files downloaded into {folder} are not usable."
     raise MissingFileError(_not_found_message(source, places, remote_files, failure))
+
+
+def _download_all(remote_files: Sequence[RemoteFile], folder: Path) -> str | None:
+    """Download into ``folder``; on failure say why and remove the folders it created."""
+    created = [path for path in (folder, *folder.parents) if not path.exists()]
+    try:
+        for remote in remote_files:
+            download_file(remote, folder)
+    except DataError as err:
+        for path in created:
+            if path.exists() and not any(path.iterdir()):
+                path.rmdir()
+        return f"the download failed: {err}"
+    return None
 
 
 def _not_found_message(
     source: DataSource, places: list[Place], remote_files: Sequence[RemoteFile], failure: str
 ) -> str:
-    looked = "\n".join(f"  - {place.path or '-'}  ({place.why})" for place in places)
+    looked = "\n".join(
+        f"  - {place.path}  ({place.why})" if place.path else f"  - {place.why}" for place in places
+    )
     urls = "\n".join(f"  - {remote.urls[0]}" for remote in remote_files)
     advice = f"\n{source.how_to_get}" if source.how_to_get else ""
     return (
@@ -129,5 +141,5 @@ def _not_found_message(
         f"and {failure}\n"
         f"To get it: download\n{urls}\n"
         f"into a folder and pass --data-dir FOLDER (data_dir=...) or set "
-        f"{ENV_VAR}=FOLDER, or allow downloading (download=True).{advice}"
+        f"{ENV_VAR}=FOLDER.{advice}"
     )
