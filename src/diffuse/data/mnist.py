@@ -66,34 +66,31 @@ _SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 _KINDS = ("images-idx3", "labels-idx1")
 
 
-def _remote_files(homes: tuple[str, ...], digests: dict[str, str]) -> tuple[RemoteFile, ...]:
-    return tuple(
-        RemoteFile(name, tuple(home + name for home in homes), md5) for name, md5 in digests.items()
+def _idx_source(
+    name: str, title: str, homes: tuple[str, ...], digests: dict[str, str], how_to_get: str = ""
+) -> DataSource:
+    remote_files = tuple(
+        RemoteFile(file, tuple(home + file for home in homes), md5) for file, md5 in digests.items()
     )
+    wanted = "{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"
+    return DataSource(name, title, wanted, remote_files, how_to_get)
 
 
 IDX_SETS = {
     "fashion-mnist": (
-        DataSource(
-            name="fashion-mnist",
-            title="Fashion-MNIST",
-            wanted="{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
-            remote_files=_remote_files(_FASHION_HOMES, _FASHION_MD5),
-            how_to_get="On Debian/Ubuntu: `apt install dataset-fashion-mnist` "
+        _idx_source(
+            "fashion-mnist",
+            "Fashion-MNIST",
+            _FASHION_HOMES,
+            _FASHION_MD5,
+            "On Debian/Ubuntu: `apt install dataset-fashion-mnist` "
             "(installs /usr/share/datasets/fashion-mnist/).",
         ),
         FASHION_CLASSES,
     ),
-    "mnist": (
-        DataSource(
-            name="mnist",
-            title="MNIST",
-            wanted="{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
-            remote_files=_remote_files(_MNIST_HOMES, _MNIST_MD5),
-        ),
-        DIGIT_CLASSES,
-    ),
+    "mnist": (_idx_source("mnist", "MNIST", _MNIST_HOMES, _MNIST_MD5), DIGIT_CLASSES),
 }
+"""Name -> (where to find it, class names)."""
 
 
 def find_idx_pair(folder: Path, split: str) -> tuple[Path, Path] | None:
