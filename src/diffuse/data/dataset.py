@@ -54,7 +54,8 @@ class ArraySource:
             )
         if images.shape[3] not in (1, 3):
             raise DataError(f"images must have 1 or 3 channels, got {images.shape[3]}")
-        self._pixels = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        pixels = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        self._pixels = torch.from_numpy(pixels if pixels.flags.writeable else pixels.copy())
         self.image_size = images.shape[1]
         self.channels = images.shape[3]
 
@@ -236,7 +237,7 @@ class ImageDataset(Dataset):
         For FID reference statistics and nearest-neighbour searches.
         """
         chosen = range(len(self)) if indices is None else [int(i) for i in indices]
-        return self.source.read(chosen).permute(0, 2, 3, 1).numpy()
+        return np.ascontiguousarray(self.source.read(chosen).permute(0, 2, 3, 1).numpy())
 
     def __repr__(self) -> str:
         classes = f"{self.num_classes} classes" if self.num_classes else "unlabelled"
@@ -261,8 +262,11 @@ def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.to(torch.float32) / 127.5 - 1.0
 
 
-def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Flip each image of a batch [n, C, H, W] left-right with probability 1/2."""
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image of a batch [n, C, H, W] left-right with probability 1/2.
+
+    One uniform draw per image from ``generator`` (required: the global RNG is not used).
+    """
     flip = torch.rand(x.shape[0], generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
