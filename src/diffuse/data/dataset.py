@@ -63,7 +63,7 @@ class ArraySource:
         return self._pixels.shape[0]
 
     def read(self, indices: Sequence[int]) -> torch.Tensor:
-        return self._pixels[torch.as_tensor(indices, dtype=torch.long)]
+        return self._pixels.index_select(0, torch.as_tensor(indices, dtype=torch.long))
 
 
 class FolderSource:
