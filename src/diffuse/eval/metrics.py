@@ -1,0 +1,157 @@
+"""Sample-quality metrics on Inception activations: FID, sFID, Inception Score, P/R.
+
+All of them take features computed by :mod:`diffuse.eval.features` (or any other
+network): FID and sFID are the same Fréchet distance on pool_3 and on spatial features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.special import log_softmax, logsumexp
+
+from diffuse.errors import DataError
+
+
+@dataclass(frozen=True)
+class GaussianStatistics:
+    """Mean and covariance of a feature set: what FID compares.
+
+    Attributes:
+        mu: mean feature, float64 [D].
+        sigma: unbiased covariance (``np.cov``), float64 [D, D].
+    """
+
+    mu: np.ndarray
+    sigma: np.ndarray
+
+    @classmethod
+    def of(cls, features: np.ndarray) -> GaussianStatistics:
+        """Statistics of features [N, D], N >= 2, computed in float64."""
+        features = _check_features(features, "features")
+        if len(features) < 2:
+            raise DataError(f"a covariance needs at least 2 feature vectors, got {len(features)}")
+        return cls(features.mean(axis=0), np.cov(features, rowvar=False))
+
+
+def _check_features(features, what: str) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) == 0:
+        raise DataError(f"{what} must be a non-empty array [N, D], got shape {features.shape}")
+    if not np.isfinite(features).all():
+        raise DataError(f"{what} contain NaN or infinite values")
+    return features
+
+
+def trace_sqrt_product(sigma_1: np.ndarray, sigma_2: np.ndarray) -> float:
+    """tr((sigma_1 sigma_2)^(1/2)) for symmetric positive semi-definite matrices.
+
+    sigma_1 sigma_2 is similar to the symmetric PSD matrix M = S sigma_2 S with
+    S = sigma_1^(1/2) (S^-1 (S sigma_2 S) S = sigma_1 sigma_2 when S is invertible, and
+    by continuity otherwise), so its square root's trace is the sum of the square roots
+    of M's eigenvalues. Symmetric eigendecompositions are backward stable and never
+    produce the complex parts or non-convergence that a general matrix square root
+    (``scipy.linalg.sqrtm``) meets on the rank-deficient covariances of N < D samples;
+    round-off negatives are clipped to 0.
+    """
+    eigenvalues, eigenvectors = np.linalg.eigh(sigma_1)
+    root = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ eigenvectors.T
+    middle = root @ sigma_2 @ root
+    middle = (middle + middle.T) / 2.0
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh(middle), 0.0, None)).sum())
+
+
+def frechet_distance(a: GaussianStatistics, b: GaussianStatistics) -> float:
+    """Squared Fréchet (2-Wasserstein) distance between two Gaussians.
+
+    d^2 = |mu_a - mu_b|^2 + tr(sigma_a + sigma_b - 2 (sigma_a sigma_b)^(1/2))
+    (Dowson & Landau 1982; the FID of Heusel et al. 2017, Sec. 4 "Fréchet Inception
+    Distance").
+    """
+    if a.mu.shape != b.mu.shape or a.sigma.shape != b.sigma.shape:
+        raise DataError(
+            f"cannot compare statistics of {a.mu.shape[0]}-d and {b.mu.shape[0]}-d features "
+            "(pool_3 features are 2048-d, sFID's spatial features 2023-d)"
+        )
+    diff = a.mu - b.mu
+    trace = np.trace(a.sigma) + np.trace(b.sigma) - 2.0 * trace_sqrt_product(a.sigma, b.sigma)
+    return float(diff @ diff + trace)
+
+
+def fid(a, b) -> float:
+    """Fréchet distance between two feature sets, each features [N, D] or its statistics.
+
+    With pool_3 features this is FID (Heusel et al. 2017); with the spatial mixed_6
+    features it is sFID (Nash et al. 2021), as ADM (Dhariwal & Nichol 2021) reports both.
+    """
+    stats = [x if isinstance(x, GaussianStatistics) else GaussianStatistics.of(x) for x in (a, b)]
+    return frechet_distance(*stats)
+
+
+def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """Inception Score exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016, Sec. 4), mean and std.
+
+    ``logits`` [N, classes] are split into ``splits`` consecutive parts (boundaries at
+    i * N // splits, as the original code and StyleGAN's metrics); p(y) is each part's mean
+    of p(y|x).
+    """
+    logits = _check_features(logits, "logits")
+    if not 1 <= splits <= len(logits):
+        raise DataError(f"cannot split {len(logits)} logit vectors into {splits} parts")
+    log_p = log_softmax(logits, axis=1)
+    scores = []
+    for i in range(splits):
+        part = log_p[i * len(log_p) // splits : (i + 1) * len(log_p) // splits]
+        log_marginal = logsumexp(part, axis=0) - np.log(len(part))
+        kl = (np.exp(part) * (part - log_marginal)).sum(axis=1).mean()
+        scores.append(np.exp(kl))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def _squared_distances(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """|r - c|^2 for every pair, via |r|^2 - 2 r.c + |c|^2 (one matrix product), >= 0."""
+    distances = rows.square().sum(1, keepdim=True) - 2.0 * rows @ columns.T
+    return (distances + columns.square().sum(1)).clamp_(min=0.0)
+
+
+def kth_neighbour_radii(features: torch.Tensor, k: int, batch_size: int) -> torch.Tensor:
+    """Squared distance of every vector to its k-th nearest other vector in the same set."""
+    if len(features) <= k:
+        raise DataError(f"the k={k} nearest neighbours need more than {k} feature vectors")
+    radii = [
+        _squared_distances(features[start : start + batch_size], features)
+        .topk(k + 1, dim=1, largest=False)  # the smallest is the vector itself (distance 0)
+        .values[:, k]
+        for start in range(0, len(features), batch_size)
+    ]
+    return torch.cat(radii)
+
+
+def precision_recall(
+    real: np.ndarray, fake: np.ndarray, *, k: int = 3, batch_size: int = 1024
+) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019, Sec. 2, eq. 1-2).
+
+    Each set's manifold is the union of balls around its vectors with radius the distance
+    to the k-th nearest neighbour. Precision: fraction of ``fake`` inside the real manifold;
+    recall: fraction of ``real`` inside the fake manifold. ADM reports k = 3 on pool_3
+    features. Distances are computed in float32, ``batch_size`` rows at a time, so memory
+    grows as batch_size x N (50k x 50k sets work).
+    """
+    real_t, fake_t = (
+        torch.from_numpy(_check_features(x, what).astype(np.float32))
+        for x, what in ((real, "real features"), (fake, "fake features"))
+    )
+    if real_t.shape[1] != fake_t.shape[1]:
+        raise DataError(f"real features are {real_t.shape[1]}-d, fake {fake_t.shape[1]}-d")
+    real_radii = kth_neighbour_radii(real_t, k, batch_size)
+    fake_radii = kth_neighbour_radii(fake_t, k, batch_size)
+    fake_inside = torch.zeros(len(fake_t), dtype=torch.bool)
+    real_inside = []
+    for start in range(0, len(real_t), batch_size):
+        distances = _squared_distances(real_t[start : start + batch_size], fake_t)
+        fake_inside |= (distances <= real_radii[start : start + batch_size, None]).any(0)
+        real_inside.append((distances <= fake_radii[None, :]).any(1))
+    return float(fake_inside.double().mean()), float(torch.cat(real_inside).double().mean())
