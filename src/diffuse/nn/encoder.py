@@ -1,0 +1,203 @@
+"""The encoder half shared by the U-Net, the upsampler and the noisy classifier.
+
+A stem convolution, then one :class:`Level` per resolution (residual blocks, optional
+self-attention, then downsampling except at the last level), then the middle block
+(residual, attention, residual). :class:`Network` is the common base of the three networks:
+the configuration, the timestep embedding, the encoder and the checks of the inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffuse.errors import DataError
+from diffuse.nn.config import EncoderConfig
+from diffuse.nn.layers import (
+    Downsample,
+    ResBlock,
+    SelfAttention,
+    TimestepMLP,
+    Upsample,
+    run_block,
+    timestep_embedding,
+)
+
+
+class ResAttnBlock(nn.Module):
+    """A residual block, followed by self-attention when ``attn`` is given."""
+
+    def __init__(self, res: ResBlock, attn: SelfAttention | None):
+        super().__init__()
+        self.res = res
+        self.attn = attn
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        x = self.res(x, emb)
+        return x if self.attn is None else self.attn(x)
+
+
+class Level(nn.Module):
+    """The blocks working at one resolution and the resampler that leaves it (or None)."""
+
+    def __init__(self, blocks: list[ResAttnBlock], resample: nn.Module | None):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.resample = resample
+
+
+class MiddleBlock(nn.Module):
+    """Residual block, self-attention, residual block at the lowest resolution."""
+
+    def __init__(self, config: EncoderConfig, channels: int):
+        super().__init__()
+        self.res1 = residual_block(config, channels, channels)
+        self.attn = attention_block(config, channels)
+        self.res2 = residual_block(config, channels, channels)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.res2(self.attn(self.res1(x, emb)), emb)
+
+
+def residual_block(
+    config: EncoderConfig, in_channels: int, out_channels: int, resample: str | None = None
+) -> ResBlock:
+    """A :class:`ResBlock` with the configuration's embedding, dropout and normalisation."""
+    return ResBlock(
+        in_channels,
+        out_channels,
+        config.embedding_channels,
+        dropout=config.dropout,
+        scale_shift_norm=config.scale_shift_norm,
+        norm_groups=config.norm_groups,
+        resample=resample,
+    )
+
+
+def attention_block(config: EncoderConfig, channels: int) -> SelfAttention:
+    """A :class:`SelfAttention` with the configuration's heads and q, k, v layout."""
+    return SelfAttention(
+        channels, config.attention_heads(channels), config.attention_order, config.norm_groups
+    )
+
+
+def level_block(
+    config: EncoderConfig, level: int, in_channels: int, out_channels: int
+) -> ResAttnBlock:
+    """A residual block of ``level``, with attention if the level has it."""
+    attn = attention_block(config, out_channels) if config.uses_attention(level) else None
+    return ResAttnBlock(residual_block(config, in_channels, out_channels), attn)
+
+
+def resampler(config: EncoderConfig, channels: int, direction: str) -> nn.Module:
+    """A block changing the resolution by 2 in ``direction`` ("up" or "down")."""
+    if config.resample == "resblock":
+        return residual_block(config, channels, channels, resample=direction)
+    return Upsample(channels) if direction == "up" else Downsample(channels)
+
+
+class Encoder(nn.Module):
+    """Stem convolution, the downward levels and the middle block.
+
+    config:      the network's settings.
+    in_channels: channels of the tensor given to the stem (the upsampler doubles them).
+
+    ``skip_channels`` lists the channels of the features kept for the decoder's skip
+    connections, in the order they are produced.
+    """
+
+    def __init__(self, config: EncoderConfig, in_channels: int):
+        super().__init__()
+        self.checkpointed = config.gradient_checkpointing
+        widths = config.level_channels
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1)
+        channels = widths[0]
+        self.skip_channels = [channels]
+        levels = []
+        for level, width in enumerate(widths):
+            blocks = []
+            for _ in range(config.num_res_blocks):
+                blocks.append(level_block(config, level, channels, width))
+                channels = width
+                self.skip_channels.append(channels)
+            down = None
+            if level < config.levels - 1:
+                down = resampler(config, channels, "down")
+                self.skip_channels.append(channels)
+            levels.append(Level(blocks, down))
+        self.levels = nn.ModuleList(levels)
+        self.middle = MiddleBlock(config, channels)
+        self.out_channels = channels
+
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Features after the middle block, and the features kept for skip connections."""
+        checkpointed = self.checkpointed and self.training
+        h = self.stem(x)
+        skips = [h]
+        for level in self.levels:
+            for block in level.blocks:
+                h = run_block(block, h, emb, checkpointed)
+                skips.append(h)
+            if level.resample is not None:
+                h = run_block(level.resample, h, emb, checkpointed)
+                skips.append(h)
+        return run_block(self.middle, h, emb, checkpointed), skips
+
+
+class Network(nn.Module):
+    """Common base of the U-Net family: settings, timestep embedding, encoder, input checks.
+
+    config:         the network's settings (kept as ``self.config``).
+    stem_channels:  channels the encoder's first convolution receives.
+
+    Weights are kept in channels_last memory format, the faster one for convolutions on
+    CPUs and GPUs; inputs are converted on entry and outputs returned contiguous.
+    """
+
+    def __init__(self, config: EncoderConfig, stem_channels: int):
+        super().__init__()
+        self.config = config
+        self.time_embed = TimestepMLP(config.model_channels, config.embedding_channels)
+        self.encoder = Encoder(config, stem_channels)
+
+    @property
+    def image_size(self) -> int:
+        """Height and width of the images in pixels."""
+        return self.config.image_size
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the input images."""
+        return self.config.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the output (or number of logits of a classifier)."""
+        return self.config.out_channels
+
+    def embed_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """Embedding [N, 4 * model_channels] of the timestep indices ``t`` [N]."""
+        scaled = t.float() * self.config.timestep_scale if self.config.timestep_scale != 1 else t
+        return self.time_embed(timestep_embedding(scaled, self.config.model_channels))
+
+    def encode(self, x: torch.Tensor, emb: torch.Tensor):
+        """Run the encoder on ``x`` in channels_last with the SiLU of the embedding."""
+        return self.encoder(x.contiguous(memory_format=torch.channels_last), F.silu(emb))
+
+    def check_input(self, x: torch.Tensor, t: torch.Tensor) -> None:
+        """Raise :class:`DataError` unless ``x`` is [N, C, S, S] and ``t`` is [N]."""
+        size = self.config.image_size
+        expected = (self.config.in_channels, size, size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise DataError(
+                f"this {self.config.kind} network takes images of shape [N, {expected[0]}, "
+                f"{size}, {size}] ({expected[0]} channels, {size}x{size} pixels), got "
+                f"{tuple(x.shape)}; resize the images or use a network built for their size"
+            )
+        if t.shape != (x.shape[0],):
+            raise DataError(
+                f"timesteps t must have shape [{x.shape[0]}] (one per image), got {tuple(t.shape)}"
+            )

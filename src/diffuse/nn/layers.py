@@ -1,0 +1,252 @@
+"""Building blocks of the U-Net family: normalisation, embeddings, residual and attention blocks.
+
+Every block works on NCHW tensors in either memory format; channels_last is the fast one
+on CPUs and on tensor cores. Under bf16/fp16 autocast the convolutions and matrix products
+run in low precision while every GroupNorm computes its statistics and normalisation in
+float32 (:class:`GroupNorm32`), as ADM does for its fp16 training (Dhariwal & Nichol 2021,
+appendix; guided-diffusion's ``GroupNorm32``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm (Wu & He 2018) computed in float32 whatever the input's precision.
+
+    The result is returned in the input's dtype, so the next convolution stays in the
+    autocast precision.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            normed = F.group_norm(
+                x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps
+            )
+        return normed.to(x.dtype)
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Set every parameter of ``module`` to zero (ADM's zero-initialised output layers)."""
+    for parameter in module.parameters():
+        nn.init.zeros_(parameter)
+    return module
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of the (possibly scaled) timesteps ``t`` [N] -> [N, dim].
+
+    The Transformer's position encoding (Vaswani et al. 2017, section 3.5) used by DDPM
+    (appendix B): frequencies ``max_period ** (-i / (dim // 2))`` for ``i < dim // 2``, cosines
+    first then sines (ADM's order), one zero feature appended when ``dim`` is odd.
+    """
+    half = dim // 2
+    exponents = torch.arange(half, dtype=torch.float32, device=t.device) / half
+    frequencies = torch.exp(-math.log(max_period) * exponents)
+    angles = t.float()[:, None] * frequencies[None]
+    embedding = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+    if dim % 2:
+        embedding = F.pad(embedding, (0, 1))
+    return embedding
+
+
+class TimestepMLP(nn.Module):
+    """Two dense layers with a SiLU between them, applied to the sinusoidal features.
+
+    in_features:  width of the sinusoidal features (the model's base width).
+    out_features: width of the embedding shared by every residual block.
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.linear1 = nn.Linear(in_features, out_features)
+        self.linear2 = nn.Linear(out_features, out_features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear2(F.silu(self.linear1(features)))
+
+
+def downsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Average pooling over 2x2 blocks."""
+    return F.avg_pool2d(x, kernel_size=2, stride=2)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour upsampling by 2."""
+    return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
+class ResBlock(nn.Module):
+    """Residual block conditioned on the embedding (DDPM appendix B; ADM section 3).
+
+    h = conv1(SiLU(GN(x))), then either GN(h + W e) (additive, DDPM) or
+    GN(h) * (1 + s) + b with (s, b) = W e (adaptive GroupNorm, ADM eq. in section 3), then
+    conv2(dropout(SiLU(.))) added to the skip path. With ``resample`` it is a BigGAN
+    up/down-sampling block (Brock et al. 2019): both paths are resampled after the first
+    activation.
+
+    in_channels:      channels of the input features.
+    out_channels:     channels of the output features (a 1x1 convolution adapts the skip).
+    embedding_channels: width of the (activated) embedding the block receives.
+    dropout:          dropout rate before the second convolution.
+    scale_shift_norm: adaptive GroupNorm instead of an added embedding.
+    norm_groups:      groups of both GroupNorms.
+    resample:         None, "up" (nearest x2) or "down" (average pooling /2).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        embedding_channels: int,
+        *,
+        dropout: float,
+        scale_shift_norm: bool,
+        norm_groups: int,
+        resample: str | None = None,
+    ):
+        super().__init__()
+        self.scale_shift_norm = scale_shift_norm
+        self.resample = {None: None, "up": upsample2x, "down": downsample2x}[resample]
+        self.norm1 = GroupNorm32(norm_groups, in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.embedding = nn.Linear(
+            embedding_channels, out_channels * (2 if scale_shift_norm else 1)
+        )
+        self.norm2 = GroupNorm32(norm_groups, out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.skip = (
+            nn.Identity()
+            if in_channels == out_channels
+            else nn.Conv2d(in_channels, out_channels, 1)
+        )
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """``x`` [N, C, H, W] features, ``emb`` [N, E] the SiLU of the embedding."""
+        h = F.silu(self.norm1(x))
+        if self.resample is not None:
+            h, x = self.resample(h), self.resample(x)
+        h = self.conv1(h)
+        cond = self.embedding(emb).to(h.dtype)[:, :, None, None]
+        if self.scale_shift_norm:
+            scale, shift = cond.chunk(2, dim=1)
+            h = torch.addcmul(shift, self.norm2(h), 1 + scale)
+        else:
+            h = self.norm2(h + cond)
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+def multihead_attention(qkv: torch.Tensor, heads: int, order: str) -> torch.Tensor:
+    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1) of fused projections.
+
+    ``qkv`` [N, L, 3C] holds queries, keys and values of ``heads`` heads, laid out as
+    (head, q/k/v, channel) when ``order`` is "legacy" and as (q/k/v, head, channel) when it
+    is "new" (the two layouts of guided-diffusion). Returns [N, L, C].
+    """
+    n, length, width = qkv.shape
+    head_channels = width // (3 * heads)
+    if order == "legacy":
+        q, k, v = qkv.view(n, length, heads, 3, head_channels).unbind(3)
+    else:
+        q, k, v = qkv.view(n, length, 3, heads, head_channels).unbind(2)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2).reshape(n, length, heads * head_channels)
+
+
+class SelfAttention(nn.Module):
+    """Residual self-attention over all pixels (DDPM appendix B; ADM section 3).
+
+    x + proj(attention(qkv(GN(x)))), with the output projection zero-initialised.
+
+    channels:    channels of the features.
+    heads:       number of attention heads.
+    order:       layout of the fused q, k, v projection, "legacy" or "new".
+    norm_groups: groups of the GroupNorm.
+    """
+
+    def __init__(self, channels: int, heads: int, order: str, norm_groups: int):
+        super().__init__()
+        self.heads = heads
+        self.order = order
+        self.norm = GroupNorm32(norm_groups, channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = zero_init(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        n, c, height, width = x.shape
+        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(n, height * width, c)
+        out = self.proj(multihead_attention(self.qkv(tokens), self.heads, self.order))
+        return x + out.view(n, height, width, c).permute(0, 3, 1, 2)
+
+
+class AttentionPool(nn.Module):
+    """Attention pooling of ADM's classifier head (section 4.1), after CLIP (Radford et al.
+    2021): the mean of the features attends, with learned position embeddings, to all pixels.
+
+    size:         height and width of the pooled features.
+    channels:     channels of the pooled features.
+    heads:        number of attention heads.
+    out_features: number of outputs (logits).
+    """
+
+    def __init__(self, size: int, channels: int, heads: int, out_features: int):
+        super().__init__()
+        self.heads = heads
+        self.position = nn.Parameter(torch.randn(size * size + 1, channels) / channels**0.5)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.flatten(2).transpose(1, 2)
+        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
+        tokens = tokens + self.position.to(tokens.dtype)
+        pooled = multihead_attention(self.qkv(tokens), self.heads, "new")[:, 0]
+        return self.proj(pooled)
+
+
+class Downsample(nn.Module):
+    """Halve the resolution with a 3x3 convolution of stride 2 (DDPM).
+
+    channels: channels of the input and output features.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double the resolution: nearest-neighbour upsampling, then a 3x3 convolution (DDPM).
+
+    channels: channels of the input and output features.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv(upsample2x(x))
+
+
+def run_block(
+    block: nn.Module, x: torch.Tensor, emb: torch.Tensor, checkpointed: bool
+) -> torch.Tensor:
+    """``block(x, emb)``, recomputed in the backward pass when ``checkpointed`` (Chen et al.
+    2016, gradient checkpointing) and gradients are being recorded."""
+    if checkpointed and torch.is_grad_enabled():
+        return checkpoint(block, x, emb, use_reentrant=False)
+    return block(x, emb)
