@@ -95,6 +95,12 @@ class InceptionExtractor:
         """SHA-256 of the weights file: the network's identity in cached statistics."""
         return self.weights.sha256
 
+    @property
+    def tag(self) -> str:
+        """Short name of network and precision, e.g. ``7ff4a85c3a6378f0`` or ``...-bfloat16``."""
+        precision = str(self.dtype).removeprefix("torch.")
+        return self.sha256[:16] + ("" if precision == "float32" else f"-{precision}")
+
     def __call__(
         self, images, *, spatial: bool = False, logits: bool = False, progress: bool = True
     ) -> InceptionActivations:

@@ -53,14 +53,21 @@ def trace_sqrt_product(sigma_1: np.ndarray, sigma_2: np.ndarray) -> float:
     by continuity otherwise), so its square root's trace is the sum of the square roots
     of M's eigenvalues. Symmetric eigendecompositions are backward stable and never
     produce the complex parts or non-convergence that a general matrix square root
-    (``scipy.linalg.sqrtm``) meets on the rank-deficient covariances of N < D samples;
-    round-off negatives are clipped to 0.
+    (``scipy.linalg.sqrtm``) meets on the rank-deficient covariances of N < D samples.
+    Eigenvalues below the round-off level (largest * D * machine epsilon, the rank
+    tolerance of ``np.linalg.matrix_rank``) are taken as 0, so that the square roots of
+    ~1e-16 noise do not add up to a bias over thousands of null directions.
     """
     eigenvalues, eigenvectors = np.linalg.eigh(sigma_1)
-    root = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ eigenvectors.T
+    root = (eigenvectors * np.sqrt(_above_round_off(eigenvalues))) @ eigenvectors.T
     middle = root @ sigma_2 @ root
     middle = (middle + middle.T) / 2.0
-    return float(np.sqrt(np.clip(np.linalg.eigvalsh(middle), 0.0, None)).sum())
+    return float(np.sqrt(_above_round_off(np.linalg.eigvalsh(middle))).sum())
+
+
+def _above_round_off(eigenvalues: np.ndarray) -> np.ndarray:
+    tolerance = max(eigenvalues.max(), 0.0) * len(eigenvalues) * np.finfo(np.float64).eps
+    return np.where(eigenvalues > tolerance, eigenvalues, 0.0)
 
 
 def frechet_distance(a: GaussianStatistics, b: GaussianStatistics) -> float:

