@@ -62,7 +62,7 @@ def network_variants(batch: torch.Tensor) -> dict[str, callable]:
         x = batch.contiguous(memory_format=extractor.memory_format)
 
         def run():
-            with torch.inference_mode(), extractor._autocast():
+            with torch.inference_mode(), extractor.autocast():
                 extractor.network(x)
 
         return run

