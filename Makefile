@@ -14,10 +14,10 @@ $(VENV_STAMP): pyproject.toml Makefile
 
 test: $(VENV_STAMP)
 	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-all: $(VENV_STAMP)
-	$(PY) -m pytest -q -m ''
+	$(PY) -m pytest -q -n 2 -m ''
 
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check src tests benchmarks

@@ -1,0 +1,241 @@
+"""The Gaussian process's formulas against closed forms and independent computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from diffuse.diffusion import GaussianDiffusion, beta_schedule
+from diffuse.diffusion.distributions import discretized_gaussian_log_likelihood, normal_kl
+from diffuse.diffusion.oracle import GaussianOracle
+from diffuse.errors import ConfigError
+
+F64 = torch.float64
+
+
+def process(schedule="linear", T=1000, **kwargs):
+    return GaussianDiffusion(beta_schedule(schedule, T), **kwargs)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("index", [1, 10, 500, 999])
+def test_q_posterior_is_bayes_rule_on_a_grid(schedule, index):
+    p = process(schedule)
+    x0, x_t = 0.37, -0.52
+    beta = p.betas[index]
+    abar_prev = p.alphas_cumprod[index - 1]
+    # q(x_{t-1} | x_t, x0) ∝ q(x_t | x_{t-1}) q(x_{t-1} | x0), evaluated on a fine grid.
+    grid = np.linspace(-6, 6, 400_001)
+    log_density = stats.norm.logpdf(
+        x_t, np.sqrt(1 - beta) * grid, np.sqrt(beta)
+    ) + stats.norm.logpdf(grid, np.sqrt(abar_prev) * x0, np.sqrt(1 - abar_prev))
+    weights = np.exp(log_density - log_density.max())
+    weights /= weights.sum()
+    grid_mean = (weights * grid).sum()
+    grid_var = (weights * (grid - grid_mean) ** 2).sum()
+    t = torch.tensor([index])
+    mean, var, log_var = p.q_posterior(
+        torch.full((1, 1), x0, dtype=F64), torch.full((1, 1), x_t, dtype=F64), t
+    )
+    assert mean.item() == pytest.approx(grid_mean, abs=1e-6)
+    assert var.item() == pytest.approx(grid_var, rel=1e-4)
+    assert log_var.item() == pytest.approx(np.log(grid_var), abs=1e-4)
+
+
+def test_gaussian_kl_matches_monte_carlo():
+    generator = torch.Generator().manual_seed(0)
+    m1, lv1, m2, lv2 = 0.3, -1.2, -0.4, 0.5
+    x = m1 + np.exp(0.5 * lv1) * torch.randn(2_000_000, generator=generator, dtype=F64)
+    log_p1 = torch.distributions.Normal(m1, np.exp(0.5 * lv1)).log_prob(x)
+    log_p2 = torch.distributions.Normal(m2, np.exp(0.5 * lv2)).log_prob(x)
+    estimate = (log_p1 - log_p2).mean().item()
+    stderr = (log_p1 - log_p2).std().item() / np.sqrt(x.numel())
+    exact = normal_kl(*(torch.tensor(v, dtype=F64) for v in (m1, lv1, m2, lv2))).item()
+    assert abs(estimate - exact) < 4 * stderr
+
+
+@pytest.mark.parametrize(("mean", "scale"), [(0.0, 0.01), (0.5, 0.2), (-0.99, 0.003), (0.2, 3.0)])
+def test_decoder_bins_are_a_distribution_matching_the_normal_cdf(mean, scale):
+    levels = torch.linspace(-1, 1, 256, dtype=F64)
+    log_p = discretized_gaussian_log_likelihood(
+        levels, torch.full_like(levels, mean), torch.full_like(levels, np.log(scale))
+    )
+    assert log_p.exp().sum().item() == pytest.approx(1.0, abs=1e-9)
+    edges = np.concatenate([[-np.inf], (levels[:-1].numpy() + 1 / 255), [np.inf]])
+    expected = np.diff(stats.norm.cdf(edges, mean, scale))
+    mask = expected > 1e-12
+    np.testing.assert_allclose(log_p.exp().numpy()[mask], expected[mask], rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "mean", "v"])
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_every_parameterization_recovers_x0_and_eps(prediction, schedule):
+    p = process(schedule, prediction=prediction)
+    generator = torch.Generator().manual_seed(1)
+    x0 = torch.rand(5, 2, 4, 4, generator=generator, dtype=F64) * 2 - 1
+    eps = torch.randn(5, 2, 4, 4, generator=generator, dtype=F64)
+    t = torch.tensor([0, 1, 250, 700, 998])
+    x_t = p.q_sample(x0, t, eps)
+    target = p.prediction_target(x0, x_t, t, eps)
+    out = p.p_mean_variance(target, x_t, t, clip_denoised=False)
+    # Near t = T (cosine), x0 = (x_t - b eps) / a divides by a ~ 1e-2: allow for roundoff.
+    torch.testing.assert_close(out["pred_x0"], x0, rtol=0, atol=1e-9)
+    torch.testing.assert_close(out["pred_eps"], eps, rtol=0, atol=1e-9)
+    torch.testing.assert_close(out["mean"], p.q_posterior(x0, x_t, t)[0], rtol=0, atol=1e-9)
+
+
+def test_variances():
+    p = process("linear", variance="fixed_large")
+    x = torch.zeros(3, 1, 2, 2, dtype=F64)
+    t = torch.tensor([0, 1, 999])
+    out = p.p_mean_variance(torch.zeros_like(x), x, t)
+    expected = [p.posterior_variance[1], p.betas[1], p.betas[999]]
+    np.testing.assert_allclose(out["variance"][:, 0, 0, 0].numpy(), expected)
+    small = process("linear").p_mean_variance(torch.zeros_like(x), x, t)
+    expected = [p.posterior_variance[1], p.posterior_variance[1], p.posterior_variance[999]]
+    np.testing.assert_allclose(small["variance"][:, 0, 0, 0].numpy(), expected)
+
+    ranged = process("cosine", variance="learned_range", loss="hybrid")
+    x = torch.zeros(2, 1, 1, 1, dtype=F64)
+    t = torch.tensor([5, 5])
+    v = torch.tensor([-1.0, 1.0], dtype=F64).reshape(2, 1, 1, 1)
+    out = ranged.p_mean_variance(torch.cat([torch.zeros_like(x), v], 1), x, t)
+    np.testing.assert_allclose(
+        out["log_variance"].flatten().numpy(),
+        [np.log(ranged.posterior_variance[5]), np.log(ranged.betas[5])],
+    )
+    learned = process("linear", variance="learned", loss="kl")
+    out = learned.p_mean_variance(torch.cat([torch.zeros_like(x), v], 1), x, t)
+    np.testing.assert_allclose(out["variance"].flatten().numpy(), np.exp([-1.0, 1.0]))
+
+
+def test_ddim_with_eta_one_is_the_ddpm_step():
+    p = process("cosine")
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 3, 5, 5, generator=generator, dtype=F64)
+    out = torch.randn(4, 3, 5, 5, generator=generator, dtype=F64)
+    noise = torch.randn(4, 3, 5, 5, generator=generator, dtype=F64)
+    t = torch.tensor([1, 20, 500, 999])
+    torch.testing.assert_close(
+        p.ddim_step(out, x, t, 1.0, noise, clip_denoised=False),
+        p.ddpm_step(out, x, t, noise, clip_denoised=False),
+    )
+    # eta = 0 is deterministic; at the last step every sampler returns pred_x0.
+    t0 = torch.zeros(4, dtype=torch.long)
+    pred = p.p_mean_variance(out, x, t0)
+    torch.testing.assert_close(p.ddim_step(out, x, t0, 0.0, None), pred["pred_x0"])
+    torch.testing.assert_close(p.ddpm_step(out, x, t0, noise), pred["mean"])
+
+
+def test_ddim_reverse_step_inverts_the_ddim_step_for_a_fixed_prediction():
+    p = process("linear", prediction="x0")
+    x0 = torch.rand(2, 1, 3, 3, dtype=F64) * 2 - 1
+    t = torch.tensor([300, 300])
+    x_t = p.q_sample(x0, t, torch.randn_like(x0))
+    x_next = p.ddim_reverse_step(x0, x_t, t)
+    # With x0 known exactly, stepping back from t + 1 with the same prediction returns x_t.
+    torch.testing.assert_close(p.ddim_step(x0, x_next, t + 1, 0.0, None, clip_denoised=False), x_t)
+
+
+def test_clipping_bounds_pred_x0():
+    p = process("linear", prediction="x0")
+    x = torch.zeros(1, 1, 2, 2)
+    out = p.p_mean_variance(torch.full_like(x, 5.0), x, torch.tensor([10]))
+    assert out["pred_x0"].max().item() == 1.0
+
+
+def test_vb_terms_with_the_true_posterior():
+    """A mean prediction equal to the true posterior mean has zero KL for t > 0."""
+    p = process("linear", prediction="mean", loss="kl")
+    x0 = torch.rand(3, 1, 4, 4, dtype=F64) * 2 - 1
+    t = torch.tensor([1, 100, 999])
+    x_t = p.q_sample(x0, t, torch.randn_like(x0))
+    true_mean = p.q_posterior(x0, x_t, t)[0]
+    vb = p.vb_terms_bpd(true_mean, x0, x_t, t)
+    torch.testing.assert_close(vb, torch.zeros(3, dtype=F64), atol=1e-9, rtol=0)
+    # At t = 0 the term is the decoder NLL: positive, in bits/dim.
+    t0 = torch.zeros(3, dtype=torch.long)
+    levels = torch.round((x0 + 1) * 127.5) / 127.5 - 1
+    x_t0 = p.q_sample(levels, t0, torch.randn_like(levels))
+    nll = p.vb_terms_bpd(p.q_posterior(levels, x_t0, t0)[0], levels, x_t0, t0)
+    assert (nll > 0).all() and (nll < 8).all()
+
+
+def test_prior_term_is_small_at_T():
+    p = process("linear")
+    x0 = torch.rand(4, 1, 4, 4) * 2 - 1
+    assert (p.prior_bpd(x0) < 1e-4).all()
+
+
+class Cheat(torch.nn.Module):
+    """A 'network' that outputs a given tensor, with a learnable scale for gradients."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = torch.nn.Parameter(output.clone())
+
+    def forward(self, x, t, **kwargs):
+        return self.output
+
+
+def test_mse_loss_of_a_perfect_prediction_is_zero():
+    for prediction in ("eps", "x0", "v", "mean"):
+        p = process("linear", prediction=prediction)
+        x0 = torch.rand(3, 1, 4, 4, dtype=F64) * 2 - 1
+        noise = torch.randn_like(x0)
+        t = torch.tensor([0, 10, 900])
+        x_t = p.q_sample(x0, t, noise)
+        model = Cheat(p.prediction_target(x0, x_t, t, noise))
+        losses = p.training_losses(model, x0, t, noise)
+        assert set(losses) == {"loss", "mse"}
+        torch.testing.assert_close(losses["loss"], torch.zeros(3, dtype=F64))
+
+
+def test_kl_and_hybrid_losses():
+    x0 = torch.rand(3, 1, 4, 4, dtype=F64) * 2 - 1
+    noise = torch.randn_like(x0)
+    t = torch.tensor([0, 10, 400])
+    output = torch.randn(3, 2, 4, 4, dtype=F64)
+
+    kl = process("cosine", T=500, variance="learned_range", loss="kl")
+    losses = kl.training_losses(Cheat(output), x0, t, noise)
+    x_t = kl.q_sample(x0, t, noise)
+    torch.testing.assert_close(losses["loss"], 500 * kl.vb_terms_bpd(output, x0, x_t, t))
+
+    hybrid = process("cosine", T=500, variance="learned_range", loss="hybrid")
+    model = Cheat(output)
+    losses = hybrid.training_losses(model, x0, t, noise)
+    torch.testing.assert_close(losses["loss"], losses["mse"] + 0.5 * losses["vb"])
+    losses["loss"].sum().backward()
+    # The mean channels learn from the MSE alone: their gradient is d(mse)/d(output).
+    expected = 2 * (output[:, :1] - noise) / 16
+    torch.testing.assert_close(model.output.grad[:, :1], expected)
+    assert model.output.grad[:, 1:].abs().sum() > 0
+
+
+def test_bad_configurations_are_refused():
+    with pytest.raises(ConfigError, match="hybrid"):
+        process(variance="learned_range", loss="mse")
+    with pytest.raises(ConfigError, match="learned variance"):
+        process(loss="hybrid")
+    with pytest.raises(ConfigError, match="prediction"):
+        process(prediction="score")
+    p = process(variance="learned_range", loss="hybrid")
+    with pytest.raises(ConfigError, match="needs 6"):
+        p.p_mean_variance(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), torch.tensor([3]))
+
+
+def test_oracle_is_the_minimum_mse_predictor():
+    """Sanity check of the test oracle itself: it beats nearby linear predictors."""
+    p = process("linear")
+    oracle = GaussianOracle(p, 0.3, 0.6)
+    generator = torch.Generator().manual_seed(3)
+    x0 = 0.3 + 0.6 * torch.randn(200_000, 1, 1, 1, generator=generator, dtype=F64)
+    noise = torch.randn(x0.shape, generator=generator, dtype=F64)
+    t = torch.full((200_000,), 400)
+    x_t = p.q_sample(x0, t, noise)
+    best = ((oracle(x_t, t) - noise) ** 2).mean()
+    for scale in (0.95, 1.05):
+        assert ((scale * oracle(x_t, t) - noise) ** 2).mean() > best

@@ -1,0 +1,109 @@
+"""Beta schedules and timestep respacing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffuse.diffusion import GaussianDiffusion, beta_schedule, space_timesteps
+from diffuse.errors import ConfigError
+
+
+def test_linear_schedule_endpoints_scale_with_T():
+    betas = beta_schedule("linear", 1000)
+    assert betas.dtype == np.float64 and betas.shape == (1000,)
+    assert betas[0] == pytest.approx(1e-4) and betas[-1] == pytest.approx(0.02)
+    assert np.allclose(np.diff(betas), np.diff(betas)[0])
+    betas = beta_schedule("linear", 4000)
+    assert betas[0] == pytest.approx(2.5e-5) and betas[-1] == pytest.approx(0.005)
+
+
+def test_cosine_schedule_follows_improved_ddpm_eq_17():
+    T = 1000
+    betas = beta_schedule("cosine", T)
+
+    def f(t):
+        return math.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    abar = np.cumprod(1 - betas)
+    for t in (0, 1, 100, 500, 900):
+        assert abar[t] == pytest.approx(f(t + 1) / f(0), rel=1e-12)
+    assert betas.max() == pytest.approx(0.999)  # clipped near t = T
+    assert (betas > 0).all() and (betas <= 0.999).all()
+
+
+def test_user_betas_are_validated():
+    assert np.array_equal(beta_schedule([0.1, 0.2]), [0.1, 0.2])
+    for bad in ([0.1, 0.0], [0.5, 1.0], [0.1, float("nan")], [], [[0.1]], ["x"]):
+        with pytest.raises(ConfigError):
+            beta_schedule(bad)
+    with pytest.raises(ConfigError, match="unknown beta schedule"):
+        beta_schedule("quadratic", 10)
+    with pytest.raises(ConfigError, match="positive integer"):
+        beta_schedule("linear", 0)
+
+
+def test_ddim_spacing_is_a_constant_stride():
+    assert space_timesteps(1000, "ddim50") == list(range(0, 1000, 20))
+    assert space_timesteps(1000, "ddim1000") == list(range(1000))
+    assert space_timesteps(10, "ddim3") == [0, 4, 8]
+    with pytest.raises(ConfigError, match="exactly 7"):
+        space_timesteps(10, "ddim7")
+
+
+def test_section_counts():
+    assert space_timesteps(1000, "250") == space_timesteps(1000, 250)
+    kept = space_timesteps(1000, "1000")
+    assert kept == list(range(1000))
+    # 300 steps in 3 sections of 100: 10, 15 and 20 evenly strided steps, ends included.
+    kept = space_timesteps(300, "10,15,20")
+    assert len(kept) == 45
+    assert kept[:10] == [round(i * 99 / 9) for i in range(10)]
+    assert kept[10] == 100 and kept[24] == 199 and kept[25] == 200 and kept[-1] == 299
+    # Uneven sections: the first sections take the extra steps.
+    assert space_timesteps(10, "2,2,2") == [0, 3, 4, 6, 7, 9]
+    assert space_timesteps(1000, "1") == [0]
+    with pytest.raises(ConfigError, match="cannot keep 200"):
+        space_timesteps(300, "10,200")
+    with pytest.raises(ConfigError, match="invalid timestep spacing"):
+        space_timesteps(1000, "fast")
+    with pytest.raises(ConfigError):
+        space_timesteps(10, [3, 12])
+    assert space_timesteps(10, [5, 1, 5]) == [1, 5]
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_respacing_with_every_step_reproduces_the_process(schedule):
+    full = GaussianDiffusion(beta_schedule(schedule, 200), prediction="v", variance="fixed_large")
+    same = full.respace(range(200))
+    np.testing.assert_allclose(same.betas, full.betas, rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(same.timestep_map, np.arange(200))
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    out = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    t = torch.tensor([0, 1, 100, 199])
+    a = full.p_mean_variance(out, x, t)
+    b = same.p_mean_variance(out, x, t)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("spec", ["ddim25", "10,15,20", "7"])
+def test_respaced_process_keeps_the_marginals(spec):
+    full = GaussianDiffusion(beta_schedule("cosine", 300))
+    kept = space_timesteps(300, spec)
+    respaced = full.respace(kept)
+    np.testing.assert_allclose(respaced.alphas_cumprod, full.alphas_cumprod[kept], rtol=1e-9)
+    np.testing.assert_array_equal(respaced.timestep_map, kept)
+    # The network sees the original indices.
+    seen = []
+    respaced.call_model(
+        lambda x, t: seen.append(t) or x, torch.zeros(2, 1, 2, 2), torch.tensor([0, 1])
+    )
+    assert seen[0].tolist() == kept[:2]
+    # Respacing composes.
+    twice = respaced.respace([0, len(kept) - 1])
+    assert twice.timestep_map.tolist() == [kept[0], kept[-1]]
+    np.testing.assert_allclose(twice.alphas_cumprod, full.alphas_cumprod[[kept[0], kept[-1]]])
