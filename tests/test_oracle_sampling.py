@@ -115,7 +115,7 @@ def test_ddpm_lands_on_data_for_several_spreads(std, variance):
 def test_ddim_matches_exact_recursion(schedule, prediction, steps, eta):
     full = GaussianDiffusion(beta_schedule(schedule, 1000), prediction=prediction)
     process = full.respace(space_timesteps(1000, f"ddim{steps}"))
-    out, m, s = run_and_compare(process, full, "ddim", eta=eta, seed=steps)
+    _, _, s = run_and_compare(process, full, "ddim", eta=eta, seed=steps)
     if steps == 1000:
         assert abs(s - STD) < 0.02 * STD
 
