@@ -1,0 +1,33 @@
+"""uint8 conversion, grids and PNG writing."""
+
+import numpy as np
+import torch
+from PIL import Image
+
+from diffuse.images import add_column_labels, add_row_labels, make_grid, save_png, to_uint8, upscale
+
+
+def test_to_uint8_maps_the_unit_range_to_bytes():
+    x = torch.tensor([-1.0, -0.999, 0.0, 1.0, 3.0]).reshape(1, 1, 1, 5)
+    assert to_uint8(x).reshape(-1).tolist() == [0, 0, 128, 255, 255]
+    assert to_uint8(torch.zeros(2, 3, 4, 5)).shape == (2, 4, 5, 3)
+
+
+def test_grid_places_every_image():
+    images = np.arange(5, dtype=np.uint8).reshape(5, 1, 1, 1).repeat(3, 1).repeat(2, 2)
+    grid = make_grid(images, columns=2, padding=1)
+    assert grid.shape == (3 * 4 + 1, 2 * 3 + 1, 1)
+    assert grid[1, 1, 0] == 0 and grid[1, 4, 0] == 1 and grid[9, 1, 0] == 4
+    assert grid[9, 4, 0] == 255  # the empty sixth cell is background
+    assert upscale(images, 3).shape == (5, 9, 6, 1)
+
+
+def test_labelled_png_round_trip(tmp_path):
+    grid = make_grid(np.zeros((4, 8, 8, 1), np.uint8), columns=2)
+    labelled = add_column_labels(add_row_labels(grid, ["zero", "one"], 8), ["a", "b"], 8)
+    assert labelled.shape[0] == grid.shape[0] + 16 and labelled.shape[1] > grid.shape[1]
+    save_png(tmp_path / "grid.png", labelled)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "grid.png")), labelled)
+    save_png(tmp_path / "grey.png", grid)
+    assert Image.open(tmp_path / "grey.png").mode == "L"
+    assert [p.name for p in tmp_path.iterdir()] != [] and not list(tmp_path.glob(".*tmp"))
