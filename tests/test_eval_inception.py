@@ -77,8 +77,9 @@ def test_features_reproduce_the_torchscript_network_with_reference_preprocessing
 def test_resize_matches_tensorflow_legacy_bilinear(shape):
     image = np.random.default_rng(0).integers(0, 256, shape).astype(np.float64)
     ours = resize_like_tensorflow(torch.from_numpy(image).float()[None, None])[0, 0].numpy()
-    # float32 sampling positions: 1e-5 relative, so 5e-3 on the 0..255 scale
-    assert np.abs(ours - tensorflow_legacy_resize(image, 299)).max() < 5e-3
+    # grid_sample's float32 positions are off by ~1e-7 * size pixels; times the steepest
+    # slope of random pixels (255 per pixel) that is up to 0.01 of the 0..255 range.
+    assert np.abs(ours - tensorflow_legacy_resize(image, 299)).max() < 0.02
 
 
 def test_grey_images_in_every_layout_give_the_same_input(fashion):
@@ -181,7 +182,9 @@ def test_pytorch_fid_state_dict_is_read_with_its_logits(tmp_path, default_networ
     assert extractor.has_logits
     assert_same_convolutions(extractor.network, default_network)
     result = extractor(fashion[:1], logits=True, progress=False)
-    np.testing.assert_allclose(result.logits, result.pool @ fc.double().numpy().T, rtol=1e-4)
+    np.testing.assert_allclose(
+        result.logits, result.pool @ fc.double().numpy().T, rtol=1e-4, atol=1e-6
+    )
 
 
 def test_nvidia_torchscript_with_output_layer_is_read(tmp_path, default_network, torchscript):

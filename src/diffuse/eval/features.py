@@ -109,6 +109,8 @@ class InceptionExtractor:
 
         Images of any size are resized to 299x299 (see :mod:`diffuse.eval.preprocess`).
         """
+        if not (torch.is_tensor(images) or isinstance(images, np.ndarray)):
+            images = np.asarray(images)
         check_images(images)
         outputs: dict[str, list[np.ndarray]] = {"pool": [], "spatial": [], "logits": []}
         with tqdm(total=len(images), desc="inception", unit="img", disable=not progress) as bar:
