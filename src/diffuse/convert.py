@@ -12,12 +12,15 @@ each tensor of the file is used and each of our parameters filled.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from diffuse.errors import CheckpointError, ConfigError
+from diffuse import presets
+from diffuse.checkpoint import save_checkpoint
+from diffuse.errors import CheckpointError, ConfigError, MissingFileError
 from diffuse.nn import (
     ClassifierConfig,
     EncoderClassifier,
@@ -228,13 +231,82 @@ def load_openai_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
             tensor = tensor.reshape(target)
         if tensor.shape != target:
             mismatched.append(f"{key} {tuple(tensor.shape)} vs {tuple(target)}")
-        converted[name] = tensor
+        converted[name] = tensor.to(ours[name].dtype)
     if mismatched:
         raise CheckpointError(
             f"tensor shapes do not match this architecture: {_listing(mismatched)}; "
             "check the preset or constructor settings"
         )
-    model.load_state_dict(converted)
+    # A model built on the meta device (no memory, no random initialisation) takes the
+    # tensors themselves.
+    model.load_state_dict(converted, assign=any(p.is_meta for p in model.parameters()))
+
+
+def read_openai_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in a released ``.pt`` file, read without unpickling code
+    (``torch.load(weights_only=True)``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises pickle, zip and runtime errors alike
+        raise CheckpointError(
+            f"{path} is not a plain PyTorch state dict readable with weights_only=True "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        ) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
+    ):
+        raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return dict(state)
+
+
+def convert_openai_checkpoint(
+    source: str | Path,
+    output: str | Path,
+    *,
+    preset: str | None = None,
+    reference: Mapping[str, Any] | None = None,
+    timestep_scale: float = 1.0,
+    overwrite: bool = False,
+) -> Path:
+    """Convert the released checkpoint ``source`` into our checkpoint folder ``output``.
+
+    source:         a ``.pt`` state dict of guided-diffusion or improved-diffusion.
+    output:         the checkpoint folder to write (atomically; untouched on any error).
+    preset:         the preset the file belongs to (e.g. "adm-imagenet64"); its diffusion
+                    settings are stored with the weights.
+    reference:      instead of a preset, ``{"kind": ..., "constructor": {...}}`` as in the
+                    fixture files; no diffusion settings are stored then.
+    timestep_scale: with ``reference``, see :func:`config_from_openai`.
+    overwrite:      replace an existing ``output`` folder.
+    """
+    if (preset is None) == (reference is None):
+        raise ConfigError("name exactly one of a preset or a reference constructor")
+    if Path(output).exists() and not overwrite:
+        raise ConfigError(f"{output} already exists; choose another folder or overwrite it")
+    metadata: dict[str, Any] = {"converted_from": Path(source).name}
+    if preset is not None:
+        chosen = presets.get(preset)
+        config, diffusion = chosen.model_config, chosen.diffusion
+        metadata.update(preset=preset, source=chosen.source)
+    else:
+        if not isinstance(reference, Mapping) or not {"kind", "constructor"} <= set(reference):
+            raise ConfigError('a reference must hold "kind" and "constructor"')
+        config = config_from_openai(
+            reference["kind"], reference["constructor"], timestep_scale=timestep_scale
+        )
+        diffusion = None
+        metadata["reference_constructor"] = dict(reference["constructor"])
+    state = read_openai_state_dict(source)
+    with torch.device("meta"):
+        model = build_network(config)
+    load_openai_state_dict(model, state)
+    model.to(memory_format=torch.channels_last)
+    return save_checkpoint(
+        output, model, diffusion=diffusion, metadata=metadata, overwrite=overwrite
+    )
 
 
 def from_openai(

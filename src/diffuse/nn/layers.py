@@ -21,11 +21,14 @@ class GroupNorm32(nn.GroupNorm):
     """GroupNorm (Wu & He 2018) computed in float32 whatever the input's precision.
 
     The result is returned in the input's dtype, so the next convolution stays in the
-    autocast precision.
+    autocast precision. ATen's kernels accumulate bf16/fp16 inputs in float32, and on the
+    CPU take float32 affine parameters with them: there the call is direct (bit-identical to
+    normalising ``x.float()`` and rounding, without the copies); elsewhere the input is
+    cast to float32 explicitly.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+        if x.dtype == self.weight.dtype or x.device.type == "cpu":
             return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         with torch.autocast(device_type=x.device.type, enabled=False):
             normed = F.group_norm(

@@ -1,0 +1,307 @@
+"""Self-describing checkpoints: a folder that loads with one call, no flags, no pickles.
+
+Layout of a checkpoint folder::
+
+    config.json              {"format": "diffuse-checkpoint", "version": 1,
+                              "model": {"kind": ..., architecture settings},
+                              "diffusion": DiffusionConfig settings or null,
+                              "step": training step or null,
+                              "ema_rates": [0.9999, ...],
+                              "metadata": {free JSON: data set, class names, preset, ...}}
+    model.safetensors        the network's weights
+    ema_<rate>.safetensors   the exponential moving average of the weights, one per rate
+
+A training run keeps its checkpoints as ``RUN/checkpoints/step-<8-digit step>/`` (the
+trainer adds its optimizer and random states there); :func:`resolve_checkpoint` accepts a
+run folder and takes its latest checkpoint. Writes are atomic (:mod:`diffuse.io`); loading
+reads JSON and safetensors only, so it never executes code from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from diffuse.diffusion.config import DiffusionConfig
+from diffuse.errors import CheckpointError, ConfigError, DiffuseError, MissingFileError
+from diffuse.io import atomic_directory, atomic_write_json
+from diffuse.nn import build_network, config_from_dict
+
+FORMAT = "diffuse-checkpoint"
+VERSION = 1
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+STEP_FOLDER = re.compile(r"step-\d{8}")
+
+
+def ema_file(rate: float) -> str:
+    """File name of the EMA weights with decay ``rate`` (``ema_0.9999.safetensors``)."""
+    return f"ema_{rate}.safetensors"
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A checkpoint read back by :func:`load_checkpoint`.
+
+    model:     the network, built from the configuration, weights loaded, in eval mode.
+    diffusion: the diffusion settings it was trained with, or None.
+    config:    the whole ``config.json``.
+    step:      the training step, or None.
+    metadata:  free metadata (data set, class names, preset, ...).
+    path:      the checkpoint folder that was read.
+    weights:   which weights the model holds: "model" or "ema_<rate>".
+    """
+
+    model: nn.Module
+    diffusion: DiffusionConfig | None
+    config: dict[str, Any]
+    step: int | None
+    metadata: dict[str, Any]
+    path: Path
+    weights: str
+
+
+def write_checkpoint_files(
+    folder: str | Path,
+    model: nn.Module,
+    *,
+    diffusion: DiffusionConfig | None = None,
+    ema: Mapping[float, Mapping[str, torch.Tensor]] | None = None,
+    step: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> None:
+    """Write the checkpoint files of ``model`` into the existing ``folder``.
+
+    For writers that assemble a folder of their own inside one atomic write (the trainer);
+    everyone else calls :func:`save_checkpoint`. Every argument is checked before the first
+    file is written.
+
+    model:     one of our networks (a ``torch.compile`` or DDP wrapper is unwrapped).
+    diffusion: the diffusion settings to store with it.
+    ema:       EMA weights by decay rate, each a state dict with the model's keys and shapes.
+    step:      the training step.
+    metadata:  JSON-serialisable free metadata.
+    """
+    folder = Path(folder)
+    model = _unwrap(model)
+    if not hasattr(model, "config") or not hasattr(model.config, "to_dict"):
+        raise ConfigError(f"{type(model).__name__} is not a diffuse network (no .config)")
+    weights = _to_save(model.state_dict())
+    ema_weights = {}
+    for rate, state in (ema or {}).items():
+        if not (isinstance(rate, float) and 0.0 < rate < 1.0 and math.isfinite(rate)):
+            raise ConfigError(f"EMA rate {rate!r} must be a float between 0 and 1")
+        _check_state_dict(_to_save(state), weights, f"EMA weights at rate {rate}")
+        ema_weights[rate] = _to_save(state)
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise ConfigError(f"step must be a non-negative integer or None, got {step!r}")
+    if diffusion is not None and not isinstance(diffusion, DiffusionConfig):
+        raise ConfigError(f"diffusion must be a DiffusionConfig, got {type(diffusion).__name__}")
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": model.config.to_dict(),
+        "diffusion": diffusion.to_dict() if diffusion is not None else None,
+        "step": step,
+        "ema_rates": sorted(ema_weights),
+        "metadata": dict(metadata or {}),
+    }
+    try:
+        json.dumps(config, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"checkpoint metadata must be plain JSON: {error}") from None
+    save_file(weights, str(folder / MODEL_FILE), metadata={"format": "pt"})
+    for rate, state in ema_weights.items():
+        save_file(state, str(folder / ema_file(rate)), metadata={"format": "pt"})
+    atomic_write_json(folder / CONFIG_FILE, config)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    diffusion: DiffusionConfig | None = None,
+    ema: Mapping[float, Mapping[str, torch.Tensor]] | None = None,
+    step: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Save ``model`` as a checkpoint folder at ``path``, atomically; returns the path.
+
+    The folder appears complete or not at all; an existing folder is replaced only with
+    ``overwrite=True`` and stays intact if anything fails. Arguments as for
+    :func:`write_checkpoint_files`.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} already exists; choose another folder or overwrite it")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a folder")
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        write_checkpoint_files(
+            tmp, model, diffusion=diffusion, ema=ema, step=step, metadata=metadata
+        )
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder ``path`` names: itself if it holds ``config.json``, or the
+    latest ``checkpoints/step-XXXXXXXX`` of a run folder."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"checkpoint {path} does not exist")
+    if (path / CONFIG_FILE).is_file():
+        return path
+    steps = sorted(
+        child
+        for child in (path / "checkpoints").glob("step-*")
+        if STEP_FOLDER.fullmatch(child.name) and (child / CONFIG_FILE).is_file()
+    )
+    if not steps:
+        raise MissingFileError(
+            f"{path} is neither a checkpoint folder (with {CONFIG_FILE}) nor a run folder "
+            "with checkpoints/step-XXXXXXXX/ inside"
+        )
+    return steps[-1]
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The validated ``config.json`` of the checkpoint at ``path`` (see :func:`resolve_checkpoint`)."""
+    file = resolve_checkpoint(path) / CONFIG_FILE
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(
+            f"{file} is not readable JSON ({error}); the checkpoint is corrupt"
+        ) from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{file} is not a {FORMAT} configuration")
+    if config.get("version") != VERSION:
+        raise CheckpointError(
+            f"{file} has format version {config.get('version')!r}; this diffuse reads {VERSION}"
+        )
+    for key in ("model", "diffusion", "step", "ema_rates", "metadata"):
+        if key not in config:
+            raise CheckpointError(f"{file} lacks the entry {key!r}; the checkpoint is incomplete")
+    return config
+
+
+def load_checkpoint(
+    path: str | Path, *, weights: str = "auto", device: str | torch.device = "cpu"
+) -> LoadedCheckpoint:
+    """Load the checkpoint at ``path`` (a checkpoint folder or a run folder).
+
+    path:    checkpoint folder, or run folder whose latest checkpoint is taken.
+    weights: "auto" (the EMA weights of the largest rate if any, else the raw weights),
+             "model", or "ema_<rate>" as listed in ``ema_rates``.
+    device:  where the model is placed.
+    """
+    folder = resolve_checkpoint(path)
+    config = read_checkpoint_config(folder)
+    try:
+        model_config = config_from_dict(config["model"])
+        diffusion = (
+            DiffusionConfig.from_dict(config["diffusion"])
+            if config["diffusion"] is not None
+            else None
+        )
+    except (DiffuseError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: {error}") from None
+    available = {"model": MODEL_FILE} | {
+        f"ema_{rate}": ema_file(rate) for rate in config["ema_rates"]
+    }
+    if weights == "auto":
+        weights = f"ema_{max(config['ema_rates'])}" if config["ema_rates"] else "model"
+    if weights not in available:
+        raise CheckpointError(
+            f"checkpoint {folder} has no weights {weights!r}; available: {sorted(available)}"
+        )
+    state = _read_weights(folder / available[weights])
+    with torch.device("meta"):
+        model = build_network(model_config)
+    _check_state_dict(state, model.state_dict(), f"{folder / available[weights]}")
+    model.load_state_dict(state, assign=True)
+    model = model.to(device=device, memory_format=torch.channels_last).eval()
+    return LoadedCheckpoint(
+        model=model,
+        diffusion=diffusion,
+        config=config,
+        step=config["step"],
+        metadata=config["metadata"],
+        path=folder,
+        weights=weights,
+    )
+
+
+def load_pretrained(
+    path: str | Path, *, weights: str = "auto", device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Just the network of :func:`load_checkpoint`."""
+    return load_checkpoint(path, weights=weights, device=device).model
+
+
+def _read_weights(file: Path) -> dict[str, torch.Tensor]:
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing; the checkpoint is incomplete")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{file} is not a readable safetensors file ({error})") from None
+
+
+def _check_state_dict(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str
+) -> None:
+    """Raise :class:`CheckpointError` naming the keys that differ in name or shape."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        f"{key} {tuple(state[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in set(state) & set(expected)
+        if state[key].shape != expected[key].shape
+    )
+    if missing or unexpected or wrong:
+        parts = [
+            f"{label}: {_listing(keys)}"
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shapes differ", wrong),
+            )
+            if keys
+        ]
+        raise CheckpointError(
+            f"{what} belong to another architecture ({'; '.join(parts)}); "
+            "load them with the configuration they were saved with"
+        )
+
+
+def _to_save(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous copies (safetensors stores row-major tensors only)."""
+    return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a ``torch.compile`` or DistributedDataParallel wrapper."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def _listing(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown}{f', ... ({len(keys)} in all)' if len(keys) > limit else ''}"

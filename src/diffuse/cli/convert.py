@@ -1,0 +1,80 @@
+"""``diffuse convert openai IN.pt OUT_DIR --preset NAME``: import a released checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from diffuse import presets
+from diffuse.convert import convert_openai_checkpoint
+from diffuse.errors import ConfigError, MissingFileError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="import checkpoints of other implementations",
+        description="Import checkpoints of other implementations into diffuse's format.",
+    )
+    sources = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    openai = sources.add_parser(
+        "openai",
+        help="a released guided-diffusion / improved-diffusion .pt file",
+        description=(
+            "Convert a checkpoint released with openai/guided-diffusion or "
+            "openai/improved-diffusion (a plain state dict, read without unpickling code) "
+            "into a diffuse checkpoint folder with its configuration and diffusion settings. "
+            "Every tensor of the file must be used and every parameter filled."
+        ),
+    )
+    openai.add_argument("input", type=Path, help="the released .pt file")
+    openai.add_argument("output", type=Path, help="the checkpoint folder to write")
+    which = openai.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--preset",
+        choices=presets.names(),
+        metavar="NAME",
+        help="the preset the file belongs to, e.g. adm-imagenet64 (see diffuse.presets)",
+    )
+    which.add_argument(
+        "--reference-config",
+        type=Path,
+        metavar="JSON",
+        help='a JSON file {"kind": ..., "constructor": {reference keyword arguments}}',
+    )
+    openai.add_argument(
+        "--timestep-scale",
+        type=float,
+        default=1.0,
+        help="with --reference-config: 1000/T for models trained with rescale_timesteps",
+    )
+    openai.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output folder"
+    )
+    openai.set_defaults(func=run_openai)
+
+
+def run_openai(args: argparse.Namespace) -> int:
+    reference = None
+    if args.reference_config is not None:
+        reference = _read_json(args.reference_config)
+    path = convert_openai_checkpoint(
+        args.input,
+        args.output,
+        preset=args.preset,
+        reference=reference,
+        timestep_scale=args.timestep_scale,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise MissingFileError(f"{path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path} is not valid JSON: {error}") from None

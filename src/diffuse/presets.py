@@ -1,0 +1,390 @@
+"""Named configurations: the published models of the three papers and small CPU-sized ones.
+
+``get(name)`` returns a :class:`Preset` (network and diffusion settings, image size, source,
+description); ``build(name, device="meta")`` returns the network, on the meta device by
+default so that counting the parameters of a 550 M model allocates nothing. Each paper
+preset reproduces the published network exactly (its parameter count is tested against the
+released checkpoint's).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from diffuse.diffusion.config import DiffusionConfig
+from diffuse.errors import ConfigError
+from diffuse.nn import (
+    ClassifierConfig,
+    EncoderConfig,
+    SuperResConfig,
+    UNetConfig,
+    build_network,
+)
+
+GUIDED = "openai/guided-diffusion README (Dhariwal & Nichol 2021, 'Diffusion Models Beat GANs')"
+IMPROVED = "openai/improved-diffusion README (Nichol & Dhariwal 2021, 'Improved DDPM')"
+DDPM = "Ho, Jain & Abbeel 2020, 'Denoising Diffusion Probabilistic Models', appendix B"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model: what to build and how it diffuses.
+
+    name:         the preset's name.
+    model_config: the network's architecture.
+    diffusion:    the diffusion settings it is trained and sampled with.
+    image_size:   height and width of its images in pixels.
+    source:       where the settings come from.
+    description:  what it is (with its size for the small presets).
+    """
+
+    name: str
+    model_config: EncoderConfig
+    diffusion: DiffusionConfig
+    image_size: int
+    source: str
+    description: str
+
+
+_PRESETS: dict[str, Callable[[], Preset]] = {}
+
+
+def _preset(name: str, source: str):
+    """Register the decorated function (returning model and diffusion settings) as ``name``;
+    its docstring becomes the description."""
+
+    def register(factory: Callable[[], tuple[EncoderConfig, DiffusionConfig]]):
+        def make() -> Preset:
+            model, diffusion = factory()
+            description = inspect.getdoc(factory) or ""
+            return Preset(name, model, diffusion, model.image_size, source, description)
+
+        _PRESETS[name] = make
+        return factory
+
+    return register
+
+
+def names() -> list[str]:
+    """The names of all presets."""
+    return sorted(_PRESETS)
+
+
+def get(name: str) -> Preset:
+    """The preset called ``name``."""
+    if name not in _PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(names())}")
+    return _PRESETS[name]()
+
+
+def build(name: str, device: str | torch.device = "meta") -> nn.Module:
+    """The network of preset ``name`` with fresh weights, on ``device`` (meta by default:
+    shapes only, no memory)."""
+    config = get(name).model_config
+    with torch.device(device):
+        return build_network(config)
+
+
+# --- DDPM (Ho et al. 2020) --------------------------------------------------------------
+
+_DDPM_UNET = dict(
+    in_channels=3,
+    out_channels=3,
+    model_channels=128,
+    num_res_blocks=2,
+    attention_resolutions=(16,),
+    num_heads=1,
+    scale_shift_norm=False,
+    resample="conv",
+)
+_DDPM_DIFFUSION = DiffusionConfig("linear", 1000, "eps", "fixed_large", "mse")
+
+
+@_preset("ddpm-cifar10", DDPM)
+def _ddpm_cifar10():
+    """DDPM's CIFAR-10 U-Net: 35.7 M parameters, width 128, multipliers (1, 2, 2, 2), two
+    blocks per level, attention at 16x16, dropout 0.1; linear schedule, T = 1000, L_simple."""
+    model = UNetConfig(image_size=32, channel_mult=(1, 2, 2, 2), dropout=0.1, **_DDPM_UNET)
+    return model, _DDPM_DIFFUSION
+
+
+@_preset("ddpm-256", DDPM)
+def _ddpm_256():
+    """DDPM's 256x256 U-Net (CelebA-HQ, LSUN): 114 M parameters, multipliers
+    (1, 1, 2, 2, 4, 4), attention at 16x16; linear schedule, T = 1000, L_simple."""
+    model = UNetConfig(image_size=256, channel_mult=(1, 1, 2, 2, 4, 4), **_DDPM_UNET)
+    return model, _DDPM_DIFFUSION
+
+
+# --- Improved DDPM (Nichol & Dhariwal 2021) ----------------------------------------------
+
+_IDDPM_DIFFUSION = DiffusionConfig("cosine", 4000, "eps", "learned_range", "hybrid")
+
+
+def _iddpm_unet(image_size: int, channel_mult: tuple[int, ...], dropout: float) -> UNetConfig:
+    return UNetConfig(
+        image_size=image_size,
+        in_channels=3,
+        out_channels=6,
+        model_channels=128,
+        channel_mult=channel_mult,
+        num_res_blocks=3,
+        attention_resolutions=(16, 8),
+        num_heads=4,
+        attention_order="legacy",
+        dropout=dropout,
+        scale_shift_norm=True,
+        resample="conv",
+        timestep_scale=1000 / _IDDPM_DIFFUSION.timesteps,
+    )
+
+
+@_preset("iddpm-cifar10", IMPROVED)
+def _iddpm_cifar10():
+    """Improved DDPM's unconditional CIFAR-10 model (cifar10_uncond_50M_500K.pt): 52.5 M
+    parameters; cosine schedule, T = 4000, learned variances, L_hybrid."""
+    return _iddpm_unet(32, (1, 2, 2, 2), dropout=0.3), _IDDPM_DIFFUSION
+
+
+@_preset("iddpm-imagenet64", IMPROVED)
+def _iddpm_imagenet64():
+    """Improved DDPM's unconditional ImageNet 64x64 model (imagenet64_uncond_100M_1500K.pt):
+    121 M parameters; cosine schedule, T = 4000, learned variances, L_hybrid."""
+    return _iddpm_unet(64, (1, 2, 3, 4), dropout=0.0), _IDDPM_DIFFUSION
+
+
+# --- ADM (Dhariwal & Nichol 2021) ---------------------------------------------------------
+
+_ADM_MULT = {
+    64: (1, 2, 3, 4),
+    128: (1, 1, 2, 3, 4),
+    256: (1, 1, 2, 2, 4, 4),
+    512: (0.5, 1, 1, 2, 2, 4, 4),
+}
+
+
+def _adm_diffusion(schedule: str = "linear") -> DiffusionConfig:
+    return DiffusionConfig(schedule, 1000, "eps", "learned_range", "hybrid")
+
+
+def _adm_unet(image_size: int, model_channels: int, **settings) -> dict:
+    return dict(
+        image_size=image_size,
+        in_channels=3,
+        out_channels=6,
+        model_channels=model_channels,
+        channel_mult=settings.pop("channel_mult", _ADM_MULT[image_size]),
+        num_res_blocks=settings.pop("num_res_blocks", 2),
+        attention_resolutions=settings.pop("attention_resolutions", (32, 16, 8)),
+        scale_shift_norm=True,
+        resample="resblock",
+        **settings,
+    )
+
+
+@_preset("adm-imagenet64", GUIDED)
+def _adm_imagenet64():
+    """ADM class-conditional ImageNet 64x64 (64x64_diffusion.pt): 296 M parameters, width
+    192, three blocks per level, 64 channels per head, new attention order, dropout 0.1;
+    cosine schedule, T = 1000, learned variances."""
+    model = UNetConfig(
+        **_adm_unet(64, 192, num_res_blocks=3, num_head_channels=64, dropout=0.1),
+        attention_order="new",
+        num_classes=1000,
+    )
+    return model, _adm_diffusion("cosine")
+
+
+@_preset("adm-imagenet128", GUIDED)
+def _adm_imagenet128():
+    """ADM class-conditional ImageNet 128x128 (128x128_diffusion.pt): 422 M parameters,
+    width 256, four heads; linear schedule, T = 1000, learned variances."""
+    model = UNetConfig(
+        **_adm_unet(128, 256, num_heads=4), attention_order="legacy", num_classes=1000
+    )
+    return model, _adm_diffusion()
+
+
+@_preset("adm-imagenet256", GUIDED)
+def _adm_imagenet256():
+    """ADM class-conditional ImageNet 256x256 (256x256_diffusion.pt): 554 M parameters,
+    width 256, 64 channels per head; linear schedule, T = 1000, learned variances."""
+    model = UNetConfig(
+        **_adm_unet(256, 256, num_head_channels=64), attention_order="legacy", num_classes=1000
+    )
+    return model, _adm_diffusion()
+
+
+@_preset("adm-imagenet256-uncond", GUIDED)
+def _adm_imagenet256_uncond():
+    """ADM unconditional ImageNet 256x256 (256x256_diffusion_uncond.pt): 553 M parameters;
+    linear schedule, T = 1000, learned variances."""
+    model = UNetConfig(**_adm_unet(256, 256, num_head_channels=64), attention_order="legacy")
+    return model, _adm_diffusion()
+
+
+@_preset("adm-imagenet512", GUIDED)
+def _adm_imagenet512():
+    """ADM class-conditional ImageNet 512x512 (512x512_diffusion.pt): 559 M parameters,
+    multipliers (0.5, 1, 1, 2, 2, 4, 4); linear schedule, T = 1000, learned variances."""
+    model = UNetConfig(
+        **_adm_unet(512, 256, num_head_channels=64), attention_order="legacy", num_classes=1000
+    )
+    return model, _adm_diffusion()
+
+
+@_preset("adm-lsun-256", GUIDED)
+def _adm_lsun_256():
+    """ADM unconditional LSUN 256x256 (lsun_bedroom.pt, lsun_cat.pt, lsun_horse.pt; for
+    lsun_horse_nodropout.pt the dropout is unused at sampling): 553 M parameters, dropout
+    0.1; linear schedule, T = 1000, learned variances."""
+    model = UNetConfig(
+        **_adm_unet(256, 256, num_head_channels=64, dropout=0.1), attention_order="legacy"
+    )
+    return model, _adm_diffusion()
+
+
+@_preset("adm-upsampler-64-256", GUIDED)
+def _adm_upsampler_64_256():
+    """ADM class-conditional upsampler 64 -> 256 (64_256_upsampler.pt): 312 M parameters,
+    width 192, four heads; linear schedule, T = 1000, learned variances."""
+    model = SuperResConfig(
+        **_adm_unet(256, 192, num_heads=4),
+        attention_order="legacy",
+        num_classes=1000,
+        low_res_size=64,
+    )
+    return model, _adm_diffusion()
+
+
+@_preset("adm-upsampler-128-512", GUIDED)
+def _adm_upsampler_128_512():
+    """ADM class-conditional upsampler 128 -> 512 (128_512_upsampler.pt): 309 M parameters,
+    width 192, multipliers (1, 1, 2, 2, 4, 4), attention at 32 and 16 pixels; linear
+    schedule, T = 1000, learned variances."""
+    model = SuperResConfig(
+        **_adm_unet(
+            512,
+            192,
+            channel_mult=(1, 1, 2, 2, 4, 4),
+            attention_resolutions=(32, 16),
+            num_head_channels=64,
+        ),
+        attention_order="legacy",
+        num_classes=1000,
+        low_res_size=128,
+    )
+    return model, _adm_diffusion()
+
+
+def _adm_classifier(image_size: int, depth: int) -> ClassifierConfig:
+    settings = _adm_unet(image_size, 128, num_res_blocks=depth, num_head_channels=64)
+    return ClassifierConfig(
+        **{**settings, "out_channels": 1000}, attention_order="legacy", pool="attention"
+    )
+
+
+@_preset("adm-classifier-64", GUIDED)
+def _adm_classifier_64():
+    """ADM noisy ImageNet classifier at 64x64 (64x64_classifier.pt): 65.4 M parameters,
+    width 128, depth 4, attention pooling; for the cosine-schedule 64x64 model."""
+    return _adm_classifier(64, 4), _adm_diffusion("cosine")
+
+
+@_preset("adm-classifier-128", GUIDED)
+def _adm_classifier_128():
+    """ADM noisy ImageNet classifier at 128x128 (128x128_classifier.pt): 42.6 M parameters,
+    width 128, depth 2, attention pooling."""
+    return _adm_classifier(128, 2), _adm_diffusion()
+
+
+@_preset("adm-classifier-256", GUIDED)
+def _adm_classifier_256():
+    """ADM noisy ImageNet classifier at 256x256 (256x256_classifier.pt): 54.1 M parameters,
+    width 128, depth 2, attention pooling."""
+    return _adm_classifier(256, 2), _adm_diffusion()
+
+
+@_preset("adm-classifier-512", GUIDED)
+def _adm_classifier_512():
+    """ADM noisy ImageNet classifier at 512x512 (512x512_classifier.pt): 54.4 M parameters,
+    width 128, depth 2, attention pooling."""
+    return _adm_classifier(512, 2), _adm_diffusion()
+
+
+# --- Small models for this CPU -------------------------------------------------------------
+
+SMALL = "diffuse (sized for a 2-core CPU)"
+_SMALL_DIFFUSION = DiffusionConfig("cosine", 1000, "eps", "fixed_small", "mse")
+
+
+@_preset("digits", SMALL)
+def _digits():
+    """sklearn digits, 8x8 grey, class-conditional with a null class (classifier-free
+    guidance): width 32, multipliers (1, 2), two blocks per level, attention in the 4x4
+    middle block, dropout 0.1; cosine schedule, T = 1000, L_simple. 997,729 parameters,
+    0.043 GFLOP per image forward."""
+    model = UNetConfig(
+        image_size=8,
+        in_channels=1,
+        out_channels=1,
+        model_channels=32,
+        channel_mult=(1, 2),
+        num_res_blocks=2,
+        attention_resolutions=(),
+        num_head_channels=32,
+        norm_groups=8,
+        dropout=0.1,
+        num_classes=10,
+        null_class=True,
+    )
+    return model, _SMALL_DIFFUSION
+
+
+@_preset("fashion", SMALL)
+def _fashion():
+    """Fashion-MNIST, 28x28 grey, class-conditional with a null class: width 32,
+    multipliers (1, 2, 4), two blocks per level, attention at 14x14 and in the 7x7 middle
+    block (32 channels per head), dropout 0.1; cosine schedule, T = 1000, L_simple.
+    3,870,625 parameters, 0.87 GFLOP per image forward."""
+    model = UNetConfig(
+        image_size=28,
+        in_channels=1,
+        out_channels=1,
+        model_channels=32,
+        channel_mult=(1, 2, 4),
+        num_res_blocks=2,
+        attention_resolutions=(14,),
+        num_head_channels=32,
+        norm_groups=16,
+        dropout=0.1,
+        num_classes=10,
+        null_class=True,
+    )
+    return model, _SMALL_DIFFUSION
+
+
+@_preset("tiny", SMALL)
+def _tiny():
+    """A tiny 8x8 grey class-conditional model (10 classes and a null class) for tests and
+    demos: width 16, multipliers (1, 2), one block per level, 8 GroupNorm groups; cosine
+    schedule, T = 1000, L_simple. 178,209 parameters, 0.0077 GFLOP per image forward."""
+    model = UNetConfig(
+        image_size=8,
+        in_channels=1,
+        out_channels=1,
+        model_channels=16,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        num_head_channels=16,
+        norm_groups=8,
+        num_classes=10,
+        null_class=True,
+    )
+    return model, _SMALL_DIFFUSION
