@@ -1,0 +1,95 @@
+"""Presets: exact parameter counts of the published models, sizes of the small ones."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from diffuse import presets
+from diffuse.errors import ConfigError
+
+# Parameters of the networks the reference constructors build with the flags of the
+# guided-diffusion / improved-diffusion READMEs (the released checkpoints' sizes), and of
+# DDPM's networks (35.7 M and 114 M in Ho et al. 2020).
+PAPER_PARAMETERS = {
+    "ddpm-cifar10": 35_746_307,
+    "ddpm-256": 113_673_219,
+    "iddpm-cifar10": 52_546_438,
+    "iddpm-imagenet64": 121_063_942,
+    "adm-imagenet64": 295_904_454,
+    "adm-imagenet128": 421_529_606,
+    "adm-imagenet256": 553_838_086,
+    "adm-imagenet256-uncond": 552_814_086,
+    "adm-imagenet512": 558_997_638,
+    "adm-lsun-256": 552_814_086,
+    "adm-upsampler-64-256": 311_795_910,
+    "adm-upsampler-128-512": 308_835_270,
+    "adm-classifier-64": 65_438_568,
+    "adm-classifier-128": 42_568_040,
+    "adm-classifier-256": 54_096_360,
+    "adm-classifier-512": 54_448_360,
+}
+SMALL = ["digits", "fashion", "tiny"]
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_PARAMETERS))
+def test_paper_preset_has_the_published_parameter_count(name):
+    model = presets.build(name)  # meta device: nothing allocated
+    assert next(model.parameters()).is_meta
+    assert parameter_count(model) == PAPER_PARAMETERS[name]
+
+
+def test_every_preset_is_listed_and_consistent():
+    assert set(presets.names()) == set(PAPER_PARAMETERS) | set(SMALL)
+    for name in presets.names():
+        preset = presets.get(name)
+        config = preset.model_config
+        assert preset.name == name and preset.image_size == config.image_size
+        assert preset.source and preset.description
+        if config.kind != "classifier":
+            channels = config.in_channels * (2 if preset.diffusion.learns_variance else 1)
+            assert config.out_channels == channels, name
+
+
+def test_improved_ddpm_presets_rescale_timesteps_to_1000():
+    for name in ("iddpm-cifar10", "iddpm-imagenet64"):
+        preset = presets.get(name)
+        assert preset.diffusion.timesteps * preset.model_config.timestep_scale == 1000
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown preset 'cifar'.*ddpm-cifar10"):
+        presets.get("cifar")
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_small_preset_docstring_states_its_size_and_cost(name):
+    preset = presets.get(name)
+    model = presets.build(name)
+    config = preset.model_config
+    x = torch.zeros(1, config.in_channels, config.image_size, config.image_size, device="meta")
+    t = torch.zeros(1, dtype=torch.long, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        model(x, t)
+    text = " ".join(preset.description.split())
+    params = int(re.search(r"([\d,]+) parameters", text).group(1).replace(",", ""))
+    gflops = float(re.search(r"([\d.]+) GFLOP per image", text).group(1))
+    assert params == parameter_count(model)
+    assert gflops == pytest.approx(counter.get_total_flops() / 1e9, rel=0.02)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_small_preset_runs_on_the_cpu(name):
+    model = presets.build(name, device="cpu").eval()
+    config = model.config
+    x = torch.randn(2, config.in_channels, config.image_size, config.image_size)
+    with torch.no_grad():
+        out = model(x, torch.tensor([0, 999]), torch.tensor([1, model.null_class]))
+    assert out.shape == (2, config.out_channels, config.image_size, config.image_size)
