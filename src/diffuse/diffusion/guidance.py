@@ -8,23 +8,65 @@ unconditional predictions of one network trained with label dropout:
 ``w`` is the guidance weight of the paper: w = 0 is plain conditional sampling. Other
 libraries (GLIDE, diffusers, Stable Diffusion) write the same thing with a "guidance
 scale" s = 1 + w, eps~ = eps(x, null) + s (eps(x, c) - eps(x, null)); this library's
-interface takes w, and ``guidance_scale_to_weight`` converts.
+interface takes w, and ``guidance_scale_to_weight`` converts (diffusers' 7.5 is w = 6.5).
 
 The combination is applied to the network's raw output. For every parameterization
 (eps, x0, v, mean) the output is an affine function of eps at fixed x_t and t whose
 coefficients do not depend on the class, so combining outputs is exactly combining
 eps. With a learned variance only the first half of the channels is combined; the
 variance comes from the conditional branch (as in GLIDE).
+
+Classifier guidance (Dhariwal & Nichol 2021, section 4) adds the gradient of a noisy
+classifier's log p(y | x_t), scaled by s, to the sampler's prediction. It is a hook
+``guide(process, x_t, t, pred) -> pred`` that every sampler of
+:mod:`diffuse.diffusion.samplers` and :mod:`diffuse.diffusion.solvers` applies to the
+prediction of each step, so it works with any sampler, any prediction type, conditional
+and unconditional networks, and on top of classifier-free guidance.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from diffuse.diffusion.gaussian import GaussianDiffusion
+from diffuse.errors import ConfigError
+
+# (process, x_t, t, pred) -> pred: transforms the prediction dict of one sampling step.
+Guide = Callable[[GaussianDiffusion, torch.Tensor, torch.Tensor, dict], dict]
 
 
 def guidance_scale_to_weight(scale: float) -> float:
     """Convert a diffusers-style guidance scale s = 1 + w to the paper's weight w."""
     return scale - 1.0
+
+
+def guidance_interval(
+    process: GaussianDiffusion, sigma_low: float, sigma_high: float
+) -> tuple[int, int]:
+    """The original timesteps whose noise level lies in (sigma_low, sigma_high].
+
+    Kynkaanniemi et al. 2024 ("Applying guidance in a limited interval improves sample
+    and distribution quality") guide only at medium noise levels. Their noise level is
+    EDM's sigma = sqrt((1 - abar) / abar), which grows with t; this returns the first and
+    last original timestep index (inclusive) of ``process`` inside the interval, for
+    ``ClassifierFreeGuidance(interval=...)``. Give the training process (or any respacing
+    of it: the indices returned are original ones either way).
+    """
+    if not 0.0 <= sigma_low < sigma_high:
+        raise ConfigError(
+            f"the guidance interval needs 0 <= sigma_low < sigma_high, got ({sigma_low}, "
+            f"{sigma_high})"
+        )
+    sigma = process._tables["sqrt_recipm1_abar"]
+    inside = ((sigma > sigma_low) & (sigma <= sigma_high)).nonzero()[0]
+    if inside.size == 0:
+        raise ConfigError(
+            f"no timestep has a noise level in ({sigma_low}, {sigma_high}]; this process "
+            f"spans sigma {sigma[0]:.4g} to {sigma[-1]:.4g}"
+        )
+    return int(process.timestep_map[inside[0]]), int(process.timestep_map[inside[-1]])
 
 
 class ClassifierFreeGuidance:
@@ -35,24 +77,117 @@ class ClassifierFreeGuidance:
     null_class:  the label index the network was trained to treat as "no class".
     channels:    the image channels; output channels beyond these (a learned variance)
                  are taken from the conditional branch.
+    interval:    (t_low, t_high): guide only at original timesteps t_low <= t <= t_high
+                 (see :func:`guidance_interval`); elsewhere the conditional output is
+                 returned and the unconditional branch is not evaluated. None: everywhere.
 
-    The conditional and unconditional branches run as one batched forward pass of
-    twice the batch.
+    The conditional and unconditional branches run as one batched forward pass; only the
+    samples whose timestep is inside the interval are doubled.
     """
 
-    def __init__(self, model, weight: float, null_class: int, channels: int) -> None:
+    def __init__(
+        self,
+        model,
+        weight: float,
+        null_class: int,
+        channels: int,
+        interval: tuple[int, int] | None = None,
+    ) -> None:
+        if interval is not None and not 0 <= interval[0] <= interval[1]:
+            raise ConfigError(f"guidance interval {interval} must be 0 <= t_low <= t_high")
         self.model = model
         self.weight = float(weight)
         self.null_class = int(null_class)
         self.channels = int(channels)
+        self.interval = None if interval is None else (int(interval[0]), int(interval[1]))
+
+    def guided(self, t: torch.Tensor) -> torch.Tensor:
+        """Which samples [N] of a batch at original timesteps ``t`` get guidance."""
+        if self.weight == 0.0:
+            return torch.zeros_like(t, dtype=torch.bool)
+        if self.interval is None:
+            return torch.ones_like(t, dtype=torch.bool)
+        return (t >= self.interval[0]) & (t <= self.interval[1])
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
-        if self.weight == 0.0:
+        guided = self.guided(t)
+        if not guided.any():
             return self.model(x, t, y=y, **kwargs)
-        doubled = {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in kwargs.items()}
+        rows = None if guided.all() else guided.nonzero().squeeze(1)
+
+        def with_guided_rows(value):
+            if not torch.is_tensor(value):
+                return value
+            return torch.cat([value, value if rows is None else value[rows]])
+
+        n = x.shape[0]
         null = torch.full_like(y, self.null_class)
-        out = self.model(torch.cat([x, x]), torch.cat([t, t]), y=torch.cat([y, null]), **doubled)
-        cond, uncond = out.chunk(2)
+        out = self.model(
+            with_guided_rows(x),
+            with_guided_rows(t),
+            y=torch.cat([y, null if rows is None else null[rows]]),
+            **{key: with_guided_rows(value) for key, value in kwargs.items()},
+        )
+        cond, uncond = out[:n], out[n:, : self.channels]
         c = self.channels
-        guided = cond[:, :c] + self.weight * (cond[:, :c] - uncond[:, :c])
-        return torch.cat([guided, cond[:, c:]], dim=1) if out.shape[1] > c else guided
+        cond_guided = cond[:, :c] if rows is None else cond[rows, :c]
+        combined = cond_guided + self.weight * (cond_guided - uncond)
+        if rows is None:
+            return torch.cat([combined, cond[:, c:]], dim=1) if cond.shape[1] > c else combined
+        result = cond.clone()
+        result[rows, :c] = combined
+        return result
+
+
+class ClassifierGuidance:
+    """Classifier guidance of ADM (Dhariwal & Nichol 2021, Algorithms 1 and 2).
+
+    classifier:  a noisy classifier ``classifier(x_t, t) -> logits [N, K]``, trained on the
+                 same noise schedule; it is called with the original timestep indices,
+                 also on a respaced chain.
+    labels:      the class to steer each sample toward, [N] integers in [0, K).
+    scale:       s, the gradient scale (ADM: 1 to 10; 0 turns guidance off).
+
+    With g = s * grad_x log p(y | x_t) the prediction of each step changes in two ways,
+    one per algorithm, and each sampler reads the part its update uses:
+
+    - Algorithm 1 (ancestral sampling): the mean becomes mu + Sigma g;
+    - Algorithm 2 (DDIM and the ODE solvers): eps becomes eps - sqrt(1 - abar) g and the
+      predicted x0 is recomputed from it (not clipped again, as in ADM).
+    """
+
+    def __init__(self, classifier, labels: torch.Tensor, scale: float) -> None:
+        self.classifier = classifier
+        self.labels = labels
+        self.scale = float(scale)
+
+    def gradient(self, process: GaussianDiffusion, x_t: torch.Tensor, t: torch.Tensor):
+        """g = scale * grad_x log p(labels | x_t) at process steps ``t``."""
+        if self.labels.shape != (x_t.shape[0],):
+            raise ConfigError(
+                f"classifier guidance got {tuple(self.labels.shape)} labels for a batch of "
+                f"{x_t.shape[0]}: give one label per sample"
+            )
+        with torch.enable_grad():
+            x = x_t.detach().requires_grad_(True)
+            logits = self.classifier(x, process.model_timesteps(t)).float()
+            if int(self.labels.max()) >= logits.shape[1] or int(self.labels.min()) < 0:
+                raise ConfigError(
+                    f"labels must be classes of the classifier, in [0, {logits.shape[1] - 1}]"
+                )
+            log_probs = torch.log_softmax(logits, dim=1)
+            selected = log_probs.gather(1, self.labels.to(x.device).reshape(-1, 1)).sum()
+            (grad,) = torch.autograd.grad(selected, x)
+        return self.scale * grad.to(x_t.dtype)
+
+    def __call__(self, process: GaussianDiffusion, x_t: torch.Tensor, t: torch.Tensor, pred):
+        if self.scale == 0.0:
+            return pred
+        g = self.gradient(process, x_t, t)
+        eps = pred["pred_eps"] - process._coef("sqrt_one_minus_abar", t, x_t) * g
+        return {
+            **pred,
+            "mean": pred["mean"] + pred["variance"] * g,
+            "pred_eps": eps,
+            "pred_x0": process.x0_from_eps(x_t, t, eps),
+        }

@@ -8,6 +8,8 @@ clip_denoised:  clip the predicted x0 to [-1, 1] before each step.
 generator:      a ``torch.Generator``, or one per sample so that sample i does not depend
                 on the batch it is drawn in.
 progress:       show a progress bar.
+guide:          a hook ``guide(process, x_t, t, pred) -> pred`` applied to the prediction of
+                every step: classifier guidance (:mod:`diffuse.diffusion.guidance`).
 callback:       called after every step with a dict ``step`` (process index), ``x`` (the
                 new sample) and ``pred_x0`` (the prediction it came from): DDPM Fig. 6.
 """
@@ -20,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffuse.diffusion.gaussian import GaussianDiffusion, Model
+from diffuse.diffusion.guidance import Guide
 from diffuse.diffusion.noise import Generator, randn_like
 
 StepCallback = Callable[[dict], None]
@@ -31,7 +34,7 @@ def _timestep(index: int, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), index, device=x.device, dtype=torch.long)
 
 
-def _walk(
+def walk(
     model: Model,
     process: GaussianDiffusion,
     x: torch.Tensor,
@@ -40,21 +43,27 @@ def _walk(
     *,
     model_kwargs: dict | None,
     clip_denoised: bool,
+    guide: Guide | None,
     progress: bool,
     callback: StepCallback | None,
     description: str,
 ) -> torch.Tensor:
+    """The loop every sampler shares: at each process index of ``steps``, predict (and
+    guide) at x, then move x with ``update``; the sampler is the update."""
     for index in tqdm(steps, desc=description, disable=not progress, leave=False):
         t = _timestep(index, x)
         with torch.no_grad():
             pred = process.predict(model, x, t, model_kwargs, clip_denoised)
-        x = update(x, t, pred)
+        if guide is not None:
+            pred = guide(process, x, t, pred)
+        with torch.no_grad():
+            x = update(x, t, pred)
         if callback is not None:
             callback({"step": index, "x": x, "pred_x0": pred["pred_x0"]})
     return x
 
 
-def _reverse_steps(process: GaussianDiffusion, start_step: int | None) -> range:
+def reverse_steps(process: GaussianDiffusion, start_step: int | None) -> range:
     first = process.num_timesteps - 1 if start_step is None else start_step
     if not 0 <= first < process.num_timesteps:
         raise ValueError(f"start_step must be in [0, {process.num_timesteps - 1}], got {first}")
@@ -70,6 +79,7 @@ def ddpm_sample(
     model_kwargs: dict | None = None,
     clip_denoised: bool = True,
     generator: Generator = None,
+    guide: Guide | None = None,
     progress: bool = False,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
@@ -82,14 +92,15 @@ def ddpm_sample(
     def update(x_t, t, pred):
         return process.ddpm_update(pred, x_t, t, randn_like(x_t, generator))
 
-    return _walk(
+    return walk(
         model,
         process,
         x,
-        _reverse_steps(process, start_step),
+        reverse_steps(process, start_step),
         update,
         model_kwargs=model_kwargs,
         clip_denoised=clip_denoised,
+        guide=guide,
         progress=progress,
         callback=callback,
         description="DDPM",
@@ -106,6 +117,7 @@ def ddim_sample(
     model_kwargs: dict | None = None,
     clip_denoised: bool = True,
     generator: Generator = None,
+    guide: Guide | None = None,
     progress: bool = False,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
@@ -117,14 +129,15 @@ def ddim_sample(
         noise = randn_like(x_t, generator) if eta > 0 else None
         return process.ddim_update(pred, x_t, t, eta, noise)
 
-    return _walk(
+    return walk(
         model,
         process,
         x,
-        _reverse_steps(process, start_step),
+        reverse_steps(process, start_step),
         update,
         model_kwargs=model_kwargs,
         clip_denoised=clip_denoised,
+        guide=guide,
         progress=progress,
         callback=callback,
         description="DDIM",
@@ -157,7 +170,7 @@ def ddim_invert(
     def update(x_t, t, pred):
         return process.ddim_reverse_update(pred, x_t, t)
 
-    return _walk(
+    return walk(
         model,
         process,
         x0,
@@ -165,6 +178,7 @@ def ddim_invert(
         update,
         model_kwargs=model_kwargs,
         clip_denoised=False,
+        guide=None,
         progress=progress,
         callback=callback,
         description="DDIM inversion",
@@ -181,16 +195,22 @@ def interpolate(
     *,
     model_kwargs: dict | None = None,
     clip_denoised: bool = True,
-    generator: Generator = None,
+    generator: torch.Generator | None = None,
+    guide: Guide | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Interpolate two images through the latent x_t (DDPM section 4.4, Figs. 8 and 9).
 
     Both images are encoded with the same noise by q(x_t | x0) at ``step``, the latents are
     mixed linearly, x_t = (1 - lambda) x_t(a) + lambda x_t(b), and each mix is decoded by
-    the reverse process. ``x0_a`` and ``x0_b`` are single images [C, H, W]; ``lambdas``
-    is [L]; returns [L, C, H, W].
+    ancestral sampling from ``step``. Every mix is decoded with the same noise, so the
+    images differ only through lambda. ``x0_a`` and ``x0_b`` are single images
+    [C, H, W]; ``lambdas`` is [L]; returns [L, C, H, W]. ``generator`` is one
+    ``torch.Generator`` (a fresh randomly seeded one when None).
     """
+    if generator is None:
+        generator = torch.Generator(device="cpu")
+        generator.seed()
     lambdas = torch.as_tensor(lambdas, dtype=x0_a.dtype, device=x0_a.device)
     pair = torch.stack([x0_a, x0_b])
     t = _timestep(step, pair)
@@ -205,6 +225,65 @@ def interpolate(
         start_step=step,
         model_kwargs=model_kwargs,
         clip_denoised=clip_denoised,
-        generator=generator,
+        generator=[_copy_generator(generator) for _ in range(len(lambdas))],
+        guide=guide,
+        progress=progress,
+    )
+
+
+def _copy_generator(generator: torch.Generator) -> torch.Generator:
+    copy = torch.Generator(device=generator.device)
+    copy.set_state(generator.get_state())
+    return copy
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, lambdas: torch.Tensor) -> torch.Tensor:
+    """Spherical linear interpolation of two tensors of the same shape (Shoemake 1985).
+
+    slerp(a, b, l) = sin((1 - l) theta) / sin(theta) a + sin(l theta) / sin(theta) b, with
+    theta the angle between a and b (flattened); DDIM section 5.3 interpolates latents
+    x_T this way because Gaussian latents concentrate on a sphere. Returns [L, *a.shape]
+    for ``lambdas`` [L]; linear interpolation when a and b are (anti)parallel.
+    """
+    lambdas = torch.as_tensor(lambdas, dtype=torch.float64, device=a.device)
+    a64, b64 = a.double(), b.double()
+    cos = (a64 * b64).sum() / (a64.norm() * b64.norm())
+    theta = torch.arccos(cos.clamp(-1.0, 1.0))
+    mix = lambdas.reshape(-1, *([1] * a.dim()))
+    if torch.sin(theta) < 1e-6:
+        out = (1.0 - mix) * a64 + mix * b64
+    else:
+        out = (torch.sin((1.0 - mix) * theta) * a64 + torch.sin(mix * theta) * b64) / torch.sin(
+            theta
+        )
+    return out.to(a.dtype)
+
+
+def latent_interpolate(
+    model: Model,
+    process: GaussianDiffusion,
+    x_T_a: torch.Tensor,
+    x_T_b: torch.Tensor,
+    lambdas: torch.Tensor,
+    *,
+    model_kwargs: dict | None = None,
+    clip_denoised: bool = True,
+    guide: Guide | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Deterministic interpolation in DDIM's latent space (DDIM section 5.3, Fig. 6).
+
+    The latents ``x_T_a`` and ``x_T_b`` [C, H, W] (initial noise, or :func:`ddim_invert` of
+    two images) are interpolated by :func:`slerp` and each mix is decoded by DDIM with
+    eta = 0; returns [L, C, H, W] for ``lambdas`` [L].
+    """
+    return ddim_sample(
+        model,
+        process,
+        slerp(x_T_a, x_T_b, lambdas),
+        eta=0.0,
+        model_kwargs=model_kwargs,
+        clip_denoised=clip_denoised,
+        guide=guide,
         progress=progress,
     )

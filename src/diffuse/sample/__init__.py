@@ -1,0 +1,39 @@
+"""Generation from trained models: stages, the two-stage upsampling pipeline, sample
+folders and the figures of the papers.
+
+``Stage(model, diffusion, SamplerSettings("dpm++2m", "quad20"), cfg=1.0)`` describes one
+model and how to sample it; ``generate(stage, n, seed=0, upsampler=...)`` makes uint8
+samples; ``save_samples(folder, samples)`` writes PNGs, a grid and an ``.npz``.
+"""
+
+from diffuse.sample.figures import (
+    Figure,
+    completions,
+    interpolation,
+    latent_interpolation,
+    progressive,
+)
+from diffuse.sample.load import load_classifier, load_diffusion_model
+from diffuse.sample.output import save_samples
+from diffuse.sample.pipeline import Samples, check_request, generate, quantize
+from diffuse.sample.sampler import SAMPLERS, SamplerSettings, respacing
+from diffuse.sample.stage import Stage
+
+__all__ = [
+    "SAMPLERS",
+    "Figure",
+    "SamplerSettings",
+    "Samples",
+    "Stage",
+    "check_request",
+    "completions",
+    "generate",
+    "interpolation",
+    "latent_interpolation",
+    "load_classifier",
+    "load_diffusion_model",
+    "progressive",
+    "quantize",
+    "respacing",
+    "save_samples",
+]
