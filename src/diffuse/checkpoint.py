@@ -226,7 +226,7 @@ def load_checkpoint(
         raise CheckpointError(
             f"checkpoint {folder} has no weights {weights!r}; available: {sorted(available)}"
         )
-    state = _read_weights(folder / available[weights])
+    state = read_tensors(folder / available[weights])
     with torch.device("meta"):
         model = build_network(model_config)
     _check_state_dict(state, model.state_dict(), f"{folder / available[weights]}")
@@ -250,7 +250,9 @@ def load_pretrained(
     return load_checkpoint(path, weights=weights, device=device).model
 
 
-def _read_weights(file: Path) -> dict[str, torch.Tensor]:
+def read_tensors(file: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; :class:`CheckpointError` if missing or corrupt."""
+    file = Path(file)
     if not file.is_file():
         raise CheckpointError(f"{file} is missing; the checkpoint is incomplete")
     try:

@@ -323,16 +323,19 @@ SMALL = "diffuse (sized for a 2-core CPU)"
 _SMALL_DIFFUSION = DiffusionConfig("cosine", 1000, "eps", "fixed_small", "mse")
 
 
+def _grey_conditional(**settings) -> UNetConfig:
+    """A U-Net for grey images with 10 classes and a null class (classifier-free guidance)."""
+    return UNetConfig(in_channels=1, out_channels=1, num_classes=10, null_class=True, **settings)
+
+
 @_preset("digits", SMALL)
 def _digits():
     """sklearn digits, 8x8 grey, class-conditional with a null class (classifier-free
     guidance): width 32, multipliers (1, 2), two blocks per level, attention in the 4x4
     middle block, dropout 0.1; cosine schedule, T = 1000, L_simple. 997,729 parameters,
     0.043 GFLOP per image forward."""
-    model = UNetConfig(
+    model = _grey_conditional(
         image_size=8,
-        in_channels=1,
-        out_channels=1,
         model_channels=32,
         channel_mult=(1, 2),
         num_res_blocks=2,
@@ -340,8 +343,6 @@ def _digits():
         num_head_channels=32,
         norm_groups=8,
         dropout=0.1,
-        num_classes=10,
-        null_class=True,
     )
     return model, _SMALL_DIFFUSION
 
@@ -352,10 +353,8 @@ def _fashion():
     multipliers (1, 2, 4), two blocks per level, attention at 14x14 and in the 7x7 middle
     block (32 channels per head), dropout 0.1; cosine schedule, T = 1000, L_simple.
     3,870,625 parameters, 0.87 GFLOP per image forward."""
-    model = UNetConfig(
+    model = _grey_conditional(
         image_size=28,
-        in_channels=1,
-        out_channels=1,
         model_channels=32,
         channel_mult=(1, 2, 4),
         num_res_blocks=2,
@@ -363,8 +362,6 @@ def _fashion():
         num_head_channels=32,
         norm_groups=16,
         dropout=0.1,
-        num_classes=10,
-        null_class=True,
     )
     return model, _SMALL_DIFFUSION
 
@@ -374,17 +371,13 @@ def _tiny():
     """A tiny 8x8 grey class-conditional model (10 classes and a null class) for tests and
     demos: width 16, multipliers (1, 2), one block per level, 8 GroupNorm groups; cosine
     schedule, T = 1000, L_simple. 178,209 parameters, 0.0077 GFLOP per image forward."""
-    model = UNetConfig(
+    model = _grey_conditional(
         image_size=8,
-        in_channels=1,
-        out_channels=1,
         model_channels=16,
         channel_mult=(1, 2),
         num_res_blocks=1,
         attention_resolutions=(),
         num_head_channels=16,
         norm_groups=8,
-        num_classes=10,
-        null_class=True,
     )
     return model, _SMALL_DIFFUSION
