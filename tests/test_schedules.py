@@ -44,6 +44,8 @@ def test_user_betas_are_validated():
         beta_schedule("quadratic", 10)
     with pytest.raises(ConfigError, match="positive integer"):
         beta_schedule("linear", 0)
+    with pytest.raises(ConfigError, match="more than 20 steps"):
+        beta_schedule("linear", 20)
 
 
 def test_ddim_spacing_is_a_constant_stride():

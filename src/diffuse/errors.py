@@ -24,3 +24,7 @@ class MissingFileError(DiffuseError, FileNotFoundError):
 
 class CheckpointError(DiffuseError, ValueError):
     """A checkpoint that is corrupt, incomplete or of another architecture."""
+
+
+class OutputExistsError(DiffuseError, FileExistsError):
+    """An output file or folder exists already and replacing it was not asked for."""

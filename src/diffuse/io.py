@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from diffuse.errors import OutputExistsError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -55,7 +57,7 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path``.
 
-    If ``path`` exists and ``overwrite`` is false, :class:`FileExistsError` is raised
+    If ``path`` exists and ``overwrite`` is false, :class:`OutputExistsError` is raised
     before anything is written. When overwriting, the old folder is moved aside and
     deleted only after the new one is in place, so at every moment one complete
     version exists. On an exception the temporary folder is deleted and ``path`` is
@@ -63,7 +65,9 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists")
+        raise OutputExistsError(
+            f"{path} already exists; choose a new output folder or replace it (--overwrite)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:

@@ -38,6 +38,11 @@ def beta_schedule(name: str | Iterable[float], num_timesteps: int | None = None)
             )
         num_timesteps = int(num_timesteps)
         if name == "linear":
+            if num_timesteps <= 20:
+                raise ConfigError(
+                    f"the linear schedule needs more than 20 steps (its last beta, "
+                    f"0.02 * 1000 / T, would be >= 1 at T = {num_timesteps}); use 'cosine'"
+                )
             scale = 1000.0 / num_timesteps
             return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
         if name == "cosine":
