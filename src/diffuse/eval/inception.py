@@ -48,6 +48,17 @@ class InceptionOutputs(NamedTuple):
     logits: torch.Tensor | None
 
 
+def fold_batch_norm(weight, beta, mean, var, gamma=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kernel and bias of ``BN(conv(x))``: scale = gamma / sqrt(var + eps) per channel.
+
+    Computed in float64 (rounded once when copied into a float32 convolution).
+    """
+    scale = torch.rsqrt(var.double() + BATCH_NORM_EPS)
+    if gamma is not None:
+        scale = scale * gamma.double()
+    return weight.double() * scale[:, None, None, None], beta.double() - mean.double() * scale
+
+
 class ConvUnit(nn.Module):
     """Convolution (batch norm folded into its weight and bias) followed by ReLU.
 
@@ -67,17 +78,41 @@ class ConvUnit(nn.Module):
         return torch.relu_(self.conv(x))
 
     @torch.no_grad()
-    def load_batch_norm_folded(self, weight, beta, mean, var, gamma=None) -> None:
-        """Set ``conv`` to ``BN(conv(x))``: scale = gamma / sqrt(var + eps) per channel.
+    def load(self, **batch_normed_conv: torch.Tensor) -> None:
+        """Set the weights from a convolution's kernel and batch-norm tensors."""
+        weight, bias = fold_batch_norm(**batch_normed_conv)
+        self.conv.weight.copy_(weight)
+        self.conv.bias.copy_(bias)
 
-        The folding is done in float64 and rounded once to the module's dtype.
-        """
-        scale = torch.rsqrt(var.double() + BATCH_NORM_EPS)
-        if gamma is not None:
-            scale = scale * gamma.double()
-        folded = weight.double() * scale[:, None, None, None]
-        self.conv.weight.copy_(folded)
-        self.conv.bias.copy_(beta.double() - mean.double() * scale)
+
+class PointwiseHeads(nn.Module):
+    """The 1x1 ConvUnits that start several branches of a block, run as one convolution.
+
+    They all read the block's input, so stacking their kernels gives one larger matrix
+    product (fewer passes over the input); the output is split back per branch.
+
+    Args:
+        in_channels: the block's input channels.
+        heads: output channels of each branch's 1x1 convolution, keyed by its TensorFlow
+            name inside the block (``conv``, ``tower.conv``, ...), in output order.
+    """
+
+    def __init__(self, in_channels: int, heads: dict[str, int]):
+        super().__init__()
+        self.heads = dict(heads)
+        self.conv = nn.Conv2d(in_channels, sum(self.heads.values()), 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.relu_(self.conv(x)).split(list(self.heads.values()), dim=1)
+
+    @torch.no_grad()
+    def load(self, head: str, **batch_normed_conv: torch.Tensor) -> None:
+        """Set the output channels of ``head`` from its kernel and batch-norm tensors."""
+        start = sum(list(self.heads.values())[: list(self.heads).index(head)])
+        rows = slice(start, start + self.heads[head])
+        weight, bias = fold_batch_norm(**batch_normed_conv)
+        self.conv.weight[rows] = weight
+        self.conv.bias[rows] = bias
 
 
 def _sequence(**units: nn.Module) -> nn.Sequential:
@@ -99,17 +134,14 @@ class InceptionA(nn.Module):
 
     def __init__(self, in_channels: int, pool_channels: int):
         super().__init__()
-        self.conv = ConvUnit(in_channels, 64, 1)
-        self.tower = _sequence(conv=ConvUnit(in_channels, 48, 1), conv_1=ConvUnit(48, 64, 5, 1, 2))
-        self.tower_1 = _sequence(
-            conv=ConvUnit(in_channels, 64, 1),
-            conv_1=ConvUnit(64, 96, 3, 1, 1),
-            conv_2=ConvUnit(96, 96, 3, 1, 1),
-        )
+        self.heads = PointwiseHeads(in_channels, {"conv": 64, "tower.conv": 48, "tower_1.conv": 64})
+        self.tower = _sequence(conv_1=ConvUnit(48, 64, 5, 1, 2))
+        self.tower_1 = _sequence(conv_1=ConvUnit(64, 96, 3, 1, 1), conv_2=ConvUnit(96, 96, 3, 1, 1))
         self.tower_2 = _sequence(pool=_block_pool(), conv=ConvUnit(in_channels, pool_channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.conv(x), self.tower(x), self.tower_1(x), self.tower_2(x)], 1)
+        conv, tower, tower_1 = self.heads(x)
+        return torch.cat([conv, self.tower(tower), self.tower_1(tower_1), self.tower_2(x)], 1)
 
 
 class InceptionB(nn.Module):
@@ -139,14 +171,12 @@ class InceptionC(nn.Module):
     def __init__(self, width: int):
         super().__init__()
         row, col = ((1, 7), (0, 3)), ((7, 1), (3, 0))
-        self.conv = ConvUnit(768, 192, 1)
+        self.heads = PointwiseHeads(768, {"conv": 192, "tower.conv": width, "tower_1.conv": width})
         self.tower = _sequence(
-            conv=ConvUnit(768, width, 1),
             conv_1=ConvUnit(width, width, row[0], 1, row[1]),
             conv_2=ConvUnit(width, 192, col[0], 1, col[1]),
         )
         self.tower_1 = _sequence(
-            conv=ConvUnit(768, width, 1),
             conv_1=ConvUnit(width, width, col[0], 1, col[1]),
             conv_2=ConvUnit(width, width, row[0], 1, row[1]),
             conv_3=ConvUnit(width, width, col[0], 1, col[1]),
@@ -155,7 +185,8 @@ class InceptionC(nn.Module):
         self.tower_2 = _sequence(pool=_block_pool(), conv=ConvUnit(768, 192, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.conv(x), self.tower(x), self.tower_1(x), self.tower_2(x)], 1)
+        conv, tower, tower_1 = self.heads(x)
+        return torch.cat([conv, self.tower(tower), self.tower_1(tower_1), self.tower_2(x)], 1)
 
 
 class InceptionD(nn.Module):
@@ -163,9 +194,9 @@ class InceptionD(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.tower = _sequence(conv=ConvUnit(768, 192, 1), conv_1=ConvUnit(192, 320, 3, 2))
+        self.heads = PointwiseHeads(768, {"tower.conv": 192, "tower_1.conv": 192})
+        self.tower = _sequence(conv_1=ConvUnit(192, 320, 3, 2))
         self.tower_1 = _sequence(
-            conv=ConvUnit(768, 192, 1),
             conv_1=ConvUnit(192, 192, (1, 7), 1, (0, 3)),
             conv_2=ConvUnit(192, 192, (7, 1), 1, (3, 0)),
             conv_3=ConvUnit(192, 192, 3, 2),
@@ -173,7 +204,8 @@ class InceptionD(nn.Module):
         self.pool = nn.MaxPool2d(3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.tower(x), self.tower_1(x), self.pool(x)], 1)
+        tower, tower_1 = self.heads(x)
+        return torch.cat([self.tower(tower), self.tower_1(tower_1), self.pool(x)], 1)
 
 
 class InceptionE(nn.Module):
@@ -187,11 +219,11 @@ class InceptionE(nn.Module):
 
     def __init__(self, in_channels: int, max_pool: bool):
         super().__init__()
-        self.conv = ConvUnit(in_channels, 320, 1)
-        self.tower_conv = ConvUnit(in_channels, 384, 1)
+        self.heads = PointwiseHeads(
+            in_channels, {"conv": 320, "tower_conv": 384, "tower_1_conv": 448}
+        )
         self.tower_mixed_conv = ConvUnit(384, 384, (1, 3), 1, (0, 1))
         self.tower_mixed_conv_1 = ConvUnit(384, 384, (3, 1), 1, (1, 0))
-        self.tower_1_conv = ConvUnit(in_channels, 448, 1)
         self.tower_1_conv_1 = ConvUnit(448, 384, 3, 1, 1)
         self.tower_1_mixed_conv = ConvUnit(384, 384, (1, 3), 1, (0, 1))
         self.tower_1_mixed_conv_1 = ConvUnit(384, 384, (3, 1), 1, (1, 0))
@@ -199,10 +231,10 @@ class InceptionE(nn.Module):
         self.tower_2_conv = ConvUnit(in_channels, 192, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.tower_conv(x)
-        b = self.tower_1_conv_1(self.tower_1_conv(x))
+        conv, a, b = self.heads(x)
+        b = self.tower_1_conv_1(b)
         branches = [
-            self.conv(x),
+            conv,
             self.tower_mixed_conv(a),
             self.tower_mixed_conv_1(a),
             self.tower_1_mixed_conv(b),
@@ -248,24 +280,16 @@ class FIDInception(nn.Module):
     def from_weights(cls, weights: InceptionWeights) -> FIDInception:
         """Build the network in eval mode from weights in NVIDIA's naming."""
         network = cls(logits=weights.has_logits)
-        tensors = weights.tensors
-        for name, unit in network.named_modules():
-            if not isinstance(unit, ConvUnit):
-                continue
-            try:
-                parts = {key: tensors[f"{name}.{key}"] for key in ("weight", "beta", "mean", "var")}
-            except KeyError as error:
-                raise CheckpointError(
-                    f"{weights.path} lacks the Inception tensor {error.args[0]!r}"
-                ) from error
-            if parts["weight"].shape != unit.conv.weight.shape:
-                raise CheckpointError(
-                    f"{weights.path}: {name}.weight has shape {tuple(parts['weight'].shape)}, "
-                    f"the FID Inception needs {tuple(unit.conv.weight.shape)}"
-                )
-            unit.load_batch_norm_folded(**parts, gamma=tensors.get(f"{name}.gamma"))
+        for name, module in network.named_modules():
+            if isinstance(module, ConvUnit):
+                module.load(**_batch_normed_conv(weights, name, module.conv.weight.shape))
+            elif isinstance(module, PointwiseHeads):
+                block = name.rpartition(".")[0]
+                for head, channels in module.heads.items():
+                    shape = (channels, *module.conv.weight.shape[1:])
+                    module.load(head, **_batch_normed_conv(weights, f"{block}.{head}", shape))
         if network.output is not None:
-            output = tensors["output.weight"]
+            output = weights.tensors["output.weight"]
             if output.shape != network.output.weight.shape:
                 raise CheckpointError(
                     f"{weights.path}: output.weight has shape {tuple(output.shape)}, "
@@ -302,3 +326,20 @@ class FIDInception(nn.Module):
             x = block(x)
         pool = x.mean(dim=(2, 3), dtype=torch.float32)  # pool_3: 8x8 average
         return InceptionOutputs(pool, tap, self.output(pool) if logits else None)
+
+
+def _batch_normed_conv(weights: InceptionWeights, name: str, shape) -> dict[str, torch.Tensor]:
+    """Kernel and batch-norm tensors of the convolution ``name``, checked against ``shape``."""
+    tensors = weights.tensors
+    try:
+        parts = {key: tensors[f"{name}.{key}"] for key in ("weight", "beta", "mean", "var")}
+    except KeyError as error:
+        raise CheckpointError(
+            f"{weights.path} lacks the Inception tensor {error.args[0]!r}"
+        ) from error
+    if parts["weight"].shape != shape:
+        raise CheckpointError(
+            f"{weights.path}: {name}.weight has shape {tuple(parts['weight'].shape)}, "
+            f"the FID Inception needs {tuple(shape)}"
+        )
+    return parts | {"gamma": tensors.get(f"{name}.gamma")}
