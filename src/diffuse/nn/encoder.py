@@ -153,8 +153,8 @@ class Network(nn.Module):
     config:         the network's settings (kept as ``self.config``).
     stem_channels:  channels the encoder's first convolution receives.
 
-    Weights are kept in channels_last memory format, the faster one for convolutions on
-    CPUs and GPUs; inputs are converted on entry and outputs returned contiguous.
+    Subclasses keep their weights in channels_last memory format, the faster one for
+    convolutions on CPUs and GPUs; :meth:`encode` converts inputs on entry.
     """
 
     def __init__(self, config: EncoderConfig, stem_channels: int):

@@ -185,7 +185,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = zero_init(nn.Linear(channels, channels))
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, height, width = x.shape
         tokens = self.norm(x).permute(0, 2, 3, 1).reshape(n, height * width, c)
         out = self.proj(multihead_attention(self.qkv(tokens), self.heads, self.order))

@@ -64,7 +64,9 @@ class Decoder(nn.Module):
 class UNet(Network):
     """The U-Net ``model(x, t, y=None)`` predicting noise (or x0, v, ...) and variances.
 
-    config: the architecture (:class:`UNetConfig`); kept as ``self.config``.
+    config:        the architecture (:class:`UNetConfig`); kept as ``self.config``.
+    stem_channels: channels the first convolution sees (default ``config.in_channels``;
+                   the upsampler adds the low-resolution image's).
 
     ``x`` [N, in_channels, S, S] noisy images, ``t`` [N] integer timestep indices 0..T-1
     (embedded as ``t * timestep_scale``), ``y`` [N] class labels of a class-conditional
