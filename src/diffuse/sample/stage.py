@@ -17,7 +17,7 @@ from torch import nn
 from diffuse.diffusion import DiffusionConfig, GaussianDiffusion, randn
 from diffuse.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance, guidance_interval
 from diffuse.errors import ConfigError
-from diffuse.sample.sampler import SamplerSettings
+from diffuse.sample.sampler import SamplerSettings, respacing
 
 
 def _kind(network: nn.Module) -> str | None:
@@ -68,6 +68,7 @@ class Stage:
                 f"variance {self.diffusion.variance!r} on {self.model.in_channels}-channel "
                 f"images needs {expected}"
             )
+        respacing(self.diffusion.timesteps, self.sampler.steps)  # bad steps fail here
         self._check_cfg()
         self._check_classifier()
 
