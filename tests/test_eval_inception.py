@@ -11,6 +11,7 @@ from diffuse.errors import CheckpointError, ConfigError, DataError, MissingFileE
 from diffuse.eval import InceptionExtractor, inception_features
 from diffuse.eval import weights as weights_module
 from diffuse.eval.evaluate import parse_metrics
+from diffuse.eval.features import exact_float32_convolutions
 from diffuse.eval.inception import FIDInception
 from diffuse.eval.preprocess import check_images, resize_like_tensorflow, to_inception_input
 from diffuse.eval.weights import load_inception_weights, torchvision_layer_names
@@ -212,3 +213,14 @@ def test_inception_score_without_logits_layer_names_the_weights_option():
     with pytest.raises(ConfigError, match="--weights"):
         parse_metrics("fid,is", has_logits=False)
     assert parse_metrics(None, has_logits=False) == ("fid", "sfid", "pr")
+
+
+def test_float32_features_turn_off_tf32_convolutions_only_while_running():
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        with exact_float32_convolutions():
+            assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.backends.cudnn.allow_tf32 is True
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved

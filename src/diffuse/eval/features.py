@@ -135,10 +135,25 @@ class InceptionExtractor:
             return self.network(x, spatial=spatial, logits=logits)
 
     def autocast(self):
-        """The autocast context of the chosen precision (none for float32)."""
+        """The precision context: bfloat16/float16 autocast, or exact float32 convolutions."""
         if self.dtype == torch.float32:
-            return contextlib.nullcontext()
+            return exact_float32_convolutions()
         return torch.autocast(self.device.type, dtype=self.dtype)
+
+
+@contextlib.contextmanager
+def exact_float32_convolutions():
+    """Turn off cuDNN's TF32 convolutions (on by default on Ampere and newer GPUs) for a while.
+
+    TF32 rounds convolution inputs to 10 mantissa bits; the reference FIDs were measured
+    in full float32. The previous setting is restored on exit.
+    """
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
 
 
 @functools.lru_cache(maxsize=2)
