@@ -170,7 +170,9 @@ class ClassifierGuidance:
             )
         with torch.enable_grad():
             x = x_t.detach().requires_grad_(True)
-            logits = self.classifier(x, process.model_timesteps(t)).float()
+            logits = self.classifier(x, process.model_timesteps(t))
+            if logits.dtype in (torch.float16, torch.bfloat16):
+                logits = logits.float()  # a softmax in half precision loses the gradient
             if int(self.labels.max()) >= logits.shape[1] or int(self.labels.min()) < 0:
                 raise ConfigError(
                     f"labels must be classes of the classifier, in [0, {logits.shape[1] - 1}]"
