@@ -48,26 +48,27 @@ def _check_features(features, what: str) -> np.ndarray:
 def trace_sqrt_product(sigma_1: np.ndarray, sigma_2: np.ndarray) -> float:
     """tr((sigma_1 sigma_2)^(1/2)) for symmetric positive semi-definite matrices.
 
-    sigma_1 sigma_2 is similar to the symmetric PSD matrix M = S sigma_2 S with
-    S = sigma_1^(1/2) (S^-1 (S sigma_2 S) S = sigma_1 sigma_2 when S is invertible, and
-    by continuity otherwise), so its square root's trace is the sum of the square roots
-    of M's eigenvalues. Symmetric eigendecompositions are backward stable and never
-    produce the complex parts or non-convergence that a general matrix square root
-    (``scipy.linalg.sqrtm``) meets on the rank-deficient covariances of N < D samples.
-    Eigenvalues below the round-off level (largest * D * machine epsilon, the rank
-    tolerance of ``np.linalg.matrix_rank``) are taken as 0, so that the square roots of
+    Factor sigma_1 = F F^T from its eigendecomposition (F = V_r diag(sqrt(w_r)) over the
+    r eigenvalues above round-off). The non-zero eigenvalues of sigma_1 sigma_2 =
+    F (F^T sigma_2) are those of the symmetric PSD r x r matrix F^T sigma_2 F, so the trace
+    of the square root is the sum of their square roots. Symmetric eigendecompositions are
+    backward stable and never produce the complex parts or non-convergence that a general
+    matrix square root (``scipy.linalg.sqrtm``) meets on the rank-deficient covariances of
+    N < D samples. Eigenvalues below the round-off level (largest * size * machine epsilon,
+    the rank tolerance of ``np.linalg.matrix_rank``) count as 0, so that square roots of
     ~1e-16 noise do not add up to a bias over thousands of null directions.
     """
     eigenvalues, eigenvectors = np.linalg.eigh(sigma_1)
-    root = (eigenvectors * np.sqrt(_above_round_off(eigenvalues))) @ eigenvectors.T
-    middle = root @ sigma_2 @ root
-    middle = (middle + middle.T) / 2.0
-    return float(np.sqrt(_above_round_off(np.linalg.eigvalsh(middle))).sum())
+    kept = eigenvalues > _round_off(eigenvalues)
+    factor = eigenvectors[:, kept] * np.sqrt(eigenvalues[kept])
+    middle = factor.T @ sigma_2 @ factor
+    middle_eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2.0)
+    kept = middle_eigenvalues > _round_off(middle_eigenvalues)
+    return float(np.sqrt(middle_eigenvalues[kept]).sum())
 
 
-def _above_round_off(eigenvalues: np.ndarray) -> np.ndarray:
-    tolerance = max(eigenvalues.max(), 0.0) * len(eigenvalues) * np.finfo(np.float64).eps
-    return np.where(eigenvalues > tolerance, eigenvalues, 0.0)
+def _round_off(eigenvalues: np.ndarray) -> float:
+    return max(eigenvalues.max(initial=0.0), 0.0) * len(eigenvalues) * np.finfo(np.float64).eps
 
 
 def frechet_distance(a: GaussianStatistics, b: GaussianStatistics) -> float:
