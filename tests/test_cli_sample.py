@@ -1,0 +1,147 @@
+"""`diffuse sample` as a user runs it, on small random models saved as checkpoints."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffuse.checkpoint import load_checkpoint, save_checkpoint
+from diffuse.cli import main
+from diffuse.diffusion import DiffusionConfig
+from diffuse.eval.samples import load_samples
+from diffuse.sample import SamplerSettings, Stage, generate
+from sample_models import DIFFUSION, base_unet, classifier, upsampler
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checkpoints")
+    model = base_unet()
+    ema = {key: value + 0.01 for key, value in model.state_dict().items()}
+    run = root / "run"
+    save_checkpoint(run / "checkpoints" / "step-00000005", base_unet(seed=5), diffusion=DIFFUSION)
+    save_checkpoint(
+        run / "checkpoints" / "step-00000010", model, diffusion=DIFFUSION, ema={0.999: ema}
+    )
+    paths = {"run": run}
+    for name, network, diffusion in [
+        ("classifier", classifier(), DIFFUSION),
+        ("classifier16", classifier(image_size=16), DIFFUSION),
+        ("classifier_linear", classifier(), DiffusionConfig("linear", 1000)),
+        ("upsampler", upsampler(), DIFFUSION),
+        ("upsampler4", upsampler(low_res_size=4), DIFFUSION),
+        ("no_null", base_unet(null_class=False), DIFFUSION),
+        ("no_diffusion", base_unet(), None),
+    ]:
+        paths[name] = save_checkpoint(root / name, network, diffusion=diffusion)
+    return {key: str(value) for key, value in paths.items()}
+
+
+def test_samples_of_the_latest_ema_weights_as_png_grid_and_npz(checkpoints, tmp_path, capsys):
+    out = tmp_path / "samples"
+    argv = [
+        "sample", checkpoints["run"], "--n", "5", "--batch-size", "2", "--sampler", "dpm++2m",
+        "--steps", "quad4", "--classes", "1,2", "--seed", "3", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "5 samples (8x8x1) written" in capsys.readouterr().out
+    with np.load(out / "samples.npz") as npz:
+        images, labels = npz["arr_0"], npz["arr_1"]
+    assert images.shape == (5, 8, 8, 1) and images.dtype == np.uint8
+    assert labels.tolist() == [1, 2, 1, 2, 1]
+    np.testing.assert_array_equal(load_samples(out / "samples.npz"), images)  # eval reads it
+    for i in range(5):
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(out / "images" / f"{i:06d}.png")), images[i, :, :, 0]
+        )
+    assert Image.open(out / "grid.png").size[0] > 64
+    info = json.loads((out / "info.json").read_text())
+    assert info["num_samples"] == 5 and info["seed"] == 3 and info["sampler"] == "dpm++2m"
+
+    # The run's latest checkpoint with its EMA weights, sample i from seed 3 + i.
+    loaded = load_checkpoint(checkpoints["run"])
+    assert (
+        loaded.weights == "ema_0.999" and loaded.step is None
+    ) or loaded.path.name == "step-00000010"
+    stage = Stage(loaded.model, DIFFUSION, SamplerSettings("dpm++2m", "quad4"))
+    expected = generate(stage, 5, seed=3, classes=[1, 2])
+    assert np.abs(expected.images.astype(int) - images).max() <= 1
+    raw = Stage(
+        load_checkpoint(checkpoints["run"], weights="model").model, DIFFUSION, stage.sampler
+    )
+    assert np.abs(generate(raw, 5, seed=3, classes=[1, 2]).images.astype(int) - images).max() > 1
+
+
+def test_guidance_and_upsampler_from_the_command_line(checkpoints, tmp_path):
+    out = tmp_path / "up"
+    argv = [
+        "sample", checkpoints["run"], "--n", "3", "--sampler", "ddpm", "--steps", "4",
+        "--cfg", "1.5", "--cfg-interval", "0.5", "20", "--classifier", checkpoints["classifier"],
+        "--classifier-scale", "3", "--upsampler", checkpoints["upsampler"],
+        "--upsampler-sampler", "ddim", "--upsampler-steps", "3", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    with np.load(out / "samples.npz") as npz:
+        assert npz["arr_0"].shape == (3, 16, 16, 1) and npz["arr_1"].shape == (3,)
+
+
+def test_an_existing_output_is_kept_unless_overwrite(checkpoints, tmp_path, capsys):
+    out = tmp_path / "samples"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    argv = [
+        "sample",
+        checkpoints["run"],
+        "--n",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["mine.txt"] and (
+        out / "mine.txt"
+    ).read_text() == "keep me"
+    assert main([*argv, "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "grid.png",
+        "images",
+        "info.json",
+        "samples.npz",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["{classifier}"], "holds a noisy classifier, not a diffusion model"),
+        (["{no_diffusion}"], "without diffusion settings"),
+        (["{run}", "--classes", "3,10"], r"classes \[10\] are out of range"),
+        (["{run}", "--classes", "one"], "comma-separated integers"),
+        (["{no_null}", "--cfg", "2"], "null class"),
+        (["{run}", "--classifier", "{classifier16}"], "16x16 images but the model makes"),
+        (["{run}", "--classifier", "{classifier_linear}"], "trained on the linear schedule"),
+        (["{run}", "--classifier", "{run}"], "not a noisy classifier"),
+        (["{run}", "--classifier-scale", "4"], "--classifier-scale needs --classifier"),
+        (["{run}", "--upsampler", "{upsampler4}"], "takes 4x4 images but the base model makes 8x8"),
+        (["{run}", "--upsampler", "{run}"], "not an upsampler"),
+        (["{run}", "--steps", "ddim999"], "no constant stride"),
+        (["{run}", "--sampler", "ddpm", "--eta", "1"], "eta is DDIM's"),
+        (["{run}", "--seed", "-1"], "--seed must be >= 0"),
+        (["{run}/missing"], "does not exist"),
+    ],
+)
+def test_bad_requests_fail_before_any_output(checkpoints, tmp_path, capsys, arguments, message):
+    out = tmp_path / "samples"
+    argv = ["sample", *(a.format(**checkpoints) for a in arguments), "--out", str(out), "--n", "2"]
+    assert main([*argv, "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert re.search(message, error), error
+    assert not out.exists()
