@@ -1,0 +1,203 @@
+"""``diffuse train``: train a diffusion model (or an upsampler) from a preset.
+
+    diffuse train --preset digits --data digits --out runs/digits
+
+trains the preset's network on the data set with the preset's training recipe and
+writes the run folder: checkpoints/ (the last few, loadable by every other command),
+metrics.jsonl, samples/ (grids of samples: one row per class, with classifier-free
+guidance for a class-conditional model) and run.json (the full configuration). Any
+setting can be changed with --set SECTION.FIELD=VALUE (listed below). SIGINT/SIGTERM
+save a checkpoint and stop; --resume continues exactly where the run stopped. Under
+torchrun every process runs this command and process 0 writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from dataclasses import fields
+
+import torch
+
+from diffuse import presets
+from diffuse.diffusion.config import LOSSES, PREDICTIONS, SCHEDULES, VARIANCES
+from diffuse.errors import ConfigError
+from diffuse.nn import ClassifierConfig, SuperResConfig
+from diffuse.train import field_help, parse_override, resume, spec_from_preset, train
+from diffuse.train.run import RunFolder
+from diffuse.train.session import RESUMABLE_CHANGES
+from diffuse.train.spec import DataSpec
+
+# Flags that are shortcuts for a training setting.
+SHORTCUTS = {
+    "steps": (
+        "train.steps",
+        int,
+        "optimizer steps of the whole run (default: the preset's recipe)",
+    ),
+    "batch_size": ("train.batch_size", int, "images per step over all processes"),
+    "lr": ("train.lr", float, "peak learning rate"),
+    "seed": ("train.seed", int, "seed of every random draw (data order, noise, dropout)"),
+    "precision": ("train.precision", str, "fp32, bf16 (CPU or CUDA) or fp16 (CUDA)"),
+    "microbatch": (
+        "train.microbatch",
+        int,
+        "largest batch per forward pass (gradient accumulation)",
+    ),
+}
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a diffusion model or upsampler from a preset",
+        description=__doc__,
+        epilog=settings_help("diffusion"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser, "digits")
+    parser.set_defaults(func=lambda args: run(args, "diffusion"))
+
+
+def add_arguments(parser: argparse.ArgumentParser, example_preset: str) -> None:
+    """The options shared by ``train`` and ``train-classifier``."""
+    parser.add_argument(
+        "--preset",
+        help=f"named configuration to start from, e.g. {example_preset} (list: "
+        f"{', '.join(presets.names())}); not needed with --resume",
+    )
+    parser.add_argument(
+        "--data",
+        help="data set name (digits, fashion-mnist, mnist, cifar10) or a folder of images "
+        "(class = sub-folder name); not needed with --resume",
+    )
+    parser.add_argument("--out", required=True, help="the run folder to write (or to resume)")
+    for name, (key, kind, text) in SHORTCUTS.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=kind, help=f"{text} (= --set {key})"
+        )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="change any setting, e.g. --set model.model_channels=32 --set train.ema_rates=0.999; "
+        "repeatable; the fields are listed below",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its latest checkpoint with its saved settings "
+        f"(only {', '.join(sorted(k.split('.')[1] for k in RESUMABLE_CHANGES))} may change)",
+    )
+    mode.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the run already in --out (its checkpoints too) and start again",
+    )
+    parser.add_argument("--data-dir", help="folder searched first for a named data set's files")
+    parser.add_argument(
+        "--no-download", action="store_true", help="never download a missing named data set"
+    )
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    parser.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print the full configuration (preset + changes) as JSON and exit",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def settings_help(task: str) -> str:
+    """The epilog listing every field that --set accepts."""
+    lines = ["settings for --set (train.* defaults are the generic ones; presets have recipes):"]
+    for name, text in field_help().items():
+        lines.append(f"  train.{name}: {text}")
+    lines.append(
+        f"  diffusion.schedule ({'|'.join(SCHEDULES)}), diffusion.timesteps, diffusion.prediction "
+        f"({'|'.join(PREDICTIONS)}), diffusion.variance ({'|'.join(VARIANCES)}), "
+        f"diffusion.loss ({'|'.join(LOSSES)})"
+    )
+    config = ClassifierConfig if task == "classifier" else SuperResConfig
+    names = ", ".join(f.name for f in fields(config))
+    lines.append(
+        f"  model.<field>, one of: {names} (documented in diffuse.nn.config; --show-config "
+        "prints a preset's values)"
+    )
+    return "\n".join(lines)
+
+
+def run(args, task: str) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = dict(parse_override(text) for text in args.overrides)
+    for name, (key, _, _) in SHORTCUTS.items():
+        if getattr(args, name) is not None:
+            overrides[key] = getattr(args, name)
+    options = dict(device=args.device, progress=not args.no_progress)
+    if args.resume:
+        spec = RunFolder(args.out).read_spec()
+        _check_same(args, spec, task)
+        if args.show_config:
+            return _show(spec.with_overrides(overrides))
+        result = resume(args.out, changes=overrides, data_dir=args.data_dir, **options)
+    else:
+        if not args.preset or not args.data:
+            raise ConfigError("a new run needs --preset and --data (or add --resume)")
+        data = DataSpec(args.data, args.data_dir, download=not args.no_download)
+        spec = spec_from_preset(args.preset, data, task=task, overrides=overrides)
+        if args.show_config:
+            return _show(spec)
+        result = train(spec, args.out, overwrite=args.overwrite, **options)
+    if result.rank != 0:
+        return 0
+    report(result, spec)
+    return 128 + signal.Signals[result.interrupted] if result.interrupted else 0
+
+
+def _check_same(args, spec, task: str) -> None:
+    for flag, saved in (("preset", spec.preset), ("data", spec.data.name)):
+        given = getattr(args, flag)
+        if given is not None and given != saved:
+            raise ConfigError(
+                f"--{flag} {given!r} differs from the run's {saved!r}; a resumed run keeps its "
+                f"{flag} (drop --{flag}, or start a new run in another folder)"
+            )
+    if spec.task != task:
+        command = "train-classifier" if spec.task == "classifier" else "train"
+        raise ConfigError(f"{args.out} is a {spec.task} run; resume it with `diffuse {command}`")
+
+
+def _show(spec) -> int:
+    print(json.dumps(spec.to_dict(), indent=2))
+    return 0
+
+
+def report(result, spec) -> None:
+    """Print what the run did and where its files are."""
+    minutes, seconds = divmod(round(result.seconds), 60)
+    print(
+        f"trained steps {result.first_step} -> {result.step} in {minutes}m{seconds:02d}s "
+        f"({result.images_per_s:.0f} images/s)"
+        + (f"; {result.skipped} steps skipped (non-finite loss)" if result.skipped else "")
+    )
+    print(f"  checkpoint: {result.checkpoint}")
+    if result.grid is not None:
+        guidance = ""
+        if spec.null_class is not None and spec.train.cfg_weight > 0:
+            guidance = f", classifier-free guidance w={spec.train.cfg_weight:g}"
+        rows = " (one row per class" + guidance + ")" if spec.model.num_classes else ""
+        print(f"  samples:    {result.grid}{rows}")
+    print(f"  metrics:    {result.run_dir / 'metrics.jsonl'}")
+    if result.interrupted:
+        print(
+            f"interrupted by {result.interrupted}; continue with: diffuse "
+            f"{'train-classifier' if spec.task == 'classifier' else 'train'} --out "
+            f"{result.run_dir} --resume",
+            file=sys.stderr,
+        )

@@ -1,0 +1,76 @@
+"""The training images of a run, checked against the network that will learn them."""
+
+from __future__ import annotations
+
+from diffuse.data import ImageDataset, load_dataset
+from diffuse.data.load import canonical_name
+from diffuse.errors import DataError
+from diffuse.nn import ClassifierConfig
+from diffuse.train.spec import RunSpec
+
+# (native size, model size) pairs that a named set reaches by padding, not resizing.
+PADDED_SIZES = {(28, 32)}
+
+
+def needs_labels(spec: RunSpec) -> bool:
+    """Whether the run's network takes (or predicts) class labels."""
+    return spec.task == "classifier" or getattr(spec.model, "num_classes", None) is not None
+
+
+def load_training_data(spec: RunSpec) -> ImageDataset:
+    """The train split of the run's data set at the network's size, labelled if needed.
+
+    A named data set must already have the network's image size (or be padded to it,
+    28 -> 32); a folder of images is centre-cropped and resized to it.
+    """
+    size = spec.model.image_size
+    options = dict(
+        data_dir=spec.data.data_dir, class_cond=needs_labels(spec), download=spec.data.download
+    )
+    if canonical_name(spec.data.name) is None:
+        dataset = load_dataset(spec.data.name, image_size=size, **options)
+    else:
+        dataset = load_dataset(spec.data.name, **options)
+        if dataset.image_size != size:
+            if (dataset.image_size, size) not in PADDED_SIZES:
+                raise DataError(
+                    f"data set {dataset.name!r} has {dataset.image_size}x{dataset.image_size} "
+                    f"images but the network expects {size}x{size}; choose a preset of that "
+                    f"size or set model.image_size={dataset.image_size}"
+                )
+            dataset = load_dataset(spec.data.name, image_size=size, **options)
+    check_compatible(spec, dataset)
+    return dataset
+
+
+def check_compatible(spec: RunSpec, dataset: ImageDataset) -> None:
+    """Raise :class:`DataError` when the images or labels do not fit the network."""
+    model = spec.model
+    if len(dataset) == 0:
+        raise DataError(f"data set {dataset.name!r} holds no images")
+    if dataset.image_size != model.image_size:
+        raise DataError(
+            f"data set {dataset.name!r} has {dataset.image_size}x{dataset.image_size} images, "
+            f"the network expects {model.image_size}x{model.image_size}"
+        )
+    if dataset.channels != model.in_channels:
+        raise DataError(
+            f"data set {dataset.name!r} has {dataset.channels} channel(s) per image, the "
+            f"network expects {model.in_channels}; set model.in_channels={dataset.channels} "
+            "(and model.out_channels to match)"
+        )
+    if not needs_labels(spec):
+        return
+    classes = model.out_channels if isinstance(model, ClassifierConfig) else model.num_classes
+    field = "out_channels" if isinstance(model, ClassifierConfig) else "num_classes"
+    if dataset.num_classes == 0:
+        raise DataError(
+            f"the network is class-conditional but data set {dataset.name!r} has no labels; "
+            "put the images in one sub-folder per class, or train an unconditional model "
+            "(model.num_classes=null, model.null_class=false)"
+        )
+    if dataset.num_classes != classes:
+        raise DataError(
+            f"data set {dataset.name!r} has {dataset.num_classes} classes, the network "
+            f"{classes}; set model.{field}={dataset.num_classes}"
+        )

@@ -1,0 +1,128 @@
+"""Start or resume a training run: the functions behind ``diffuse train``.
+
+``train(spec, out)`` starts a run in the folder ``out``; ``resume(out)`` continues the run
+there from its latest checkpoint with the settings saved in ``out/run.json``. Both work
+on one process or under ``torchrun`` (every process calls them; process 0 writes). Every
+input is checked before anything is written, so a bad input leaves an existing run as
+it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffuse.data import ImageDataset
+from diffuse.errors import ConfigError
+from diffuse.train.data import check_compatible, load_training_data
+from diffuse.train.distributed import setup, teardown
+from diffuse.train.run import RunFolder
+from diffuse.train.spec import RunSpec, split_key
+from diffuse.train.trainer import Trainer, TrainResult
+
+# Settings a resumed run may change: they do not alter what the steps compute.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "train.steps",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+        "train.sample_every",
+        "train.sample_columns",
+        "train.sample_sampler",
+        "train.sample_steps",
+        "train.cfg_weight",
+    }
+)
+
+
+def train(
+    spec: RunSpec,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    dataset: ImageDataset | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``spec`` from scratch, writing the run into ``out``.
+
+    spec:      what to train (see :func:`diffuse.train.spec_from_preset`).
+    out:       the run folder; it must be new or empty, or a run to replace (``overwrite``).
+    overwrite: delete the run already in ``out`` (its checkpoints too) and start again.
+    dataset:   the training images, instead of loading ``spec.data``.
+    device:    "cpu", "cuda", ... (None: CUDA when available).
+    progress:  show a progress bar.
+    """
+    run = RunFolder(out)
+    run.check_new(overwrite)
+    group = setup(device)
+    try:
+        trainer = _trainer(spec, run, dataset, group, progress)
+        group.barrier()
+        if group.is_main:
+            run.start(spec, overwrite)
+        group.barrier()
+        return trainer.fit()
+    finally:
+        teardown(group)
+
+
+def resume(
+    out: str | Path,
+    *,
+    changes: Mapping[str, Any] | None = None,
+    data_dir: str | None = None,
+    dataset: ImageDataset | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Continue the run in ``out`` from its latest checkpoint (or from the start if it has
+    none), with the settings of ``out/run.json``.
+
+    changes:  new values for the settings in ``RESUMABLE_CHANGES`` (e.g. a larger
+              ``train.steps``); any other change is refused.
+    data_dir: where to look for a named data set now (the run's data set is the same).
+    Other arguments as for :func:`train`.
+    """
+    run = RunFolder(out)
+    spec = run.read_spec()
+    changes = dict(changes or {})
+    refused = sorted(set(changes) - RESUMABLE_CHANGES)
+    for key in refused:
+        split_key(key)
+    if refused:
+        raise ConfigError(
+            f"a resumed run keeps its settings; {', '.join(refused)} cannot change (only "
+            f"{', '.join(sorted(RESUMABLE_CHANGES))} can). Start a new run to change them"
+        )
+    spec = spec.with_overrides(changes)
+    if data_dir is not None:
+        spec = replace(spec, data=replace(spec.data, data_dir=str(data_dir)))
+    group = setup(device)
+    try:
+        trainer = _trainer(spec, run, dataset, group, progress)
+        checkpoints = run.checkpoint_steps()
+        if checkpoints:
+            trainer.resume(checkpoints[-1])
+        group.barrier()
+        if group.is_main:
+            if changes or data_dir is not None:
+                run.start(spec, overwrite=False)
+            run.truncate_metrics(trainer.state.progress.step)
+        group.barrier()
+        return trainer.fit()
+    finally:
+        teardown(group)
+
+
+def _trainer(spec, run, dataset, group, progress) -> Trainer:
+    if dataset is None:
+        dataset = load_training_data(spec)
+    else:
+        check_compatible(spec, dataset)
+    return Trainer(spec, dataset, run, group, progress)

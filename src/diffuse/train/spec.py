@@ -1,0 +1,213 @@
+"""What a training run trains: a :class:`RunSpec`, built from a preset plus overrides.
+
+A run spec holds the network's configuration, the diffusion settings, the training
+settings (:class:`~diffuse.train.config.TrainConfig`) and the data set. It is written to
+``RUN/run.json`` when a run starts and read back on ``--resume``, so a run never depends
+on the flags it was started with.
+
+Overrides name a field as ``<section>.<field>`` with section ``model``, ``diffusion`` or
+``train`` (``model.model_channels=32``, ``diffusion.schedule=linear``, ``train.lr=2e-4``);
+values are JSON (numbers, ``true``, ``null``, ``[1, 2]``), a comma-separated list of
+JSON values (``1,2,2``), or else a plain string.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from diffuse import presets
+from diffuse.diffusion.config import DiffusionConfig
+from diffuse.errors import ConfigError
+from diffuse.nn import ClassifierConfig, EncoderConfig, UNetConfig, config_from_dict
+from diffuse.train.config import TrainConfig
+from diffuse.train.recipes import recipe
+
+TASKS = ("diffusion", "classifier")
+SECTIONS = ("model", "diffusion", "train")
+SPEC_FORMAT = "diffuse-run"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a run's images come from.
+
+    name:     a data set name ("digits", "fashion-mnist", ...) or a folder of images.
+    data_dir: a folder searched first for a named set's files (None: the usual places).
+    download: whether a named set found nowhere may be downloaded.
+    """
+
+    name: str
+    data_dir: str | None = None
+    download: bool = True
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run needs besides its output folder.
+
+    task:      "diffusion" (a denoising U-Net or an upsampler) or "classifier" (ADM's
+               noisy classifier of x_t).
+    preset:    the preset the settings started from, or None.
+    model:     the network's configuration.
+    diffusion: the diffusion process (for a classifier: the process whose x_t it reads).
+    train:     the training settings.
+    data:      the data set.
+    """
+
+    task: str
+    preset: str | None
+    model: EncoderConfig
+    diffusion: DiffusionConfig
+    train: TrainConfig
+    data: DataSpec
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}")
+        is_classifier = isinstance(self.model, ClassifierConfig)
+        if is_classifier != (self.task == "classifier"):
+            kind = "a classifier" if is_classifier else f"a {self.model.kind} network"
+            raise ConfigError(f"the {self.task} task cannot train {kind}")
+        if self.task == "diffusion":
+            wanted = self.model.in_channels * (2 if self.diffusion.learns_variance else 1)
+            if self.model.out_channels != wanted:
+                raise ConfigError(
+                    f"variance {self.diffusion.variance!r} needs a network with {wanted} output "
+                    f"channels for {self.model.in_channels} image channels, the model has "
+                    f"{self.model.out_channels}; set model.out_channels={wanted}"
+                )
+
+    @property
+    def null_class(self) -> int | None:
+        """The label meaning "no class" for classifier-free guidance, or None."""
+        if isinstance(self.model, UNetConfig) and self.model.null_class:
+            return self.model.num_classes
+        return None
+
+    @property
+    def p_uncond(self) -> float:
+        """Label-dropout probability: the setting, or 0.1 with a null class, else 0."""
+        if self.train.p_uncond is not None:
+            if self.train.p_uncond > 0 and self.null_class is None:
+                raise ConfigError(
+                    "train.p_uncond > 0 needs a model with a null class; set "
+                    "model.null_class=true (and model.num_classes)"
+                )
+            return self.train.p_uncond
+        return 0.1 if self.null_class is not None else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": SPEC_FORMAT,
+            "task": self.task,
+            "preset": self.preset,
+            "model": self.model.to_dict(),
+            "diffusion": self.diffusion.to_dict(),
+            "train": self.train.to_dict(),
+            "data": {f.name: getattr(self.data, f.name) for f in fields(DataSpec)},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
+        if data.get("format") != SPEC_FORMAT:
+            raise ConfigError(f"not a run description (format {data.get('format')!r})")
+        return cls(
+            task=data["task"],
+            preset=data["preset"],
+            model=config_from_dict(data["model"]),
+            diffusion=DiffusionConfig.from_dict(data["diffusion"]),
+            train=TrainConfig.from_dict(data["train"]),
+            data=DataSpec(**data["data"]),
+        )
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> RunSpec:
+        """This spec with ``{"section.field": value}`` replaced (see the module docstring)."""
+        sections = {
+            "model": self.model.to_dict(),
+            "diffusion": self.diffusion.to_dict(),
+            "train": self.train.to_dict(),
+        }
+        for key, value in overrides.items():
+            section, name = split_key(key)
+            if name == "kind" and section == "model":
+                raise ConfigError("model.kind cannot be overridden; choose another preset")
+            sections[section][name] = value
+        try:
+            return replace(
+                self,
+                model=config_from_dict(sections["model"]),
+                diffusion=DiffusionConfig.from_dict(sections["diffusion"]),
+                train=TrainConfig.from_dict(sections["train"]),
+            )
+        except TypeError as error:
+            raise ConfigError(f"invalid override: {error}") from None
+
+
+def spec_from_preset(
+    preset: str,
+    data: DataSpec | str,
+    *,
+    task: str = "diffusion",
+    overrides: Mapping[str, Any] | None = None,
+) -> RunSpec:
+    """The spec of training ``preset`` on ``data``, with the preset's training recipe.
+
+    For the classifier task a diffusion preset gives the encoder half of its U-Net with a
+    classification head (ADM section 4.1), over the preset's classes; a classifier preset
+    is taken as it is.
+    """
+    chosen = presets.get(preset)
+    data = DataSpec(data) if isinstance(data, str) else data
+    overrides = dict(overrides or {})
+    model = chosen.model_config
+    if task == "classifier" and not isinstance(model, ClassifierConfig):
+        model = classifier_for(model, overrides.pop("model.out_channels", None))
+    spec = RunSpec(task, preset, model, chosen.diffusion, recipe(preset, task), data)
+    return spec.with_overrides(overrides)
+
+
+def classifier_for(model: EncoderConfig, num_classes: int | None = None) -> ClassifierConfig:
+    """The noisy classifier matching a diffusion network: its encoder settings, attention
+    pooling, ``num_classes`` logits (default: the network's classes)."""
+    num_classes = num_classes if num_classes is not None else getattr(model, "num_classes", None)
+    if num_classes is None:
+        raise ConfigError(
+            "this preset's network is unconditional, so its classifier's class count is "
+            "unknown; set model.out_channels=<number of classes>"
+        )
+    shared = {f.name: getattr(model, f.name) for f in fields(EncoderConfig)}
+    return ClassifierConfig(**{**shared, "out_channels": int(num_classes)}, pool="attention")
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``"model.model_channels"`` -> ("model", "model_channels"), checked."""
+    section, dot, name = key.partition(".")
+    if not dot or section not in SECTIONS or not name:
+        raise ConfigError(
+            f"override {key!r} must be <section>.<field> with section one of "
+            f"{', '.join(SECTIONS)} (e.g. model.model_channels=32)"
+        )
+    return section, name
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.lr=2e-4"`` -> ("train.lr", 0.0002); see the module docstring for values."""
+    key, equals, raw = text.partition("=")
+    if not equals:
+        raise ConfigError(f"override {text!r} must look like <section>.<field>=<value>")
+    split_key(key.strip())
+    return key.strip(), parse_value(raw.strip())
+
+
+def parse_value(raw: str) -> Any:
+    """A JSON value, a comma-separated list of JSON values, or the string itself."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        pass
+    if "," in raw:
+        return [parse_value(part.strip()) for part in raw.split(",") if part.strip()]
+    return raw

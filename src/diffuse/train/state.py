@@ -1,0 +1,238 @@
+"""A training checkpoint: the checkpoint format of :mod:`diffuse.checkpoint` plus the
+state that resuming needs, written together in one atomic folder.
+
+Besides ``config.json``, ``model.safetensors`` and ``ema_<rate>.safetensors`` a training
+checkpoint holds:
+
+    optimizer.safetensors   AdamW's moments and step per parameter, keyed
+                            ``<parameter name>/<state name>``
+    sampler.safetensors     the timestep sampler's loss history (loss-aware sampler only)
+    trainer.json            step, optimizer updates, skipped steps, AdamW's hyperparameters,
+                            the gradient scaler, the seed and the data set's size
+
+Random state needs no file: every draw of step s is seeded by (seed, s) (see
+:mod:`diffuse.train.randomness`). Everything is JSON or safetensors, so resuming never
+unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from diffuse.checkpoint import load_checkpoint, read_checkpoint_config, write_checkpoint_files
+from diffuse.errors import CheckpointError
+from diffuse.io import atomic_directory, atomic_write_json
+
+TRAINER_FILE = "trainer.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+SAMPLER_FILE = "sampler.safetensors"
+TRAINER_FORMAT = "diffuse-trainer-state"
+
+
+@dataclass
+class Progress:
+    """Counters of a run, saved in ``trainer.json``.
+
+    step:             training steps done (batches consumed).
+    updates:          optimizer updates done (steps minus skipped ones): the EMA warm-up's n.
+    skipped:          steps skipped because their loss was not finite.
+    consecutive_bad:  non-finite steps in a row up to now.
+    """
+
+    step: int = 0
+    updates: int = 0
+    skipped: int = 0
+    consecutive_bad: int = 0
+
+
+@dataclass
+class TrainingState:
+    """The objects a checkpoint saves and restores.
+
+    model:      the network (unwrapped).
+    ema:        its :class:`~diffuse.train.ema.EMA`.
+    optimizer:  the AdamW optimizer over ``model``'s parameters.
+    sampler:    the timestep sampler.
+    precision:  the :class:`~diffuse.train.precision.Precision` (gradient scaler).
+    progress:   the counters.
+    """
+
+    model: nn.Module
+    ema: Any
+    optimizer: torch.optim.Optimizer
+    sampler: Any
+    precision: Any
+    progress: Progress
+
+
+def step_folder(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / f"step-{step:08d}"
+
+
+def save_training_checkpoint(
+    folder: Path,
+    state: TrainingState,
+    *,
+    diffusion,
+    metadata: dict[str, Any],
+    extra: dict[str, Any],
+) -> Path:
+    """Write ``state`` as the checkpoint folder ``folder``, atomically (replacing it).
+
+    diffusion: the DiffusionConfig stored with the model.
+    metadata:  the checkpoint's free metadata (preset, data set, classes, settings).
+    extra:     more entries for ``trainer.json`` (seed, data set size).
+    """
+    ema = {rate: state.ema.state(rate) for rate in state.ema.rates}
+    with atomic_directory(folder, overwrite=True) as tmp:
+        write_checkpoint_files(
+            tmp,
+            state.model,
+            diffusion=diffusion,
+            ema=ema,
+            step=state.progress.step,
+            metadata=metadata,
+        )
+        save_file(_optimizer_tensors(state.model, state.optimizer), str(tmp / OPTIMIZER_FILE))
+        sampler_state = state.sampler.state_dict()
+        if sampler_state:
+            save_file(
+                {k: v.contiguous() for k, v in sampler_state.items()}, str(tmp / SAMPLER_FILE)
+            )
+        groups = [
+            {k: v for k, v in group.items() if k != "params"}
+            for group in state.optimizer.state_dict()["param_groups"]
+        ]
+        atomic_write_json(
+            tmp / TRAINER_FILE,
+            {
+                "format": TRAINER_FORMAT,
+                "version": 1,
+                **asdict(state.progress),
+                "param_groups": groups,
+                "scaler": state.precision.state_dict(),
+                **extra,
+            },
+        )
+    return folder
+
+
+def load_training_checkpoint(folder: Path, state: TrainingState) -> dict[str, Any]:
+    """Restore ``state`` in place from the checkpoint ``folder``; return its ``trainer.json``.
+
+    Raises :class:`CheckpointError` naming the file when anything is missing, corrupt or
+    of another architecture; ``state`` is then partly restored and must be discarded.
+    """
+    config = read_checkpoint_config(folder)
+    expected = state.model.config.to_dict()
+    if config["model"] != expected:
+        changed = sorted(k for k in expected if config["model"].get(k) != expected[k])
+        raise CheckpointError(
+            f"{folder} holds a different network (settings {changed} differ from the run's); "
+            "resume with the run's own settings"
+        )
+    trainer = _read_json(folder / TRAINER_FILE)
+    state.model.load_state_dict(load_checkpoint(folder, weights="model").model.state_dict())
+    state.ema.load(
+        {
+            rate: load_checkpoint(folder, weights=f"ema_{rate}").model.state_dict()
+            for rate in state.ema.rates
+        }
+    )
+    state.optimizer.load_state_dict(
+        _optimizer_state(state.model, state.optimizer, folder / OPTIMIZER_FILE, trainer)
+    )
+    if state.sampler.state_dict():
+        state.sampler.load_state_dict(_read_tensors(folder / SAMPLER_FILE))
+    state.precision.load_state_dict(trainer.get("scaler", {}))
+    try:
+        state.progress = Progress(**{k: int(trainer[k]) for k in asdict(Progress())})
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{folder / TRAINER_FILE} lacks its counters ({error})") from None
+    return trainer
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` latest step folders, and stale temporary folders."""
+    folder = run_dir / "checkpoints"
+    steps = sorted(p for p in folder.glob("step-*") if p.is_dir())
+    stale = [p for p in folder.glob(".step-*") if p.is_dir()]
+    removed = steps[:-keep] + stale
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+def _optimizer_tensors(
+    model: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, torch.Tensor]:
+    names = {id(p): name for name, p in model.named_parameters()}
+    tensors = {}
+    for parameter, values in optimizer.state.items():
+        for key, value in values.items():
+            tensors[f"{names[id(parameter)]}/{key}"] = (
+                torch.as_tensor(value).detach().cpu().contiguous()
+            )
+    return tensors
+
+
+def _optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, file: Path, trainer: dict[str, Any]
+) -> dict[str, Any]:
+    """The optimizer's ``state_dict`` rebuilt from the safetensors file and trainer.json."""
+    tensors = _read_tensors(file)
+    order = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, parameter in model.named_parameters():
+        entries = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == name}
+        for key, value in entries.items():
+            if value.dim() and value.shape != parameter.shape:
+                raise CheckpointError(
+                    f"{file}: {name}/{key} has shape {tuple(value.shape)}, the parameter "
+                    f"{tuple(parameter.shape)}; the optimizer state belongs to another network"
+                )
+        if entries:
+            state[order[id(parameter)]] = entries
+    groups = trainer.get("param_groups")
+    current = optimizer.state_dict()["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(current):
+        raise CheckpointError(f"{file.parent / TRAINER_FILE} lacks the optimizer's settings")
+    restored = []
+    for saved, group in zip(groups, current, strict=True):
+        merged = {**saved, "params": group["params"]}
+        if "betas" in merged:
+            merged["betas"] = tuple(merged["betas"])
+        restored.append(merged)
+    return {"state": state, "param_groups": restored}
+
+
+def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing; the checkpoint is incomplete")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{file} is not a readable safetensors file ({error})") from None
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{file} is missing; the checkpoint cannot be resumed") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(
+            f"{file} is not readable JSON ({error}); the checkpoint is corrupt"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != TRAINER_FORMAT:
+        raise CheckpointError(f"{file} is not a {TRAINER_FORMAT} file")
+    return data

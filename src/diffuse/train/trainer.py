@@ -1,0 +1,422 @@
+"""The training loop, shared by diffusion models, upsamplers and noisy classifiers.
+
+One step: take the step's global batch (:class:`~diffuse.train.randomness.BatchOrder`),
+keep this process's rows, draw the step's timesteps, noise, flips and label drops, run
+the rows through the network in micro-batches accumulating gradients, average over
+processes (DDP), skip the step if the loss is not finite, clip the gradients, take an
+AdamW step at the step's learning rate, update the EMA weights and the importance
+sampler. Process 0 logs, writes checkpoints and sample grids, and saves a checkpoint
+when SIGINT or SIGTERM arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from diffuse.data import ImageDataset
+from diffuse.diffusion.timesteps import make_timestep_sampler
+from diffuse.errors import CheckpointError, ConfigError
+from diffuse.images import save_png
+from diffuse.nn import build_network
+from diffuse.train import randomness
+from diffuse.train.distributed import ProcessGroup
+from diffuse.train.ema import EMA
+from diffuse.train.interrupt import StopRequest
+from diffuse.train.objectives import (
+    QUARTERS,
+    ClassifierObjective,
+    DiffusionObjective,
+    Objective,
+    low_res_size,
+)
+from diffuse.train.optim import build_optimizer, learning_rate
+from diffuse.train.precision import Precision
+from diffuse.train.preview import preview_grid
+from diffuse.train.run import MetricsLog, RunFolder
+from diffuse.train.spec import RunSpec
+from diffuse.train.state import (
+    Progress,
+    TrainingState,
+    load_training_checkpoint,
+    prune_checkpoints,
+    save_training_checkpoint,
+    step_folder,
+)
+
+NOISE = 4  # random stream of the noise (on the training device)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a call to :meth:`Trainer.fit` did.
+
+    run_dir:      the run folder.
+    first_step:   the step training started (or resumed) at.
+    step:         the steps done at the end.
+    checkpoint:   the last checkpoint written.
+    grid:         the last sample grid written, or None.
+    interrupted:  "SIGINT" or "SIGTERM" when a signal stopped the run early, else None.
+    seconds:      wall-clock time of the training steps.
+    images_per_s: training images per second (all processes).
+    skipped:      steps skipped for a non-finite loss, over the whole run.
+    rank:         the process that returns this (0 in a single-process run).
+    """
+
+    run_dir: Path
+    first_step: int
+    step: int
+    checkpoint: Path | None
+    grid: Path | None
+    interrupted: str | None
+    seconds: float
+    images_per_s: float
+    skipped: int
+    rank: int = 0
+
+
+class Trainer:
+    """Trains the network of a :class:`RunSpec` on ``dataset``, writing into ``run``.
+
+    spec:     what to train (network, process, settings, data description).
+    dataset:  the training images (see :func:`diffuse.train.data.load_training_data`).
+    run:      the run folder (process 0 writes into it).
+    group:    this process's place in a distributed run (single process by default).
+    progress: show a progress bar (process 0).
+    """
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        dataset: ImageDataset,
+        run: RunFolder,
+        group: ProcessGroup,
+        progress: bool = True,
+    ) -> None:
+        config = spec.train
+        if config.batch_size % group.world_size:
+            raise ConfigError(
+                f"train.batch_size {config.batch_size} must be a multiple of the "
+                f"{group.world_size} processes"
+            )
+        self.spec, self.dataset, self.run, self.group = spec, dataset, run, group
+        self.config = config
+        self.progress_bar = progress and group.is_main
+        self.device = group.device
+        with randomness.seeded_global_rng(randomness.derive_seed(config.seed), self.device):
+            model = build_network(spec.model).to(self.device)
+        self.model = model
+        self.process = spec.diffusion.build()
+        self.objective = self._objective()
+        self.precision = Precision(config.precision, self.device)
+        self.state = TrainingState(
+            model=model,
+            ema=EMA(model, config.ema_rates, config.ema_warmup),
+            optimizer=build_optimizer(model, config),
+            sampler=self.objective.sampler,
+            precision=self.precision,
+            progress=Progress(),
+        )
+        self.network = model
+        if group.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = DistributedDataParallel(model, device_ids=device_ids)
+        self.forward = self.precision.wrap(self.network)
+        self.order = randomness.BatchOrder(len(dataset), config.batch_size, config.seed)
+        self.rows = randomness.shard(config.batch_size, group.rank, group.world_size)
+        self.image_shape = (dataset.channels, dataset.image_size, dataset.image_size)
+
+    # ----------------------------------------------------------------- set-up
+
+    def _objective(self) -> Objective:
+        spec, T = self.spec, self.process.num_timesteps
+        choice = spec.train.timestep_sampler
+        if choice == "auto":
+            choice = (
+                "loss-aware"
+                if spec.diffusion.loss == "kl" and spec.task == "diffusion"
+                else "uniform"
+            )
+        sampler = make_timestep_sampler(choice, T)
+        if spec.task == "classifier":
+            return ClassifierObjective(self.process, sampler)
+        return DiffusionObjective(
+            self.process,
+            sampler,
+            p_uncond=spec.p_uncond,
+            null_class=spec.null_class,
+            conditional=spec.model.num_classes is not None,
+            low_res_size=low_res_size(spec.model) if spec.model.kind == "superres" else None,
+        )
+
+    def resume(self, folder: Path) -> None:
+        """Continue from the checkpoint ``folder`` of this run."""
+        try:
+            trainer = load_training_checkpoint(folder, self.state)
+        except CheckpointError as error:
+            raise CheckpointError(
+                f"{error}. To resume from an earlier checkpoint, move {folder} out of "
+                f"{folder.parent}"
+            ) from None
+        if trainer.get("dataset_size") != len(self.dataset):
+            raise CheckpointError(
+                f"{folder} was trained on {trainer.get('dataset_size')} images, the data set now "
+                f"holds {len(self.dataset)}; resume with the run's own data"
+            )
+
+    # ------------------------------------------------------------------- loop
+
+    def fit(self) -> TrainResult:
+        """Train up to ``spec.train.steps``; returns what was done."""
+        config, progress = self.config, self.state.progress
+        first_step = progress.step
+        log = MetricsLog(self.run) if self.group.is_main else None
+        window = Window()
+        checkpoint = grid = None
+        seconds = 0.0
+        bar = tqdm(
+            total=config.steps,
+            initial=first_step,
+            disable=not self.progress_bar,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        try:
+            with StopRequest() as stop:
+                while progress.step < config.steps:
+                    started = time.perf_counter()
+                    summary = self.train_step(progress.step, stop.signal is not None)
+                    elapsed = time.perf_counter() - started
+                    seconds += elapsed
+                    window.add(summary, elapsed, config.batch_size)
+                    bar.update(1)
+                    if summary.get("loss") is not None and math.isfinite(summary["loss"]):
+                        bar.set_postfix(loss=f"{summary['loss']:.4f}", img_s=f"{window.rate():.0f}")
+                    step = progress.step
+                    stopping = summary["stop"] > 0
+                    if log and (step % config.log_every == 0 or step == config.steps):
+                        log.write(window.record(step, self))
+                        window = Window()
+                    if stopping or step % config.checkpoint_every == 0 or step == config.steps:
+                        checkpoint = self.save()
+                    if self.group.is_main and self._preview_due(step, stopping):
+                        grid = self.write_preview()
+                    if stopping:
+                        break
+            interrupted = stop.name if progress.step < config.steps else None
+        finally:
+            bar.close()
+            if log:
+                log.close()
+        if checkpoint is None and self.group.is_main:
+            checkpoint = self.save()
+        self.group.barrier()
+        done = progress.step - first_step
+        return TrainResult(
+            run_dir=self.run.path,
+            first_step=first_step,
+            step=progress.step,
+            checkpoint=checkpoint,
+            grid=grid,
+            interrupted=interrupted,
+            seconds=seconds,
+            images_per_s=done * config.batch_size / seconds if seconds else 0.0,
+            skipped=progress.skipped,
+            rank=self.group.rank,
+        )
+
+    def _preview_due(self, step: int, stopping: bool) -> bool:
+        if self.spec.task != "diffusion" or stopping:
+            return False
+        every = self.config.sample_every
+        return step == self.config.steps or (every > 0 and step % every == 0)
+
+    def train_step(self, step: int, stop_requested: bool = False) -> dict[str, float]:
+        """Train on the batch of ``step``; returns the step's averaged statistics.
+
+        The statistics hold ``loss`` (and the objective's other terms, overall and per
+        quarter of the timestep range), ``grad_norm``, ``lr`` and ``stop`` (> 0 when any
+        process asked to stop).
+        """
+        config, state = self.config, self.state
+        batch = randomness.generator(config.seed, randomness.BATCH, step)
+        noise = randomness.generator(config.seed, NOISE, step, device=self.device)
+        flips = torch.rand(config.batch_size, generator=batch) < 0.5
+        draws = self.objective.draw(config.batch_size, self.image_shape, batch, noise, self.device)
+        draws = draws.rows(self.rows)
+        x, y = self.dataset.batch(self.order.indices(step)[self.rows])
+        if config.random_flip:
+            x = torch.where(flips[self.rows, None, None, None], x.flip(-1), x)
+        x = x.to(self.device, memory_format=torch.channels_last)
+        y = y.to(self.device)
+        lr = learning_rate(config, step)
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        state.optimizer.zero_grad(set_to_none=True)
+        stats = self._accumulate_gradients(step, x, y, draws)
+        summary = self._reduce(stats, draws.t, stop_requested)
+        summary["lr"] = lr
+        finite = math.isfinite(summary["loss"])
+        if finite:
+            self.precision.unscale(state.optimizer)
+            clip = config.grad_clip if config.grad_clip > 0 else math.inf
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            summary["grad_norm"] = float(norm)
+            self.precision.step(state.optimizer)
+            state.ema.update(state.progress.updates)
+            state.progress.updates += 1
+            state.progress.consecutive_bad = 0
+            self.objective.observe(draws.t, stats)
+        else:
+            state.optimizer.zero_grad(set_to_none=True)
+            state.progress.skipped += 1
+            state.progress.consecutive_bad += 1
+        state.progress.step = step + 1
+        if state.progress.consecutive_bad >= config.max_nonfinite:
+            raise ConfigError(
+                f"training diverged: the loss was not finite for {config.max_nonfinite} steps "
+                f"in a row (up to step {step + 1}; {state.progress.skipped} skipped in all). "
+                "Lower train.lr, keep train.grad_clip on, or use fp32/bf16; the last good "
+                f"checkpoint is the latest in {self.run.checkpoints}"
+            )
+        return summary
+
+    def _accumulate_gradients(self, step: int, x, y, draws) -> dict[str, torch.Tensor]:
+        """Forward and backward over micro-batches; the per-example statistics, in order."""
+        rows = x.shape[0]
+        size = self.config.microbatch or rows
+        chunks = [slice(i, min(rows, i + size)) for i in range(0, rows, size)]
+        collected: dict[str, list[torch.Tensor]] = {}
+        for k, chunk in enumerate(chunks):
+            last = k == len(chunks) - 1
+            no_sync = self.network.no_sync() if self.group.distributed and not last else None
+            seed = randomness.derive_seed(
+                self.config.seed, randomness.DROPOUT, step, self.group.rank, k
+            )
+            with (
+                no_sync or contextlib.nullcontext(),
+                randomness.seeded_global_rng(seed, self.device),
+            ):
+                loss, stats = self.objective.losses(
+                    self.forward, x[chunk], y[chunk], draws.rows(chunk)
+                )
+                self.precision.backward(loss.sum() / rows)
+            for name, value in stats.items():
+                collected.setdefault(name, []).append(value)
+        return {name: torch.cat(values) for name, values in collected.items()}
+
+    def _reduce(self, stats: dict[str, torch.Tensor], t: torch.Tensor, stop: bool) -> dict:
+        """Means over all processes of each statistic, overall and per timestep quarter."""
+        names = sorted(stats)
+        quarter = self.objective.quarter(t)
+        one_hot = torch.nn.functional.one_hot(quarter, QUARTERS).float()
+        parts = [torch.tensor([float(len(t)), float(stop)], device=self.device), one_hot.sum(0)]
+        for name in names:
+            value = stats[name].float()
+            parts += [value.sum()[None], value @ one_hot]
+        totals = self.group.all_reduce_sum(torch.cat(parts)).tolist()
+        count, stops, per_quarter = totals[0], totals[1], totals[2 : 2 + QUARTERS]
+        summary = {"stop": stops}
+        for i, name in enumerate(names):
+            start = 2 + QUARTERS + i * (1 + QUARTERS)
+            summary[name] = totals[start] / count
+            for q in range(QUARTERS):
+                if per_quarter[q]:
+                    summary[f"{name}_q{q}"] = totals[start + 1 + q] / per_quarter[q]
+        return summary
+
+    # ---------------------------------------------------------------- outputs
+
+    def metadata(self) -> dict:
+        """The checkpoint metadata: where the model came from and how to sample it."""
+        return {
+            "preset": self.spec.preset,
+            "task": self.spec.task,
+            "dataset": self.dataset.name,
+            "class_names": list(self.dataset.class_names),
+            "image_size": self.dataset.image_size,
+            "channels": self.dataset.channels,
+            "p_uncond": self.spec.p_uncond if self.spec.task == "diffusion" else 0.0,
+            "cfg_weight": self.config.cfg_weight,
+            "train": self.config.to_dict(),
+        }
+
+    def save(self) -> Path:
+        """Write a checkpoint of the current step (process 0) and prune old ones."""
+        folder = step_folder(self.run.path, self.state.progress.step)
+        if self.group.is_main:
+            save_training_checkpoint(
+                folder,
+                self.state,
+                diffusion=self.spec.diffusion,
+                metadata=self.metadata(),
+                extra={"seed": self.config.seed, "dataset_size": len(self.dataset)},
+            )
+            prune_checkpoints(self.run.path, self.config.keep_checkpoints)
+        return folder
+
+    def write_preview(self) -> Path:
+        """Sample a grid with the EMA weights of the largest rate (else the raw weights)."""
+        model = copy.deepcopy(self.model).eval()
+        if self.state.ema.rates:
+            model.load_state_dict(self.state.ema.state(max(self.state.ema.rates)))
+        references = None
+        if self.spec.model.kind == "superres":
+            references = self.dataset.batch(
+                range(min(len(self.dataset), self.config.sample_columns))
+            )
+        grid = preview_grid(
+            model,
+            self.spec.diffusion,
+            class_names=self.dataset.class_names,
+            references=references,
+            columns=self.config.sample_columns,
+            sampler=self.config.sample_sampler,
+            steps=self.config.sample_steps,
+            cfg_weight=self.config.cfg_weight,
+            seed=self.config.seed,
+        )
+        path = self.run.samples / f"step-{self.state.progress.step:08d}.png"
+        save_png(path, grid)
+        return path
+
+
+class Window:
+    """Statistics accumulated between two lines of metrics."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.seconds = 0.0
+        self.images = 0
+
+    def add(self, summary: dict, seconds: float, images: int) -> None:
+        for key, value in summary.items():
+            if key != "stop" and math.isfinite(value):
+                self.sums[key] = self.sums.get(key, 0.0) + value
+                self.counts[key] = self.counts.get(key, 0) + 1
+        self.seconds += seconds
+        self.images += images
+
+    def rate(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def record(self, step: int, trainer: Trainer) -> dict:
+        progress = trainer.state.progress
+        means = {key: self.sums[key] / self.counts[key] for key in sorted(self.sums)}
+        return {
+            "step": step,
+            **means,
+            "images_per_s": self.rate(),
+            "epoch": trainer.order.epoch(step),
+            "skipped": progress.skipped,
+            "time": time.time(),
+        }
