@@ -165,7 +165,7 @@ def read_image(path: str | Path, stage: Stage) -> torch.Tensor:
             array = fit_image(image, size, grey=channels == 1)
     except (UnidentifiedImageError, OSError) as error:
         raise DataError(f"{path} is not a readable image ({error})") from None
-    return torch.from_numpy(array).permute(2, 0, 1).float() / 127.5 - 1.0
+    return torch.tensor(array).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
 def interpolation(
