@@ -14,7 +14,7 @@ import sys
 from diffuse.errors import DiffuseError
 
 # Modules of this package that define sub-commands, in the order --help lists them.
-COMMAND_MODULES: tuple[str, ...] = ("eval", "convert", "nll", "sample", "figures")
+COMMAND_MODULES: tuple[str, ...] = ("eval", "convert", "nll", "sample", "figures", "train", "train_classifier")
 
 
 def build_parser() -> argparse.ArgumentParser:
