@@ -194,6 +194,16 @@ def report(result, spec) -> None:
         rows = " (one row per class" + guidance + ")" if spec.model.num_classes else ""
         print(f"  samples:    {result.grid}{rows}")
     print(f"  metrics:    {result.run_dir / 'metrics.jsonl'}")
+    if result.evaluation and "accuracy" in result.evaluation:
+        quarters = ", ".join(
+            f"{result.evaluation[f'accuracy_q{q}']:.0%}"
+            for q in range(4)
+            if f"accuracy_q{q}" in result.evaluation
+        )
+        print(
+            f"  held-out accuracy: {result.evaluation['accuracy']:.1%} (per quarter of t, "
+            f"data to noise: {quarters})"
+        )
     if result.interrupted:
         print(
             f"interrupted by {result.interrupted}; continue with: diffuse "

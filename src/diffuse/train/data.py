@@ -17,15 +17,18 @@ def needs_labels(spec: RunSpec) -> bool:
     return spec.task == "classifier" or getattr(spec.model, "num_classes", None) is not None
 
 
-def load_training_data(spec: RunSpec) -> ImageDataset:
-    """The train split of the run's data set at the network's size, labelled if needed.
+def load_training_data(spec: RunSpec, split: str = "train") -> ImageDataset:
+    """The ``split`` of the run's data set at the network's size, labelled if needed.
 
     A named data set must already have the network's image size (or be padded to it,
     28 -> 32); a folder of images is centre-cropped and resized to it.
     """
     size = spec.model.image_size
     options = dict(
-        data_dir=spec.data.data_dir, class_cond=needs_labels(spec), download=spec.data.download
+        split=split,
+        data_dir=spec.data.data_dir,
+        class_cond=needs_labels(spec),
+        download=spec.data.download,
     )
     if canonical_name(spec.data.name) is None:
         dataset = load_dataset(spec.data.name, image_size=size, **options)
@@ -41,6 +44,13 @@ def load_training_data(spec: RunSpec) -> ImageDataset:
             dataset = load_dataset(spec.data.name, image_size=size, **options)
     check_compatible(spec, dataset)
     return dataset
+
+
+def load_validation_data(spec: RunSpec) -> ImageDataset | None:
+    """The held-out (test) split of a named data set, None for a folder of images."""
+    if canonical_name(spec.data.name) is None:
+        return None
+    return load_training_data(spec, split="test")
 
 
 def check_compatible(spec: RunSpec, dataset: ImageDataset) -> None:

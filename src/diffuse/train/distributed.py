@@ -1,10 +1,10 @@
 """Data-parallel training with torch.distributed, as started by ``torchrun``.
 
-``torchrun --nproc_per_node N -m diffuse.cli train ...`` (or ``... --no-python diffuse
-train ...``) starts N processes with RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous in
-their environment; :func:`setup` joins the group (NCCL on CUDA, gloo on the CPU) and picks
-the process's device. Process 0 alone writes files; every process reads the data set and
-the checkpoint it resumes from. No MPI is needed.
+``torchrun --nproc_per_node N --no-python diffuse train ...`` starts N processes with
+RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous in their environment; :func:`setup` joins
+the group (NCCL on CUDA, gloo on the CPU) and picks the process's device. Process 0
+alone writes files; every process reads the data set and the checkpoint it resumes
+from. No MPI is needed.
 """
 
 from __future__ import annotations

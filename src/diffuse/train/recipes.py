@@ -18,15 +18,15 @@ _PAPERS = TrainConfig(steps=500_000, batch_size=128, lr=1e-4, grad_clip=1.0)
 
 _DIFFUSION: dict[str, TrainConfig] = {
     "digits": TrainConfig(
-        steps=1500,
+        steps=500,
         batch_size=128,
         lr=2e-3,
-        warmup_steps=100,
+        warmup_steps=50,
         lr_decay="cosine",
         min_lr_ratio=0.05,
         ema_rates=(0.999,),
-        log_every=50,
-        checkpoint_every=500,
+        log_every=25,
+        checkpoint_every=250,
         sample_steps=50,
         cfg_weight=1.0,
     ),

@@ -18,7 +18,7 @@ import torch
 
 from diffuse.data import ImageDataset
 from diffuse.errors import ConfigError
-from diffuse.train.data import check_compatible, load_training_data
+from diffuse.train.data import check_compatible, load_training_data, load_validation_data
 from diffuse.train.distributed import setup, teardown
 from diffuse.train.run import RunFolder
 from diffuse.train.spec import RunSpec, split_key
@@ -121,8 +121,12 @@ def resume(
 
 
 def _trainer(spec, run, dataset, group, progress) -> Trainer:
+    """The trainer of ``spec``; a classifier is evaluated on the held-out split at the end."""
     if dataset is None:
         dataset = load_training_data(spec)
     else:
         check_compatible(spec, dataset)
-    return Trainer(spec, dataset, run, group, progress)
+    validation = None
+    if spec.task == "classifier" and dataset.split == "train" and group.is_main:
+        validation = load_validation_data(spec)
+    return Trainer(spec, dataset, run, group, progress, validation)

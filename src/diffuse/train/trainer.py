@@ -52,8 +52,6 @@ from diffuse.train.state import (
     step_folder,
 )
 
-NOISE = 4  # random stream of the noise (on the training device)
-
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -68,6 +66,8 @@ class TrainResult:
     seconds:      wall-clock time of the training steps.
     images_per_s: training images per second (all processes).
     skipped:      steps skipped for a non-finite loss, over the whole run.
+    evaluation:   statistics on held-out images at the end (a classifier's accuracy per
+                  timestep quarter), or None.
     rank:         the process that returns this (0 in a single-process run).
     """
 
@@ -80,17 +80,19 @@ class TrainResult:
     seconds: float
     images_per_s: float
     skipped: int
+    evaluation: dict[str, float] | None = None
     rank: int = 0
 
 
 class Trainer:
     """Trains the network of a :class:`RunSpec` on ``dataset``, writing into ``run``.
 
-    spec:     what to train (network, process, settings, data description).
-    dataset:  the training images (see :func:`diffuse.train.data.load_training_data`).
-    run:      the run folder (process 0 writes into it).
-    group:    this process's place in a distributed run (single process by default).
-    progress: show a progress bar (process 0).
+    spec:       what to train (network, process, settings, data description).
+    dataset:    the training images (see :func:`diffuse.train.data.load_training_data`).
+    run:        the run folder (process 0 writes into it).
+    group:      this process's place in a distributed run.
+    progress:   show a progress bar (process 0).
+    validation: held-out images on which process 0 evaluates the objective at the end.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class Trainer:
         run: RunFolder,
         group: ProcessGroup,
         progress: bool = True,
+        validation: ImageDataset | None = None,
     ) -> None:
         config = spec.train
         if config.batch_size % group.world_size:
@@ -108,6 +111,7 @@ class Trainer:
                 f"{group.world_size} processes"
             )
         self.spec, self.dataset, self.run, self.group = spec, dataset, run, group
+        self.validation = validation
         self.config = config
         self.progress_bar = progress and group.is_main
         self.device = group.device
@@ -179,15 +183,10 @@ class Trainer:
         config, progress = self.config, self.state.progress
         first_step = progress.step
         log = MetricsLog(self.run) if self.group.is_main else None
-        window = Window()
-        checkpoint = grid = None
-        seconds = 0.0
+        outputs: dict[str, Path | None] = {"checkpoint": None, "grid": None}
+        window, seconds, evaluation = Window(), 0.0, None
         bar = tqdm(
-            total=config.steps,
-            initial=first_step,
-            disable=not self.progress_bar,
-            unit="step",
-            dynamic_ncols=True,
+            total=config.steps, initial=first_step, disable=not self.progress_bar, unit="step"
         )
         try:
             with StopRequest() as stop:
@@ -198,40 +197,54 @@ class Trainer:
                     seconds += elapsed
                     window.add(summary, elapsed, config.batch_size)
                     bar.update(1)
-                    if summary.get("loss") is not None and math.isfinite(summary["loss"]):
+                    if math.isfinite(summary["loss"]):
                         bar.set_postfix(loss=f"{summary['loss']:.4f}", img_s=f"{window.rate():.0f}")
-                    step = progress.step
-                    stopping = summary["stop"] > 0
-                    if log and (step % config.log_every == 0 or step == config.steps):
-                        log.write(window.record(step, self))
+                    if log and (
+                        progress.step % config.log_every == 0 or progress.step == config.steps
+                    ):
+                        log.write(window.record(progress.step, self))
                         window = Window()
-                    if stopping or step % config.checkpoint_every == 0 or step == config.steps:
-                        checkpoint = self.save()
-                    if self.group.is_main and self._preview_due(step, stopping):
-                        grid = self.write_preview()
+                    stopping = summary["stop"] > 0
+                    outputs.update(self._write_outputs(stopping))
                     if stopping:
                         break
             interrupted = stop.name if progress.step < config.steps else None
+            if outputs["checkpoint"] is None:
+                outputs["checkpoint"] = self.save()
+            if log and self.validation is not None and interrupted is None:
+                evaluation = self.evaluate(self.validation)
+                log.write(
+                    {"step": progress.step, **{f"test_{k}": v for k, v in evaluation.items()}}
+                )
         finally:
             bar.close()
             if log:
                 log.close()
-        if checkpoint is None and self.group.is_main:
-            checkpoint = self.save()
         self.group.barrier()
         done = progress.step - first_step
         return TrainResult(
             run_dir=self.run.path,
             first_step=first_step,
             step=progress.step,
-            checkpoint=checkpoint,
-            grid=grid,
+            checkpoint=outputs["checkpoint"],
+            grid=outputs["grid"],
             interrupted=interrupted,
             seconds=seconds,
             images_per_s=done * config.batch_size / seconds if seconds else 0.0,
             skipped=progress.skipped,
+            evaluation=evaluation,
             rank=self.group.rank,
         )
+
+    def _write_outputs(self, stopping: bool) -> dict[str, Path]:
+        """The checkpoint and sample grid due after the step just done."""
+        step, config = self.state.progress.step, self.config
+        written = {}
+        if stopping or step % config.checkpoint_every == 0 or step == config.steps:
+            written["checkpoint"] = self.save()
+        if self.group.is_main and self._preview_due(step, stopping):
+            written["grid"] = self.write_preview()
+        return written
 
     def _preview_due(self, step: int, stopping: bool) -> bool:
         if self.spec.task != "diffusion" or stopping:
@@ -248,7 +261,7 @@ class Trainer:
         """
         config, state = self.config, self.state
         batch = randomness.generator(config.seed, randomness.BATCH, step)
-        noise = randomness.generator(config.seed, NOISE, step, device=self.device)
+        noise = randomness.generator(config.seed, randomness.NOISE, step, device=self.device)
         flips = torch.rand(config.batch_size, generator=batch) < 0.5
         draws = self.objective.draw(config.batch_size, self.image_shape, batch, noise, self.device)
         draws = draws.rows(self.rows)
@@ -314,24 +327,35 @@ class Trainer:
         return {name: torch.cat(values) for name, values in collected.items()}
 
     def _reduce(self, stats: dict[str, torch.Tensor], t: torch.Tensor, stop: bool) -> dict:
-        """Means over all processes of each statistic, overall and per timestep quarter."""
-        names = sorted(stats)
-        quarter = self.objective.quarter(t)
-        one_hot = torch.nn.functional.one_hot(quarter, QUARTERS).float()
-        parts = [torch.tensor([float(len(t)), float(stop)], device=self.device), one_hot.sum(0)]
-        for name in names:
-            value = stats[name].float()
-            parts += [value.sum()[None], value @ one_hot]
-        totals = self.group.all_reduce_sum(torch.cat(parts)).tolist()
-        count, stops, per_quarter = totals[0], totals[1], totals[2 : 2 + QUARTERS]
-        summary = {"stop": stops}
-        for i, name in enumerate(names):
-            start = 2 + QUARTERS + i * (1 + QUARTERS)
-            summary[name] = totals[start] / count
-            for q in range(QUARTERS):
-                if per_quarter[q]:
-                    summary[f"{name}_q{q}"] = totals[start + 1 + q] / per_quarter[q]
-        return summary
+        """Means over all processes of each statistic, overall and per timestep quarter;
+        ``stop`` counts the processes that were asked to stop."""
+        flag = torch.tensor([float(stop)], device=self.device)
+        totals = torch.cat([flag, statistic_totals(stats, self.objective.quarter(t))])
+        totals = self.group.all_reduce_sum(totals).tolist()
+        return {"stop": totals[0], **statistic_means(totals[1:], sorted(stats))}
+
+    @torch.no_grad()
+    def evaluate(self, dataset: ImageDataset, batch_size: int = 256) -> dict[str, float]:
+        """Mean statistics of the objective on ``dataset`` (e.g. a classifier's accuracy
+        per timestep quarter on held-out images), with t and noise drawn from a fixed
+        seed. Runs on this process alone, on the raw weights."""
+        self.model.eval()
+        forward = self.precision.wrap(self.model)
+        totals, names = 0.0, []
+        for start in range(0, len(dataset), batch_size):
+            rows = range(start, min(len(dataset), start + batch_size))
+            draw = randomness.generator(self.config.seed, randomness.EVALUATION, start)
+            noise = randomness.generator(
+                self.config.seed, randomness.EVALUATION, start, 1, device=self.device
+            )
+            draws = self.objective.draw(len(rows), self.image_shape, draw, noise, self.device)
+            x, y = dataset.batch(rows)
+            x = x.to(self.device, memory_format=torch.channels_last)
+            _, stats = self.objective.losses(forward, x, y.to(self.device), draws)
+            totals = totals + statistic_totals(stats, self.objective.quarter(draws.t))
+            names = sorted(stats)
+        self.model.train()
+        return statistic_means(totals.tolist(), names)
 
     # ---------------------------------------------------------------- outputs
 
@@ -387,6 +411,30 @@ class Trainer:
         path = self.run.samples / f"step-{self.state.progress.step:08d}.png"
         save_png(path, grid)
         return path
+
+
+def statistic_totals(stats: dict[str, torch.Tensor], quarter: torch.Tensor) -> torch.Tensor:
+    """[count, count per quarter, then for each statistic (sorted by name) its sum and its
+    sum per quarter]: sums that add up over processes and batches."""
+    one_hot = torch.nn.functional.one_hot(quarter, QUARTERS).float()
+    parts = [one_hot.new_tensor([float(len(quarter))]), one_hot.sum(0)]
+    for name in sorted(stats):
+        value = stats[name].float()
+        parts += [value.sum()[None], value @ one_hot]
+    return torch.cat(parts)
+
+
+def statistic_means(totals: list[float], names: list[str]) -> dict[str, float]:
+    """``{name: mean, name_q0: mean over quarter 0, ...}`` from :func:`statistic_totals`."""
+    count, per_quarter = totals[0], totals[1 : 1 + QUARTERS]
+    means = {}
+    for i, name in enumerate(names):
+        start = 1 + QUARTERS + i * (1 + QUARTERS)
+        means[name] = totals[start] / count
+        for q in range(QUARTERS):
+            if per_quarter[q]:
+                means[f"{name}_q{q}"] = totals[start + 1 + q] / per_quarter[q]
+    return means
 
 
 class Window:

@@ -1,0 +1,121 @@
+"""``diffuse train`` and ``diffuse train-classifier`` from the command line: a run end to
+end, its messages, SIGTERM in a real process, and two processes under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffuse.checkpoint import load_checkpoint
+from diffuse.cli import build_parser, main
+
+DIFFUSE = str(Path(sys.executable).parent / "diffuse")
+QUICK = ["--set", "train.sample_steps=3", "--set", "train.sample_columns=2", "--no-progress"]
+
+
+def tiny_run(out: Path, *extra: str) -> list[str]:
+    return ["train", "--preset", "tiny", "--data", "digits", "--out", str(out), *QUICK, *extra]
+
+
+def quiet_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_train_prints_where_the_checkpoint_and_the_grid_are(tmp_path, capsys):
+    assert main(tiny_run(tmp_path / "run", "--steps", "2", "--batch-size", "8")) == 0
+    out = capsys.readouterr().out
+    assert "trained steps 0 -> 2" in out
+    assert str(tmp_path / "run/checkpoints/step-00000002") in out
+    grid = tmp_path / "run/samples/step-00000002.png"
+    assert f"{grid} (one row per class, classifier-free guidance w=" in out
+    assert grid.is_file() and load_checkpoint(tmp_path / "run").step == 2
+
+
+def test_errors_are_one_line_and_leave_the_run_alone(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_run(run, "--steps", "1", "--batch-size", "4")) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(tiny_run(run, "--steps", "1")) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--preset", "digits"]) == 2
+    assert "differs from the run's 'tiny'" in capsys.readouterr().err
+    assert main(["train-classifier", "--out", str(run), "--resume"]) == 2
+    assert "diffuse train`" in capsys.readouterr().err
+    assert main(tiny_run(tmp_path / "x", "--set", "train.lr")) == 2
+    assert "<section>.<field>=<value>" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_show_config_applies_every_override(tmp_path, capsys):
+    argv = tiny_run(tmp_path / "r", "--lr", "0.01", "--set", "model.model_channels=32")
+    assert main([*argv, "--set", "train.ema_rates=0.9,0.99", "--show-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["train"]["lr"] == 0.01 and shown["train"]["ema_rates"] == [0.9, 0.99]
+    assert shown["model"]["model_channels"] == 32 and shown["preset"] == "tiny"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "train-classifier"])
+def test_help_explains_every_option_and_every_setting(command):
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]
+    for action in sub._actions:
+        assert action.help, action.option_strings
+    text = sub.format_help()
+    for name in ("train.ema_rates", "train.p_uncond", "diffusion.loss", "model.<field>"):
+        assert name in text
+
+
+def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(tmp_path):
+    run = tmp_path / "run"
+    argv = tiny_run(run, "--steps", "100000", "--batch-size", "8")
+    argv += ["--set", "train.log_every=1", "--set", "train.checkpoint_every=100000"]
+    process = subprocess.Popen(
+        [DIFFUSE, *argv], env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.exists() and metrics.stat().st_size):
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err.decode()
+    assert "interrupted by SIGTERM" in err.decode() and "--resume" in err.decode()
+    loaded = load_checkpoint(run)
+    assert 1 <= loaded.step < 100000
+    assert f"step-{loaded.step:08d}" in out.decode()
+
+
+def test_two_gloo_processes_match_one_process_and_resume(tmp_path):
+    """torchrun with two CPU processes (gloo), each taking half of a global batch of 16,
+    trained 2 steps, then resumed to 4: the weights equal those of one process trained 4
+    steps on the same global batches, to float round-off."""
+    common = ["--batch-size", "16", "--device", "cpu", "--set", "train.checkpoint_every=2"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    torchrun += ["--nproc_per_node=2", "--no-python", DIFFUSE]
+    for argv in (
+        tiny_run(tmp_path / "two", "--steps", "2", *common),
+        ["train", "--out", str(tmp_path / "two"), "--resume", "--steps", "4", "--no-progress"],
+    ):
+        done = subprocess.run(
+            [*torchrun, *argv], env=quiet_env(), capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("trained steps") == 1  # only process 0 reports
+    assert main(tiny_run(tmp_path / "one", "--steps", "4", *common)) == 0
+    for name in ("model.safetensors", "ema_0.99.safetensors"):
+        two = load_file(str(tmp_path / "two/checkpoints/step-00000004" / name))
+        one = load_file(str(tmp_path / "one/checkpoints/step-00000004" / name))
+        for key in one:
+            torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
