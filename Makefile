@@ -22,3 +22,12 @@ test-all: $(VENV_STAMP)
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+
+# The main job on the embedded default: a class-conditional model of sklearn's 8x8 digits,
+# trained on this CPU, then a grid of samples (one row per class, classifier-free guidance).
+demo: $(VENV_STAMP)
+	.venv/bin/diffuse train --preset digits --data digits --out runs/digits --overwrite
+
+# The Fashion-MNIST model (data from Debian's dataset-fashion-mnist or downloaded).
+fashion: $(VENV_STAMP)
+	.venv/bin/diffuse train --preset fashion --data fashion-mnist --out runs/fashion
