@@ -84,6 +84,13 @@ def test_folder_of_images_is_read_grey_or_rgb(tmp_path):
     assert load_samples(tmp_path).shape == (4, 6, 5, 3)
 
 
+def test_output_folder_of_diffuse_sample_is_read_through_its_npz(tmp_path):
+    images = np.full((2, 4, 4, 3), 9, np.uint8)
+    np.savez(tmp_path / "samples.npz", arr_0=images)
+    Image.new("RGB", (20, 10)).save(tmp_path / "grid.png")  # not a sample
+    np.testing.assert_array_equal(load_samples(tmp_path), images)
+
+
 def test_empty_folder_is_refused(tmp_path):
     with pytest.raises(DataError, match="holds no images"):
         load_samples(tmp_path)

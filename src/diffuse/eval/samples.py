@@ -5,8 +5,10 @@
   stored uncompressed (``np.savez``) it is memory-mapped, so 50k large images need not fit
   in memory; a compressed one is read whole.
 - ``.npy``: one such array, memory-mapped.
-- a folder: every image under it (recursively, as :func:`diffuse.data.folder.list_images`
-  finds them), all of one size, grey when all are grey and RGB otherwise; not resized.
+- a folder holding ``samples.npz`` (what ``diffuse sample`` writes): that file.
+- any other folder: every image under it (recursively, as
+  :func:`diffuse.data.folder.list_images` finds them), all of one size, grey when all
+  are grey and RGB otherwise; not resized.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from diffuse.errors import DataError, MissingFileError
 from diffuse.eval.preprocess import check_images
 
 SAMPLES_KEY = "arr_0"
+SAMPLES_FILE = "samples.npz"
 _ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra length
 _HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
@@ -36,6 +39,8 @@ def load_samples(path: str | Path) -> np.ndarray:
     path = Path(path).expanduser()
     if not path.exists():
         raise MissingFileError(f"no samples at {path}: give an .npz file or a folder of images")
+    if path.is_dir() and (path / SAMPLES_FILE).is_file():
+        path = path / SAMPLES_FILE  # an output folder of `diffuse sample`
     if path.is_dir():
         images = read_image_folder(path)
     elif path.suffix == ".npz":
