@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,25 +98,76 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(tmp_path):
     assert f"step-{loaded.step:08d}" in out.decode()
 
 
+# What torchrun gives each process: its rank, the world size and the rendezvous address.
+WORKER = """
+import os, sys
+from diffuse.cli import main
+rank, ports, runs = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
+os.environ.update(RANK=rank, LOCAL_RANK=rank, WORLD_SIZE="2", MASTER_ADDR="127.0.0.1")
+for port, argv in zip(ports, runs):
+    os.environ["MASTER_PORT"] = port
+    assert main(argv.split("|")) == 0
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# lr_decay none: the first half trains the same steps whatever the run's length.
+TWO_STEPS = ["--batch-size", "16", "--device", "cpu", "--set", "train.checkpoint_every=2"]
+TWO_STEPS += ["--set", "train.lr_decay=none"]
+
+
 def test_two_gloo_processes_match_one_process_and_resume(tmp_path):
-    """torchrun with two CPU processes (gloo), each taking half of a global batch of 16,
-    trained 2 steps, then resumed to 4: the weights equal those of one process trained 4
-    steps on the same global batches, to float round-off."""
-    common = ["--batch-size", "16", "--device", "cpu", "--set", "train.checkpoint_every=2"]
+    """Two CPU processes (gloo, started as torchrun starts them), each taking half of a
+    global batch of 16, train 2 steps, then resume to 4: the weights equal those of one
+    process trained 4 steps on the same global batches, to float round-off."""
+    runs = [
+        tiny_run(tmp_path / "two", "--steps", "2", *TWO_STEPS),
+        ["train", "--out", str(tmp_path / "two"), "--resume", "--steps", "4", "--no-progress"],
+    ]
+    ports = f"{free_port()},{free_port()}"
+    command = [sys.executable, "-c", WORKER]
+    workers = [
+        subprocess.Popen(
+            [*command, str(rank), ports, *("|".join(argv) for argv in runs)],
+            env=quiet_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-3000:]
+    assert outputs[0][0].count("trained steps") == 2 and "trained steps" not in outputs[1][0]
+    assert main(tiny_run(tmp_path / "one", "--steps", "4", *TWO_STEPS)) == 0
+    assert_same_weights(tmp_path / "two", tmp_path / "one", step=4)
+
+
+def assert_same_weights(run_a: Path, run_b: Path, step: int) -> None:
+    for name in ("model.safetensors", "ema_0.99.safetensors"):
+        a = load_file(str(run_a / f"checkpoints/step-{step:08d}" / name))
+        b = load_file(str(run_b / f"checkpoints/step-{step:08d}" / name))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_torchrun_launches_two_processes(tmp_path):
+    """The real launcher: torchrun --nproc_per_node 2 --no-python diffuse train."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     torchrun += ["--nproc_per_node=2", "--no-python", DIFFUSE]
-    for argv in (
-        tiny_run(tmp_path / "two", "--steps", "2", *common),
-        ["train", "--out", str(tmp_path / "two"), "--resume", "--steps", "4", "--no-progress"],
-    ):
-        done = subprocess.run(
-            [*torchrun, *argv], env=quiet_env(), capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert done.stdout.count("trained steps") == 1  # only process 0 reports
-    assert main(tiny_run(tmp_path / "one", "--steps", "4", *common)) == 0
-    for name in ("model.safetensors", "ema_0.99.safetensors"):
-        two = load_file(str(tmp_path / "two/checkpoints/step-00000004" / name))
-        one = load_file(str(tmp_path / "one/checkpoints/step-00000004" / name))
-        for key in one:
-            torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
+    argv = tiny_run(tmp_path / "two", "--steps", "2", *TWO_STEPS)
+    done = subprocess.run(
+        [*torchrun, *argv], env=quiet_env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained steps") == 1  # only process 0 reports
+    assert main(tiny_run(tmp_path / "one", "--steps", "2", *TWO_STEPS)) == 0
+    assert_same_weights(tmp_path / "two", tmp_path / "one", step=2)

@@ -17,7 +17,13 @@ from diffuse.diffusion.timesteps import LossAwareSampler, TimestepSampler
 from diffuse.errors import ConfigError
 from diffuse.nn import ClassifierConfig, UNetConfig
 from diffuse.train import EMA, TrainConfig, classifier_for, parse_override, spec_from_preset
-from diffuse.train.objectives import ClassifierObjective, DiffusionObjective, Draws, downsample
+from diffuse.train.objectives import (
+    ClassifierObjective,
+    DiffusionObjective,
+    Draws,
+    downsample,
+    objective_for,
+)
 from diffuse.train.optim import learning_rate
 from diffuse.train.randomness import (
     BatchOrder,
@@ -207,24 +213,25 @@ def test_classifier_objective_is_cross_entropy_on_x_t():
     torch.testing.assert_close(stats["accuracy"], (logits.argmax(1) == y).float())
 
 
-def test_loss_aware_sampler_is_chosen_for_kl_and_fed_every_step():
-    from diffuse.train.trainer import Trainer
-
-    spec = spec_from_preset(
-        "tiny",
-        "digits",
-        overrides={"diffusion.loss": "kl", "model.out_channels": 1, "train.batch_size": 4},
-    )
-    objective = Trainer._objective.__get__(_Stub(spec))()
-    assert isinstance(objective.sampler, LossAwareSampler)
+@pytest.mark.parametrize(
+    ("task", "loss", "sampler"),
+    [
+        ("diffusion", "kl", LossAwareSampler),
+        ("diffusion", "hybrid", TimestepSampler),
+        ("diffusion", "mse", TimestepSampler),
+        ("classifier", "kl", TimestepSampler),
+    ],
+)
+def test_importance_sampling_is_used_for_the_kl_loss(task, loss, sampler):
+    overrides = {"diffusion.loss": loss}
+    if loss == "hybrid":
+        overrides |= {"diffusion.variance": "learned_range", "model.out_channels": 2}
+    spec = spec_from_preset("tiny", "digits", task=task, overrides=overrides)
+    objective = objective_for(spec, spec.diffusion.build())
+    assert type(objective.sampler) is sampler
     objective.observe(torch.tensor([3, 3]), {"loss": torch.tensor([1.0, 2.0])})
-    assert objective.sampler.counts[3] == 2
-
-
-class _Stub:
-    def __init__(self, spec):
-        self.spec = spec
-        self.process = spec.diffusion.build()
+    if sampler is LossAwareSampler:
+        assert objective.sampler.counts[3] == 2  # every step's losses reach the sampler
 
 
 # ------------------------------------------------------------ settings, overrides

@@ -74,8 +74,9 @@ def bars(size: int = 4) -> np.ndarray:
 
 
 def test_a_toy_model_learns_its_data(tmp_path):
-    """An unconditional U-Net on four 4x4 bar patterns: the loss falls by 4x and most
-    samples land on a pattern, where noise-like images are far from all of them."""
+    """An unconditional U-Net on four 4x4 bar patterns: the loss falls by 4x and samples
+    land on the patterns (median RMS distance to the nearest one < 0.15, most within
+    0.4), where images of clipped noise lie at RMS distance > 0.6 from all of them."""
     patterns = bars()
     dataset = ImageDataset.from_arrays(np.repeat(patterns, 32, axis=0)[..., None], name="bars")
     model = UNetConfig(
@@ -90,13 +91,13 @@ def test_a_toy_model_learns_its_data(tmp_path):
         norm_groups=8,
     )
     config = TrainConfig(
-        steps=150,
-        batch_size=32,
-        lr=3e-3,
+        steps=80,
+        batch_size=64,
+        lr=5e-3,
         warmup_steps=10,
         ema_rates=(0.99,),
         log_every=10,
-        checkpoint_every=150,
+        checkpoint_every=80,
         sample_steps=10,
         sample_columns=2,
     )
@@ -104,13 +105,17 @@ def test_a_toy_model_learns_its_data(tmp_path):
     result = train(spec, tmp_path / "run", dataset=dataset, progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run/metrics.jsonl").open()]
     assert losses[-1] < losses[0] / 4
-    samples = sample_images(load_checkpoint(result.checkpoint).model, spec.diffusion, 64, steps=20)
+    samples = sample_images(load_checkpoint(result.checkpoint).model, spec.diffusion, 128, steps=20)
     targets = torch.as_tensor(patterns, dtype=torch.float32) / 127.5 - 1
-    rms = (samples[:, 0, None] - targets[None]).pow(2).mean(dim=(2, 3)).sqrt().min(dim=1).values
-    noise = torch.randn(64, 4, 4, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
-    noise_rms = (noise[:, None] - targets[None]).pow(2).mean(dim=(2, 3)).sqrt().min(dim=1).values
-    assert noise_rms.min() > 0.6
-    assert (rms < 0.4).float().mean() >= 0.8
+
+    def distance_to_data(images: torch.Tensor) -> torch.Tensor:
+        return (images[:, None] - targets[None]).pow(2).mean(dim=(2, 3)).sqrt().min(dim=1).values
+
+    noise = torch.randn(128, 4, 4, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    assert distance_to_data(noise).min() > 0.6
+    distance = distance_to_data(samples[:, 0])
+    assert distance.median() < 0.15
+    assert (distance < 0.4).float().mean() >= 0.7
 
 
 # ------------------------------------------------------------------- resume
@@ -134,18 +139,18 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path):
     """SIGTERM mid-run, then --resume: the weights, EMA, optimizer and importance sampler
     are bit for bit those of a run that was never interrupted. The run uses everything
     that draws random numbers or keeps state: dropout, flips, label dropout, micro-batches,
-    a warm-up + cosine schedule and the loss-aware sampler of a kl loss (T = 20, warmed up
-    half-way)."""
+    a warm-up + cosine schedule and the loss-aware sampler of a kl loss (T = 10, warmed up
+    after 7 steps)."""
     spec = tiny_spec(
-        steps=30,
+        steps=16,
         **{
             "model.dropout": 0.1,
             "model.out_channels": 2,
-            "diffusion.timesteps": 20,
+            "diffusion.timesteps": 10,
             "diffusion.variance": "learned_range",
             "diffusion.loss": "kl",
             "train.random_flip": True,
-            "train.microbatch": 6,
+            "train.microbatch": 10,
             "train.warmup_steps": 5,
             "train.lr_decay": "cosine",
             "train.checkpoint_every": 100,
@@ -160,10 +165,10 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path):
         watcher.join()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert first.interrupted == "SIGTERM" and 0 < first.step < 30
+    assert first.interrupted == "SIGTERM" and 0 < first.step < 16
     assert load_checkpoint(first.checkpoint).step == first.step
     second = resume(tmp_path / "parts", progress=False)
-    assert (second.first_step, second.step, second.interrupted) == (first.step, 30, None)
+    assert (second.first_step, second.step, second.interrupted) == (first.step, 16, None)
     for name in ("model.safetensors", "ema_0.99.safetensors", "optimizer.safetensors"):
         a, b = weights(whole.checkpoint, name), weights(second.checkpoint, name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

@@ -50,22 +50,28 @@ SHORTCUTS = {
 
 
 def register(subparsers) -> None:
+    add_command(subparsers, "train", "train a diffusion model or upsampler from a preset", __doc__)
+
+
+def add_command(subparsers, name: str, summary: str, description: str) -> None:
+    """Add the sub-command ``name`` ("train" or "train-classifier") and its options."""
+    task = "classifier" if name == "train-classifier" else "diffusion"
     parser = subparsers.add_parser(
-        "train",
-        help="train a diffusion model or upsampler from a preset",
-        description=__doc__,
-        epilog=settings_help("diffusion"),
+        name,
+        help=summary,
+        description=description,
+        epilog=settings_help(task),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_arguments(parser, "digits")
-    parser.set_defaults(func=lambda args: run(args, "diffusion"))
+    add_arguments(parser)
+    parser.set_defaults(func=lambda args: run(args, task))
 
 
-def add_arguments(parser: argparse.ArgumentParser, example_preset: str) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``train`` and ``train-classifier``."""
     parser.add_argument(
         "--preset",
-        help=f"named configuration to start from, e.g. {example_preset} (list: "
+        help="named configuration to start from, e.g. digits (list: "
         f"{', '.join(presets.names())}); not needed with --resume",
     )
     parser.add_argument(

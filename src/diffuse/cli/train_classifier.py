@@ -11,18 +11,13 @@ noise). Options, run folder, --resume and SIGINT/SIGTERM as for `diffuse train`.
 
 from __future__ import annotations
 
-import argparse
-
-from diffuse.cli.train import add_arguments, run, settings_help
+from diffuse.cli.train import add_command
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    add_command(
+        subparsers,
         "train-classifier",
-        help="train a noisy classifier (for classifier guidance)",
-        description=__doc__,
-        epilog=settings_help("classifier"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train a noisy classifier (for classifier guidance)",
+        __doc__,
     )
-    add_arguments(parser, "digits")
-    parser.set_defaults(func=lambda args: run(args, "classifier"))

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from diffuse.diffusion.gaussian import GaussianDiffusion
 from diffuse.diffusion.noise import randn
-from diffuse.diffusion.timesteps import TimestepSampler
+from diffuse.diffusion.timesteps import TimestepSampler, make_timestep_sampler
+from diffuse.train.spec import RunSpec
 
 QUARTERS = 4
 
@@ -154,6 +155,26 @@ class ClassifierObjective(Objective):
         loss = F.cross_entropy(logits, y, reduction="none")
         correct = (logits.argmax(dim=1) == y).float()
         return loss * draws.weights, {"loss": loss.detach(), "accuracy": correct}
+
+
+def objective_for(spec: RunSpec, process: GaussianDiffusion) -> Objective:
+    """The objective of a run: its task, its timestep sampler (``auto``: loss-aware for
+    the ``kl`` loss of a diffusion model, else uniform), its label dropout."""
+    choice = spec.train.timestep_sampler
+    if choice == "auto":
+        kl = spec.diffusion.loss == "kl" and spec.task == "diffusion"
+        choice = "loss-aware" if kl else "uniform"
+    sampler = make_timestep_sampler(choice, process.num_timesteps)
+    if spec.task == "classifier":
+        return ClassifierObjective(process, sampler)
+    return DiffusionObjective(
+        process,
+        sampler,
+        p_uncond=spec.p_uncond,
+        null_class=spec.null_class,
+        conditional=spec.model.num_classes is not None,
+        low_res_size=low_res_size(spec.model) if spec.model.kind == "superres" else None,
+    )
 
 
 def low_res_size(config) -> int:

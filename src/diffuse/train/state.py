@@ -24,11 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from diffuse.checkpoint import load_checkpoint, read_checkpoint_config, write_checkpoint_files
+from diffuse.checkpoint import (
+    load_checkpoint,
+    read_checkpoint_config,
+    read_tensors,
+    write_checkpoint_files,
+)
 from diffuse.errors import CheckpointError
 from diffuse.io import atomic_directory, atomic_write_json
 
@@ -152,7 +156,7 @@ def load_training_checkpoint(folder: Path, state: TrainingState) -> dict[str, An
         _optimizer_state(state.model, state.optimizer, folder / OPTIMIZER_FILE, trainer)
     )
     if state.sampler.state_dict():
-        state.sampler.load_state_dict(_read_tensors(folder / SAMPLER_FILE))
+        state.sampler.load_state_dict(read_tensors(folder / SAMPLER_FILE))
     state.precision.load_state_dict(trainer.get("scaler", {}))
     try:
         state.progress = Progress(**{k: int(trainer[k]) for k in asdict(Progress())})
@@ -189,7 +193,7 @@ def _optimizer_state(
     model: nn.Module, optimizer: torch.optim.Optimizer, file: Path, trainer: dict[str, Any]
 ) -> dict[str, Any]:
     """The optimizer's ``state_dict`` rebuilt from the safetensors file and trainer.json."""
-    tensors = _read_tensors(file)
+    tensors = read_tensors(file)
     order = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, parameter in model.named_parameters():
@@ -213,15 +217,6 @@ def _optimizer_state(
             merged["betas"] = tuple(merged["betas"])
         restored.append(merged)
     return {"state": state, "param_groups": restored}
-
-
-def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
-    if not file.is_file():
-        raise CheckpointError(f"{file} is missing; the checkpoint is incomplete")
-    try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{file} is not a readable safetensors file ({error})") from None
 
 
 def _read_json(file: Path) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from diffuse.data import ImageDataset
-from diffuse.diffusion.timesteps import make_timestep_sampler
 from diffuse.errors import CheckpointError, ConfigError
 from diffuse.images import save_png
 from diffuse.nn import build_network
@@ -31,13 +30,7 @@ from diffuse.train import randomness
 from diffuse.train.distributed import ProcessGroup
 from diffuse.train.ema import EMA
 from diffuse.train.interrupt import StopRequest
-from diffuse.train.objectives import (
-    QUARTERS,
-    ClassifierObjective,
-    DiffusionObjective,
-    Objective,
-    low_res_size,
-)
+from diffuse.train.objectives import QUARTERS, objective_for
 from diffuse.train.optim import build_optimizer, learning_rate
 from diffuse.train.precision import Precision
 from diffuse.train.preview import preview_grid
@@ -119,7 +112,7 @@ class Trainer:
             model = build_network(spec.model).to(self.device)
         self.model = model
         self.process = spec.diffusion.build()
-        self.objective = self._objective()
+        self.objective = objective_for(spec, self.process)
         self.precision = Precision(config.precision, self.device)
         self.state = TrainingState(
             model=model,
@@ -139,27 +132,6 @@ class Trainer:
         self.image_shape = (dataset.channels, dataset.image_size, dataset.image_size)
 
     # ----------------------------------------------------------------- set-up
-
-    def _objective(self) -> Objective:
-        spec, T = self.spec, self.process.num_timesteps
-        choice = spec.train.timestep_sampler
-        if choice == "auto":
-            choice = (
-                "loss-aware"
-                if spec.diffusion.loss == "kl" and spec.task == "diffusion"
-                else "uniform"
-            )
-        sampler = make_timestep_sampler(choice, T)
-        if spec.task == "classifier":
-            return ClassifierObjective(self.process, sampler)
-        return DiffusionObjective(
-            self.process,
-            sampler,
-            p_uncond=spec.p_uncond,
-            null_class=spec.null_class,
-            conditional=spec.model.num_classes is not None,
-            low_res_size=low_res_size(spec.model) if spec.model.kind == "superres" else None,
-        )
 
     def resume(self, folder: Path) -> None:
         """Continue from the checkpoint ``folder`` of this run."""
