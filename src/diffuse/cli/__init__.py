@@ -14,7 +14,16 @@ import sys
 from diffuse.errors import DiffuseError
 
 # Modules of this package that define sub-commands, in the order --help lists them.
-COMMAND_MODULES: tuple[str, ...] = ("eval", "convert", "nll", "sample", "figures", "train", "train_classifier")
+COMMAND_MODULES: tuple[str, ...] = (
+    "eval",
+    "convert",
+    "nll",
+    "neighbors",
+    "sample",
+    "figures",
+    "train",
+    "train_classifier",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
