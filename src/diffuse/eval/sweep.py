@@ -1,0 +1,267 @@
+"""Sample quality across one sampling setting: FID against steps or guidance strength.
+
+The measurements behind the papers' sampling advice: FID against the number of sampling
+steps for each sampler (Improved DDPM Fig. 8, DDIM Table 1, DPM-Solver++ Fig. 1), and
+FID / precision / recall / Inception Score against the guidance scale (ADM Fig. 4 and
+Table 5 for classifier guidance, Ho & Salimans Fig. 2 and Table 1 for classifier-free
+guidance), or against the upper noise level of a guidance interval (Kynkaanniemi et al.
+2024). Every point draws the same samples' seeds (sample i from seed ``seed + i``, its
+class included), so the points differ only in the swept setting.
+
+- :func:`parse_values` / :func:`sweep_points`: the stages of a sweep, each checked when
+  made, so a bad request fails before any sampling.
+- :func:`iter_sweep` / :func:`run_sweep`: generate and evaluate each point.
+- :func:`save_sweep`: sweep.json, sweep.csv and one PNG plot per metric.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from diffuse.errors import ConfigError
+from diffuse.eval.evaluate import evaluate, parse_metrics
+from diffuse.eval.features import InceptionExtractor
+from diffuse.eval.reference import ReferenceStatistics
+from diffuse.io import atomic_write_json, atomic_write_text
+from diffuse.plots import plot_lines
+from diffuse.sample import Samples, Stage, generate
+
+PARAMS = ("steps", "cfg", "classifier-scale", "guidance-interval")
+# How a step count becomes a respacing (see diffuse.sample.sampler): even, DDIM's stride,
+# quadratic.
+SPACINGS = {"even": "{}", "ddim": "ddim{}", "quad": "quad{}"}
+AXIS_LABELS = {
+    "steps": "sampling steps",
+    "cfg": "classifier-free guidance weight w",
+    "classifier-scale": "classifier scale s",
+    "guidance-interval": "upper noise level of the guidance interval (sigma)",
+}
+# The plots: file name, y label and the result columns drawn in it.
+PLOTS = (
+    ("fid.png", "FID", ("fid",)),
+    ("sfid.png", "sFID", ("sfid",)),
+    ("precision_recall.png", "precision / recall", ("precision", "recall")),
+    ("inception_score.png", "Inception Score", ("is",)),
+)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One setting of a sweep.
+
+    sampler:  the sampler's name (a series of the plots).
+    value:    the swept value (the x axis).
+    stage:    the stage that samples this point.
+    """
+
+    sampler: str
+    value: float
+    stage: Stage
+
+
+def check_param(param: str) -> None:
+    """Refuse a parameter that cannot be swept."""
+    if param not in PARAMS:
+        raise ConfigError(f"cannot sweep {param!r}; choose one of {', '.join(PARAMS)}")
+
+
+def parse_values(param: str, text: str | Sequence[float]) -> list[float]:
+    """The values of a sweep of ``param`` from ``"5,10,20"`` (or a sequence), checked.
+
+    steps: integers >= 1; guidance-interval: noise levels > 0; cfg and classifier-scale:
+    finite numbers. Values may not repeat.
+    """
+    check_param(param)
+    parts = [p.strip() for p in text.split(",") if p.strip()] if isinstance(text, str) else text
+    if len(parts) == 0:
+        raise ConfigError(f"no values to sweep {param} over; give e.g. --values 5,10,20")
+    try:
+        values = [float(part) for part in parts]
+    except (TypeError, ValueError):
+        raise ConfigError(f"the values of a sweep must be numbers, got {text!r}") from None
+    if param == "steps":
+        if not all(v.is_integer() and v >= 1 for v in values):
+            raise ConfigError(f"step counts must be positive integers, got {text!r}")
+        values = [int(v) for v in values]
+    elif not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"the values of a {param} sweep must be finite, got {text!r}")
+    elif param == "guidance-interval" and min(values) <= 0:
+        raise ConfigError(f"the upper ends of guidance intervals must be > 0, got {text!r}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"the values of a sweep may not repeat, got {text!r}")
+    return values
+
+
+def _setting(base: Stage, sampler: str, param: str, value: float, spacing: str) -> Stage:
+    settings = replace(base.sampler, name=sampler)
+    if param == "steps":
+        return replace(base, sampler=replace(settings, steps=SPACINGS[spacing].format(value)))
+    if param == "cfg":
+        return replace(base, sampler=settings, cfg=value)
+    if param == "classifier-scale":
+        return replace(base, sampler=settings, classifier_scale=value)
+    low = 0.0 if base.cfg_interval is None else base.cfg_interval[0]
+    return replace(base, sampler=settings, cfg_interval=(low, value))
+
+
+def sweep_points(
+    base: Stage,
+    param: str,
+    values: Sequence[float],
+    *,
+    samplers: Sequence[str] | None = None,
+    spacing: str = "even",
+) -> list[SweepPoint]:
+    """The stages of a sweep: ``base`` with ``param`` set to each value, for each sampler.
+
+    base:      the model, sampler and guidance every point starts from.
+    param:     one of :data:`PARAMS`: ``steps`` (the sampler's step count, respaced by
+               ``spacing``), ``cfg`` (the classifier-free guidance weight w),
+               ``classifier-scale`` (s of classifier guidance; ``base`` needs a classifier)
+               or ``guidance-interval`` (sigma_high of the classifier-free guidance
+               interval, its lower end kept from ``base`` or 0; ``base`` needs cfg).
+    values:    the swept values, as :func:`parse_values` returns them.
+    samplers:  sampler names, one series each; None: the base's sampler only.
+    spacing:   for a steps sweep, ``even``, ``ddim`` (constant stride) or ``quad``.
+    """
+    check_param(param)
+    values = parse_values(param, values)
+    if spacing not in SPACINGS:
+        raise ConfigError(f"unknown spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+    if param == "classifier-scale" and base.classifier is None:
+        raise ConfigError(
+            "a classifier-scale sweep needs a noisy classifier: give one (--classifier CKPT)"
+        )
+    if param == "guidance-interval" and base.cfg is None:
+        raise ConfigError(
+            "a guidance-interval sweep limits classifier-free guidance: give its weight (--cfg W)"
+        )
+    names = list(dict.fromkeys(samplers)) if samplers else [base.sampler.name]
+    return [
+        SweepPoint(name, value, _setting(base, name, param, value, spacing))
+        for name in names
+        for value in values
+    ]
+
+
+def sweep_metrics(
+    metrics: str | Sequence[str] | None, reference: ReferenceStatistics, has_logits: bool
+) -> tuple[str, ...]:
+    """The metrics of a sweep, checked against what ``reference`` and the network hold.
+
+    None: every metric the network's weights (Inception Score: logits) and the reference
+    (sFID: spatial statistics, precision/recall: features) allow.
+    """
+    chosen = parse_metrics(metrics, has_logits)
+    missing = {"sfid": reference.spatial is None, "pr": reference.features is None}
+    if metrics is None:
+        return tuple(name for name in chosen if not missing.get(name, False))
+    for name, what in (("sfid", "spatial statistics (mu_s, sigma_s)"), ("pr", "features")):
+        if name in chosen and missing[name]:
+            raise ConfigError(
+                f"the reference has no {what} for {name}; drop it from the metrics or give "
+                "a data set name as the reference"
+            )
+    return chosen
+
+
+def iter_sweep(
+    points: Sequence[SweepPoint],
+    reference: ReferenceStatistics,
+    n: int,
+    *,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
+    batch_size: int = 64,
+    metrics: str | Sequence[str] | None = None,
+    extractor: InceptionExtractor | None = None,
+    k: int = 3,
+    progress: bool = True,
+) -> Iterator[tuple[SweepPoint, Samples, dict]]:
+    """Generate and evaluate each point in turn; yields (point, its samples, its row).
+
+    points:      from :func:`sweep_points`.
+    reference:   the statistics the samples are compared with.
+    n:           samples per point; sample i of every point uses seed ``seed + i``.
+    classes:     labels assigned in turn (None: drawn per sample from its seed).
+    batch_size:  samples per network batch.
+    metrics:     as :func:`sweep_metrics` takes them.
+    extractor:   the Inception network (None: the default weights).
+    k:           the precision/recall neighbourhood size.
+    progress:    show progress bars (points, samples, features).
+
+    A row holds ``sampler``, ``value``, the metrics, and the seconds spent sampling and
+    evaluating.
+    """
+    extractor = extractor or InceptionExtractor()
+    chosen = sweep_metrics(metrics, reference, extractor.has_logits)
+    for point in tqdm(points, desc="sweep", unit="point", disable=not progress):
+        started = time.perf_counter()
+        samples = generate(
+            point.stage, n, seed=seed, classes=classes, batch_size=batch_size, progress=progress
+        )
+        sampled = time.perf_counter()
+        results = evaluate(
+            samples.images,
+            reference,
+            metrics=chosen,
+            extractor=extractor,
+            k=k,
+            progress=progress,
+        )
+        row = {
+            "sampler": point.sampler,
+            "value": point.value,
+            **results,
+            "sampling_seconds": sampled - started,
+            "evaluation_seconds": time.perf_counter() - sampled,
+        }
+        yield point, samples, row
+
+
+def run_sweep(points: Sequence[SweepPoint], reference: ReferenceStatistics, n: int, **options):
+    """The rows of :func:`iter_sweep` (same arguments), without the samples."""
+    return [row for _, _, row in iter_sweep(points, reference, n, **options)]
+
+
+def save_sweep(folder: str | Path, rows: Sequence[dict], param: str, info: dict) -> list[str]:
+    """Write sweep.json (``info`` and the rows), sweep.csv and a plot per metric present
+    into ``folder``; returns the names of the files written."""
+    folder = Path(folder)
+    atomic_write_json(folder / "sweep.json", {**info, "param": param, "points": list(rows)})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(folder / "sweep.csv", buffer.getvalue())
+    written = ["sweep.json", "sweep.csv"]
+    samplers = list(dict.fromkeys(row["sampler"] for row in rows))
+    for name, ylabel, columns in PLOTS:
+        if columns[0] not in rows[0]:
+            continue
+        series = {}
+        for sampler in samplers:
+            mine = [row for row in rows if row["sampler"] == sampler]
+            for column in columns:
+                label = f"{sampler} {column}" if len(columns) > 1 else sampler
+                series[label] = [row[column] for row in mine]
+        x = [row["value"] for row in rows if row["sampler"] == samplers[0]]
+        plot_lines(
+            folder / name,
+            x,
+            series,
+            xlabel=AXIS_LABELS[param],
+            ylabel=ylabel,
+            title=f"{ylabel} against {AXIS_LABELS[param]}",
+            logx=param in ("steps", "guidance-interval") and min(x) > 0,
+        )
+        written.append(name)
+    return written
