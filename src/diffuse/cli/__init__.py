@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nll",
     "neighbors",
     "sample",
+    "sweep",
     "figures",
     "train",
     "train_classifier",
