@@ -29,7 +29,7 @@ import numpy as np
 
 from diffuse.cli.sample import add_model_arguments, base_stage, device_of, parse_classes
 from diffuse.errors import ConfigError
-from diffuse.eval.evaluate import METRICS, parse_metrics
+from diffuse.eval.evaluate import METRICS
 from diffuse.eval.features import InceptionExtractor
 from diffuse.eval.reference import ReferenceStatistics, dataset_reference
 from diffuse.eval.sweep import (
@@ -93,10 +93,10 @@ def run(args) -> int:
     points = sweep_points(base, args.param, values, samplers=samplers, spacing=args.spacing)
     check_request(base, args.n, classes=classes, batch_size=args.batch_size)
     extractor = InceptionExtractor(args.inception_weights, device=device_of(args))
-    parse_metrics(args.metrics, extractor.has_logits)  # names checked before the reference
+    sweep_metrics(args.metrics, None, extractor.has_logits, args.n, args.k)  # before the reference
     progress = not args.no_progress
     reference = load_reference(args, base.model.image_size, extractor, progress)
-    metrics = sweep_metrics(args.metrics, reference, extractor.has_logits)
+    metrics = sweep_metrics(args.metrics, reference, extractor.has_logits, args.n, args.k)
     rows = []
     with atomic_directory(args.out, overwrite=args.overwrite) as folder:
         (folder / "samples").mkdir()

@@ -44,6 +44,7 @@ AXIS_LABELS = {
     "classifier-scale": "classifier scale s",
     "guidance-interval": "upper noise level of the guidance interval (sigma)",
 }
+IS_SPLITS = 10  # the Inception Score's splits (diffuse.eval.inception_score's default)
 # The plots: file name, y label and the result columns drawn in it.
 PLOTS = (
     ("fid.png", "FID", ("fid",)),
@@ -153,24 +154,45 @@ def sweep_points(
 
 
 def sweep_metrics(
-    metrics: str | Sequence[str] | None, reference: ReferenceStatistics, has_logits: bool
+    metrics: str | Sequence[str] | None,
+    reference: ReferenceStatistics | None,
+    has_logits: bool,
+    n: int,
+    k: int = 3,
 ) -> tuple[str, ...]:
-    """The metrics of a sweep, checked against what ``reference`` and the network hold.
+    """The metrics of a sweep of ``n`` samples per point, checked before any sampling.
 
-    None: every metric the network's weights (Inception Score: logits) and the reference
-    (sFID: spatial statistics, precision/recall: features) allow.
+    ``metrics`` names them ("fid,pr", or a sequence); None: every metric that the network
+    (Inception Score: logits), the reference (sFID: spatial statistics; precision/recall:
+    features) and ``n`` allow. ``k`` is the precision/recall neighbourhood size. A
+    ``reference`` of None skips the checks that need it (to fail early, before a reference
+    is computed).
     """
     chosen = parse_metrics(metrics, has_logits)
-    missing = {"sfid": reference.spatial is None, "pr": reference.features is None}
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"the precision/recall neighbourhood k must be >= 1, got {k!r}")
+    reasons = {name: _unavailable(name, reference, n, k) for name in chosen}
     if metrics is None:
-        return tuple(name for name in chosen if not missing.get(name, False))
-    for name, what in (("sfid", "spatial statistics (mu_s, sigma_s)"), ("pr", "features")):
-        if name in chosen and missing[name]:
-            raise ConfigError(
-                f"the reference has no {what} for {name}; drop it from the metrics or give "
-                "a data set name as the reference"
-            )
+        chosen = tuple(name for name in chosen if reasons[name] is None)
+    for name in chosen or ("fid",):
+        if reasons[name] is not None:
+            raise ConfigError(f"{name} {reasons[name]}")
     return chosen
+
+
+def _unavailable(name: str, reference: ReferenceStatistics | None, n: int, k: int) -> str | None:
+    """Why metric ``name`` cannot be computed from ``n`` samples against ``reference``."""
+    if name in ("fid", "sfid") and n < 2:
+        return f"needs at least 2 samples per point (a covariance), got {n}"
+    if name == "sfid" and reference is not None and reference.spatial is None:
+        return "needs the reference's spatial statistics (mu_s, sigma_s): give a data set name"
+    if name == "pr" and reference is not None and reference.features is None:
+        return "needs the reference's features: give a data set name as the reference"
+    if name == "pr" and n <= k:
+        return f"needs more than k = {k} samples per point, got {n}"
+    if name == "is" and n < IS_SPLITS:
+        return f"splits the samples into {IS_SPLITS} parts: needs at least {IS_SPLITS}, got {n}"
+    return None
 
 
 def iter_sweep(
@@ -202,7 +224,7 @@ def iter_sweep(
     evaluating.
     """
     extractor = extractor or InceptionExtractor()
-    chosen = sweep_metrics(metrics, reference, extractor.has_logits)
+    chosen = sweep_metrics(metrics, reference, extractor.has_logits, n, k)
     for point in tqdm(points, desc="sweep", unit="point", disable=not progress):
         started = time.perf_counter()
         samples = generate(
