@@ -152,7 +152,7 @@ def test_figure_commands_write_pngs_and_keep_existing_files(checkpoint, tmp_path
         (["completions", checkpoint, "--sampler", "ddim"], "stochastic sampler"),
         (["interpolate", checkpoint, "--method", "ddim", "--images", *sources], "--images is for"),
         (["interpolate", checkpoint, "--classes", "1,2"], "one class"),
-        (["completions", checkpoint, "--at", "x"], "comma-separated timesteps"),
+        (["completions", checkpoint, "--at", "x"], "--at must be comma-separated integers"),
     ]
     for command, message in bad:
         assert main(["figures", *command, "--out", str(tmp_path / "bad.png")]) == 2

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from diffuse.cli.sample import add_model_arguments, base_stage, parse_classes
+from diffuse.cli.sample import add_model_arguments, base_stage, parse_classes, parse_integers
 from diffuse.diffusion import seeded_generators
 from diffuse.errors import ConfigError
 from diffuse.images import save_png
@@ -28,10 +28,7 @@ from diffuse.sample.pipeline import check_request, sample_labels
 
 def parse_timesteps(text: str) -> list[int]:
     """``"1000,500,250"`` -> [1000, 500, 250]."""
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--at must be comma-separated timesteps, got {text!r}") from None
+    values = parse_integers(text, "--at")
     if not values:
         raise ConfigError("--at names no timestep")
     return values

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from diffuse.cli.common import add_device_option, add_progress_option, resolve_device
 from diffuse.errors import ConfigError
 from diffuse.sample import (
     SAMPLERS,
@@ -33,14 +34,17 @@ from diffuse.sample import (
 from diffuse.sample.output import check_output
 
 
-def parse_classes(text: str | None) -> list[int] | None:
-    """``"1,2,7"`` -> [1, 2, 7]; None stays None."""
-    if text is None:
-        return None
+def parse_integers(text: str, option: str) -> list[int]:
+    """``"1,2,7"`` -> [1, 2, 7], or a :class:`ConfigError` naming ``option``."""
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ConfigError(f"--classes must be comma-separated integers, got {text!r}") from None
+        raise ConfigError(f"{option} must be comma-separated integers, got {text!r}") from None
+
+
+def parse_classes(text: str | None) -> list[int] | None:
+    """The labels of ``--classes``; None stays None."""
+    return None if text is None else parse_integers(text, "--classes")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, default_sampler: str = "ddim") -> None:
@@ -67,13 +71,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_sampler: str
     parser.add_argument("--classifier", help="noisy classifier checkpoint (classifier guidance)")
     parser.add_argument("--classifier-scale", type=float, default=1.0, help="classifier scale s")
     parser.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED + i")
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    add_device_option(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_option(parser)
 
 
 def device_of(args) -> torch.device:
-    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """The device of ``--device`` (CUDA when available by default)."""
+    return resolve_device(args.device)
 
 
 def base_stage(args) -> Stage:

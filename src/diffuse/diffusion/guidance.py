@@ -110,10 +110,12 @@ class ClassifierFreeGuidance:
         return (t >= self.interval[0]) & (t <= self.interval[1])
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
-        guided = self.guided(t)
-        if not guided.any():
-            return self.model(x, t, y=y, **kwargs)
-        rows = None if guided.all() else guided.nonzero().squeeze(1)
+        rows = None  # every sample guided: no mask, so no device synchronisation
+        if self.weight == 0.0 or self.interval is not None:
+            guided = self.guided(t)
+            if not guided.any():
+                return self.model(x, t, y=y, **kwargs)
+            rows = None if guided.all() else guided.nonzero().squeeze(1)
 
         def with_guided_rows(value):
             if not torch.is_tensor(value):
