@@ -336,6 +336,14 @@ def test_resume_extends_a_finished_run(finished_run, tmp_path):
     assert steps == [2, 4, 6]
 
 
+def test_resuming_a_finished_run_changes_nothing(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path / "run")
+    before = digest(run)
+    result = resume(run, progress=False)
+    assert (result.first_step, result.step, result.checkpoint.name) == (4, 4, "step-00000004")
+    assert digest(run) == before
+
+
 # ------------------------------------------------------- failures while training
 
 

@@ -29,7 +29,7 @@ _SMALL = TrainConfig(
 )
 
 _DIFFUSION: dict[str, TrainConfig] = {
-    "digits": replace(_SMALL, steps=500, log_every=25, checkpoint_every=250),
+    "digits": replace(_SMALL, steps=400, log_every=25, checkpoint_every=200),
     "fashion": replace(
         _SMALL,
         steps=20_000,

@@ -181,8 +181,9 @@ class Trainer:
                     if stopping:
                         break
             interrupted = stop.name if progress.step < config.steps else None
-            if outputs["checkpoint"] is None:
-                outputs["checkpoint"] = self.save()
+            if outputs["checkpoint"] is None:  # no step taken: a finished run resumed
+                latest = step_folder(self.run.path, progress.step)
+                outputs["checkpoint"] = latest if latest.is_dir() else self.save()
             if log and self.validation is not None and interrupted is None:
                 evaluation = self.evaluate(self.validation)
                 log.write(
