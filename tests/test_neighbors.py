@@ -72,7 +72,7 @@ def test_sixty_thousand_references_in_blocks():
 
 
 class FeaturesOfPixelSums:
-    """A stand-in feature network: the per-channel-row sums of the pixels, 'pool' features."""
+    """A stand-in feature network: the sum of each row of pixels as the pool features."""
 
     has_logits = False
 
