@@ -5,8 +5,9 @@ preferred). Writes DIR/samples.npz (arr_0: uint8 NHWC images, arr_1: labels), DI
 DIR/images/NNNNNN.png and DIR/info.json. Sample i uses the seed --seed + i, so it is the
 same whatever --batch-size.
 
-Samplers: ddpm (ancestral, 250+ steps), ddim (--eta), dpm++2m (DPM-Solver++(2M): the best
-at 10-50 steps, with --steps quadN). Guidance: --cfg W (classifier-free, Ho & Salimans'
+Samplers: ddpm (ancestral), ddim (--eta), dpm++2m (DPM-Solver++(2M)). Below 50 steps use
+--sampler dpm++2m --steps quadN (quadratic spacing; never dpm++2m with evenly spaced
+steps); from 50 steps on every sampler does as well. Guidance: --cfg W (classifier-free, Ho & Salimans'
 w: 0 is conditional sampling; diffusers' scale is 1 + W), optionally only on a noise-level
 interval (--cfg-interval); --classifier CKPT --classifier-scale S (ADM). Upsampling:
 --upsampler CKPT with its own --upsampler-sampler/--upsampler-steps.

@@ -2,15 +2,28 @@
 
 Samplers (all take the same model, guidance and per-sample generators):
 
-- ``ddpm``: ancestral sampling (DDPM Algorithm 2), stochastic; needs many steps (250+).
+- ``ddpm``: ancestral sampling (DDPM Algorithm 2), stochastic.
 - ``ddim``: DDIM (Song et al. 2021, eq. 12) with ``eta`` (0: deterministic).
-- ``dpm++2m``: DPM-Solver++(2M) (Lu et al. 2022), deterministic, second order: the most
-  accurate at 10 to 50 steps.
+- ``dpm++2m``: DPM-Solver++(2M) (Lu et al. 2022), deterministic, second order.
 
 Steps are a respacing of the training chain (Improved DDPM section 4): a count ``"50"``
 (evenly spaced, from the first step to the last), ``"ddim50"`` (DDIM's constant stride
 ``range(0, T, k)``), ``"quad50"`` (quadratic, t_i ~ (i / n)^2 T: dense near the data; DDIM
 appendix D.2 and DPM-Solver's "time_quadratic"), or counts per section like ``"10,15,20"``.
+
+Which to use (measured with benchmarks of this repository; FID of 500 samples of the
+8x8 digits model against the 1,797 digits, same seeds at every point, floor ~12.4):
+
+- 5 to 20 steps: ``dpm++2m`` with ``quadN``. FID 15.5 / 13.0 / 12.4 at 5 / 10 / 20 steps,
+  against DDIM's best (of even and quadratic spacing) 16.5 / 12.9 / 12.4: better at 5
+  steps, tied (within the noise of 500 samples) at 10 and 20 on this small model. On
+  Gaussian data, where the exact answer is known, its spread is off by 1-6 % at 10 steps
+  and 0.2-2 % at 20, DDIM's by 8-25 % and 5-13 % (tests/test_solvers.py).
+- Never ``dpm++2m`` with evenly spaced steps: its extrapolation overshoots over the long
+  last steps (spread +10 to +38 % at 10 steps on Gaussian data; FID 14.0 at 10 steps).
+- 50 steps and more: every sampler is at the floor (DDIM 12.35, DPM-Solver++ 12.37,
+  ancestral 12.07 at 50 and 12.17 at 250 steps); ``ddpm`` when diversity matters more
+  than reproducing a latent, ``ddim`` (eta 0) to encode, invert or interpolate.
 """
 
 from __future__ import annotations
