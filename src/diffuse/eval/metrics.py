@@ -118,7 +118,7 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def _squared_distances(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+def squared_distances(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     """|r - c|^2 for every pair, via |r|^2 - 2 r.c + |c|^2 (one matrix product), >= 0."""
     distances = rows.square().sum(1, keepdim=True) - 2.0 * rows @ columns.T
     return (distances + columns.square().sum(1)).clamp_(min=0.0)
@@ -129,7 +129,7 @@ def kth_neighbour_radii(features: torch.Tensor, k: int, batch_size: int) -> torc
     if len(features) <= k:
         raise DataError(f"the k={k} nearest neighbours need more than {k} feature vectors")
     radii = [
-        _squared_distances(features[start : start + batch_size], features)
+        squared_distances(features[start : start + batch_size], features)
         .topk(k + 1, dim=1, largest=False)  # the smallest is the vector itself (distance 0)
         .values[:, k]
         for start in range(0, len(features), batch_size)
@@ -159,7 +159,7 @@ def precision_recall(
     fake_inside = torch.zeros(len(fake_t), dtype=torch.bool)
     real_inside = []
     for start in range(0, len(real_t), batch_size):
-        distances = _squared_distances(real_t[start : start + batch_size], fake_t)
+        distances = squared_distances(real_t[start : start + batch_size], fake_t)
         fake_inside |= (distances <= real_radii[start : start + batch_size, None]).any(0)
         real_inside.append((distances <= fake_radii[None, :]).any(1))
     return float(fake_inside.double().mean()), float(torch.cat(real_inside).double().mean())

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from diffuse.errors import ConfigError, DataError
 from diffuse.eval.features import InceptionExtractor
-from diffuse.eval.metrics import _squared_distances
+from diffuse.eval.metrics import squared_distances
 from diffuse.eval.preprocess import check_images
 from diffuse.sample.figures import Figure
 
@@ -72,7 +72,7 @@ def nearest_vectors(
         block = _rows(references[start : start + batch_size], device)
         squared = torch.cat(
             [
-                _squared_distances(query_rows[first : first + batch_size], block)
+                squared_distances(query_rows[first : first + batch_size], block)
                 for first in range(0, len(query_rows), batch_size)
             ]
         )

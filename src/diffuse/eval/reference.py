@@ -133,6 +133,7 @@ def dataset_reference(
     image_size: int | None = None,
     extractor: InceptionExtractor | None = None,
     cache_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> ReferenceStatistics:
     """Reference statistics of a data set, from the cache or computed and cached.
@@ -145,6 +146,8 @@ def dataset_reference(
             None keeps the native size.
         extractor: the network; None uses the default weights.
         cache_dir: folder of cached statistics; None uses ``~/.cache/diffuse/ref``.
+        data_dir: folder searched first for the data set's files (see
+            :func:`diffuse.data.load_dataset`).
         progress: show a progress bar while computing features.
     """
     from diffuse.data import load_dataset
@@ -153,7 +156,9 @@ def dataset_reference(
     path = reference_cache_path(dataset, split, n, image_size, extractor.tag, cache_dir)
     if path.is_file():
         return ReferenceStatistics.load(path)
-    data = load_dataset(dataset, split=split, image_size=image_size, class_cond=False)
+    data = load_dataset(
+        dataset, split=split, image_size=image_size, data_dir=data_dir, class_cond=False
+    )
     if n is not None and not 2 <= n <= len(data):
         raise DataError(f"{dataset} {split} has {len(data)} images; cannot take the first {n}")
     images = data.uint8(range(n) if n else None)

