@@ -31,7 +31,10 @@ def plot_lines(
         axes.set_xlabel(xlabel)
         axes.set_ylabel(ylabel)
         if logx:
+            # Plain labels at the swept values instead of matplotlib's 3x10^1 style.
             axes.set_xscale("log")
+            axes.set_xticks(list(x), [f"{value:g}" for value in x])
+            axes.minorticks_off()
         if title:
             axes.set_title(title)
         if len(series) > 1:
