@@ -175,17 +175,25 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return steps[-1]
 
 
-def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
-    """The validated ``config.json`` of the checkpoint at ``path`` (see :func:`resolve_checkpoint`)."""
-    file = resolve_checkpoint(path) / CONFIG_FILE
+def read_format_json(file: Path, format_name: str) -> dict[str, Any]:
+    """The JSON object in a checkpoint's ``file``, checked to say ``"format": format_name``."""
     try:
-        config = json.loads(file.read_text(encoding="utf-8"))
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{file} is missing; the checkpoint is incomplete") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(
             f"{file} is not readable JSON ({error}); the checkpoint is corrupt"
         ) from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise CheckpointError(f"{file} is not a {FORMAT} configuration")
+    if not isinstance(data, dict) or data.get("format") != format_name:
+        raise CheckpointError(f"{file} is not a {format_name} file")
+    return data
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The validated ``config.json`` of the checkpoint at ``path`` (see :func:`resolve_checkpoint`)."""
+    file = resolve_checkpoint(path) / CONFIG_FILE
+    config = read_format_json(file, FORMAT)
     if config.get("version") != VERSION:
         raise CheckpointError(
             f"{file} has format version {config.get('version')!r}; this diffuse reads {VERSION}"

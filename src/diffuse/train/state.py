@@ -17,7 +17,6 @@ unpickles anything.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from torch import nn
 from diffuse.checkpoint import (
     load_checkpoint,
     read_checkpoint_config,
+    read_format_json,
     read_tensors,
     write_checkpoint_files,
 )
@@ -144,7 +144,7 @@ def load_training_checkpoint(folder: Path, state: TrainingState) -> dict[str, An
             f"{folder} holds a different network (settings {changed} differ from the run's); "
             "resume with the run's own settings"
         )
-    trainer = _read_json(folder / TRAINER_FILE)
+    trainer = read_format_json(folder / TRAINER_FILE, TRAINER_FORMAT)
     state.model.load_state_dict(load_checkpoint(folder, weights="model").model.state_dict())
     state.ema.load(
         {
@@ -217,17 +217,3 @@ def _optimizer_state(
             merged["betas"] = tuple(merged["betas"])
         restored.append(merged)
     return {"state": state, "param_groups": restored}
-
-
-def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{file} is missing; the checkpoint cannot be resumed") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(
-            f"{file} is not readable JSON ({error}); the checkpoint is corrupt"
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != TRAINER_FORMAT:
-        raise CheckpointError(f"{file} is not a {TRAINER_FORMAT} file")
-    return data
