@@ -14,13 +14,18 @@ import math
 import pytest
 import torch
 
-from diffuse.diffusion import GaussianDiffusion, beta_schedule, ddim_sample, ddpm_sample
+from diffuse.diffusion import (
+    GaussianDiffusion,
+    beta_schedule,
+    ddim_sample,
+    ddpm_sample,
+    space_timesteps,
+)
 from diffuse.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance
 from diffuse.diffusion.mixture import GaussianMixtureOracle
 from diffuse.diffusion.oracle import GaussianOracle
 from diffuse.diffusion.solvers import dpm_solver_2m_sample
 from diffuse.errors import ConfigError
-from diffuse.sample.sampler import respacing
 
 # Two classes at -/+0.25 in each of 4 pixels with spread 0.5: the modes are 1.0 apart, so
 # a sample of class 1 lies nearer its own mode with probability Phi(1.0 / (2 * 0.5)).
@@ -69,7 +74,7 @@ class LinearClassifier:
 
 
 def test_guided_step_is_algorithm_1_for_the_mean_and_algorithm_2_for_eps(full):
-    process = full.respace(respacing(1000, "10"))
+    process = full.respace(space_timesteps(1000, "10"))
     weight = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     classifier = LinearClassifier(weight)
     x = torch.randn(5, *SHAPE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -103,7 +108,7 @@ def test_labels_outside_the_classifier_are_refused(full):
 
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++2m"])
 def test_guidance_moves_unconditional_samples_to_the_target_mode(full, mixture, name):
-    process = full.respace(respacing(1000, "50"))
+    process = full.respace(space_timesteps(1000, "50"))
     target = torch.ones(N, dtype=torch.long)
     fractions = {
         scale: at_target(
@@ -120,7 +125,7 @@ def test_guidance_moves_unconditional_samples_to_the_target_mode(full, mixture, 
 
 
 def test_guidance_sharpens_a_conditional_model_and_combines_with_cfg(full, mixture):
-    process = full.respace(respacing(1000, "50"))
+    process = full.respace(space_timesteps(1000, "50"))
     target = torch.ones(N, dtype=torch.long)
     kwargs = {"y": target}
     conditional = at_target(sample("ddim", mixture, process, None, kwargs))
@@ -144,7 +149,7 @@ def test_guidance_works_with_every_prediction_type(prediction, mixture):
     full = GaussianDiffusion(beta_schedule("linear", 1000), prediction=prediction)
     means = mixture.means
     model = GaussianMixtureOracle(full, means, STD)
-    process = full.respace(respacing(1000, "20"))
+    process = full.respace(space_timesteps(1000, "20"))
     target = torch.ones(N, dtype=torch.long)
     guide = ClassifierGuidance(model.classifier, target, 3.0)
     assert at_target(sample("dpm++2m", model, process, guide)) > 0.99

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -54,6 +55,17 @@ def test_ddim_spacing_is_a_constant_stride():
     assert space_timesteps(10, "ddim3") == [0, 4, 8]
     with pytest.raises(ConfigError, match="exactly 7"):
         space_timesteps(10, "ddim7")
+
+
+def test_quadratic_spacing_is_strictly_increasing_from_first_to_last_step():
+    for count in (2, 3, 10, 50, 999, 1000):
+        steps = space_timesteps(1000, f"quad{count}")
+        assert len(steps) == count and steps[0] == 0 and steps[-1] == 999
+        assert all(a < b for a, b in itertools.pairwise(steps))
+    # quadratic: the middle step sits at a quarter of the chain
+    assert space_timesteps(1000, "quad41")[20] == round(999 / 4)
+    with pytest.raises(ConfigError, match="quadratic spacing"):
+        space_timesteps(10, "quad11")
 
 
 def test_section_counts():

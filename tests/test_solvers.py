@@ -10,16 +10,13 @@ at few steps is its discretization error.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
 
-from diffuse.diffusion import GaussianDiffusion, beta_schedule, ddim_sample
+from diffuse.diffusion import GaussianDiffusion, beta_schedule, ddim_sample, space_timesteps
 from diffuse.diffusion.oracle import GaussianOracle
 from diffuse.diffusion.solvers import dpm_solver_2m_sample
-from diffuse.sample.sampler import quadratic_spacing, respacing
 
 MU, STD = 0.8, 0.5
 
@@ -48,7 +45,7 @@ def reference_dpm_solver_2m(x: np.ndarray, abar: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_matches_the_papers_algorithm(prediction, schedule):
     full = GaussianDiffusion(beta_schedule(schedule, 1000), prediction=prediction)
-    kept = respacing(1000, "quad12")
+    kept = space_timesteps(1000, "quad12")
     abar = np.cumprod(1 - beta_schedule(schedule, 1000))[kept]
     x_T = torch.linspace(-3, 3, 13, dtype=torch.float64).reshape(13, 1, 1, 1)
     out = dpm_solver_2m_sample(
@@ -71,7 +68,7 @@ def test_reaches_the_data_mean_and_spread_in_few_steps_where_ddim_does_not(sched
     oracle = GaussianOracle(full, MU, STD)
     errors = {}
     for steps in (10, 20, 50):
-        process = full.respace(respacing(1000, f"quad{steps}"))
+        process = full.respace(space_timesteps(1000, f"quad{steps}"))
         for name, sampler in (("ddim", ddim_sample), ("dpm++2m", dpm_solver_2m_sample)):
             mean, spread = affine_map(sampler, process, oracle)
             # x_T is not exactly N(0, 1) at the linear schedule's abar_T = 4e-5 (mean 0.005)
@@ -84,12 +81,3 @@ def test_reaches_the_data_mean_and_spread_in_few_steps_where_ddim_does_not(sched
     # Second order: 2.5 times the steps cut the error by more than 2.5^1.5; DDIM's by ~2.5.
     assert errors["dpm++2m", 20] / errors["dpm++2m", 50] > 2.5**1.5
     assert errors["ddim", 20] / errors["ddim", 50] < 2.5**1.5
-
-
-def test_quadratic_spacing_is_strictly_increasing_from_first_to_last_step():
-    for count in (2, 3, 10, 50, 999, 1000):
-        steps = quadratic_spacing(1000, count)
-        assert len(steps) == count and steps[0] == 0 and steps[-1] == 999
-        assert all(a < b for a, b in itertools.pairwise(steps))
-    # quadratic: the middle step sits at a quarter of the chain
-    assert quadratic_spacing(1000, 41)[20] == round(999 / 4)

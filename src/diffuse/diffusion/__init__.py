@@ -6,10 +6,24 @@ original integer timestep indices.
 
 from diffuse.diffusion.config import DiffusionConfig
 from diffuse.diffusion.gaussian import GaussianDiffusion
+from diffuse.diffusion.guidance import (
+    ClassifierFreeGuidance,
+    ClassifierGuidance,
+    guidance_interval,
+    guidance_scale_to_weight,
+)
 from diffuse.diffusion.likelihood import bits_per_dim, rate_distortion
 from diffuse.diffusion.noise import randn, randn_like, seeded_generators
-from diffuse.diffusion.samplers import ddim_invert, ddim_sample, ddpm_sample, interpolate
+from diffuse.diffusion.samplers import (
+    ddim_invert,
+    ddim_sample,
+    ddpm_sample,
+    interpolate,
+    latent_interpolate,
+    slerp,
+)
 from diffuse.diffusion.schedules import beta_schedule, space_timesteps
+from diffuse.diffusion.solvers import dpm_solver_2m_sample
 from diffuse.diffusion.timesteps import (
     LossAwareSampler,
     TimestepSampler,
@@ -18,6 +32,8 @@ from diffuse.diffusion.timesteps import (
 )
 
 __all__ = [
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
     "DiffusionConfig",
     "GaussianDiffusion",
     "LossAwareSampler",
@@ -28,11 +44,16 @@ __all__ = [
     "ddim_invert",
     "ddim_sample",
     "ddpm_sample",
+    "dpm_solver_2m_sample",
+    "guidance_interval",
+    "guidance_scale_to_weight",
     "interpolate",
+    "latent_interpolate",
     "make_timestep_sampler",
     "randn",
     "randn_like",
     "rate_distortion",
     "seeded_generators",
+    "slerp",
     "space_timesteps",
 ]

@@ -51,6 +51,17 @@ class DiffusionConfig:
         """Whether the network outputs twice the image channels (mean and variance)."""
         return self.variance in ("learned", "learned_range")
 
+    def check_output_channels(self, in_channels: int, out_channels: int) -> None:
+        """Raise :class:`ConfigError` unless a network with ``out_channels`` outputs fits
+        these settings on ``in_channels``-channel images (twice them for a learned variance)."""
+        wanted = in_channels * (2 if self.learns_variance else 1)
+        if out_channels != wanted:
+            raise ConfigError(
+                f"variance {self.variance!r} needs a network with {wanted} output channels for "
+                f"{in_channels}-channel images; the network has {out_channels} "
+                f"(model.out_channels={wanted} builds one that fits)"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

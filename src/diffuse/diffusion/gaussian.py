@@ -128,7 +128,8 @@ class GaussianDiffusion:
             "trained_coef1": self.posterior_mean_coef1,
             "trained_coef2": self.posterior_mean_coef2,
         }
-        self._device_tables: dict[torch.device, dict[str, torch.Tensor]] = {}
+        # The tables as tensors, per (device, dtype) they have been asked for.
+        self._device_tables: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -140,12 +141,15 @@ class GaussianDiffusion:
 
     def _coef(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Table ``name`` at timesteps ``t`` [N], shaped to broadcast against ``like``."""
-        tables = self._device_tables.get(t.device)
+        key = (t.device, like.dtype)
+        tables = self._device_tables.get(key)
         if tables is None:
-            tables = {k: torch.from_numpy(v).to(t.device) for k, v in self._tables.items()}
-            self._device_tables[t.device] = tables
-        values = tables[name][t].to(like.dtype)
-        return values.reshape(-1, *([1] * (like.dim() - 1)))
+            tables = {
+                k: torch.from_numpy(v).to(device=t.device, dtype=like.dtype)
+                for k, v in self._tables.items()
+            }
+            self._device_tables[key] = tables
+        return tables[name][t].reshape(-1, *([1] * (like.dim() - 1)))
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """The original timestep indices for process indices ``t``: what the network sees."""

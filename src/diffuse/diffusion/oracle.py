@@ -21,22 +21,17 @@ class GaussianOracle:
     """The optimal network for x0 ~ N(mean, std^2) per pixel under ``process``.
 
     process:     the process the "network" was trained on (the full chain: the oracle is
-                 called with original timestep indices, as any network is).
+                 called with original timestep indices, as any network is); the output
+                 is in its parameterization, ``process.prediction``.
     mean, std:   the data distribution's parameters (floats or tensors broadcastable to x).
-    prediction:  the output parameterization; defaults to ``process.prediction``.
     """
 
     def __init__(
-        self,
-        process: GaussianDiffusion,
-        mean: float | torch.Tensor,
-        std: float | torch.Tensor,
-        prediction: str | None = None,
+        self, process: GaussianDiffusion, mean: float | torch.Tensor, std: float | torch.Tensor
     ) -> None:
         self.process = process
         self.mean = mean
         self.std = std
-        self.prediction = prediction or process.prediction
 
     def posterior(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(E[x0 | x_t], E[eps | x_t]) at original timesteps ``t``."""
@@ -47,10 +42,4 @@ class GaussianOracle:
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, **_: object) -> torch.Tensor:
         x0, eps = self.posterior(x_t, t)
-        if self.prediction == "eps":
-            return eps
-        if self.prediction == "x0":
-            return x0
-        if self.prediction == "v":
-            return self.process.v_target(x0, t, eps)
-        return self.process.q_posterior(x0, x_t, t)[0]
+        return self.process.prediction_target(x0, x_t, t, eps)

@@ -89,6 +89,8 @@ def space_timesteps(num_timesteps: int, spec: str | int | Iterable[int]) -> list
 
     - ``"ddimN"``: a constant stride ``k`` with ``range(0, T, k)`` exactly N steps long
       (the DDIM paper's uniform skipping); an error if no stride gives N.
+    - ``"quadN"``: N steps at t_i = round((T - 1) (i / (N - 1))^2), made strictly
+      increasing: the quadratic selection of DDIM appendix D.2, dense near the data.
     - ``"N"`` or ``"N1,N2,..."``: the chain is cut into as many equal sections as counts
       are given (earlier sections take one extra step when T does not divide) and each
       section keeps its count of steps, evenly strided from its first to its last step.
@@ -109,9 +111,12 @@ def space_timesteps(num_timesteps: int, spec: str | int | Iterable[int]) -> list
     match = re.fullmatch(r"ddim(\d+)", spec)
     if match:
         return _ddim_spacing(num_timesteps, int(match.group(1)))
+    match = re.fullmatch(r"quad(\d+)", spec)
+    if match:
+        return _quadratic_spacing(num_timesteps, int(match.group(1)))
     if not re.fullmatch(r"\d+(\s*,\s*\d+)*", spec):
         raise ConfigError(
-            f"invalid timestep spacing {spec!r}: use 'ddimN', a count like '250' or "
+            f"invalid timestep spacing {spec!r}: use 'ddimN', 'quadN', a count like '250' or "
             "counts per section like '10,15,20'"
         )
     return _section_spacing(num_timesteps, [int(c) for c in spec.split(",")])
@@ -122,6 +127,18 @@ def _ddim_spacing(num_timesteps: int, count: int) -> list[int]:
         if len(range(0, num_timesteps, stride)) == count:
             return list(range(0, num_timesteps, stride))
     raise ConfigError(f"no constant stride gives exactly {count} of {num_timesteps} steps")
+
+
+def _quadratic_spacing(num_timesteps: int, count: int) -> list[int]:
+    if not 2 <= count <= num_timesteps:
+        raise ConfigError(f"quadratic spacing needs 2 to {num_timesteps} steps, got {count}")
+    steps: list[int] = []
+    for value in np.round((num_timesteps - 1) * np.linspace(0.0, 1.0, count) ** 2):
+        steps.append(max(int(value), steps[-1] + 1) if steps else int(value))
+    # Pushing early duplicates up can overrun the end; pull the tail back below T.
+    for i in range(count - 1, -1, -1):
+        steps[i] = min(steps[i], num_timesteps - count + i)
+    return steps
 
 
 def _section_spacing(num_timesteps: int, counts: list[int]) -> list[int]:

@@ -16,7 +16,7 @@ from diffuse.sample.figures import (
 from diffuse.sample.load import load_classifier, load_diffusion_model
 from diffuse.sample.output import save_samples
 from diffuse.sample.pipeline import Samples, check_request, generate, quantize
-from diffuse.sample.sampler import SAMPLERS, SamplerSettings, respacing
+from diffuse.sample.sampler import SAMPLERS, SamplerSettings
 from diffuse.sample.stage import Stage
 
 __all__ = [
@@ -34,6 +34,5 @@ __all__ = [
     "load_diffusion_model",
     "progressive",
     "quantize",
-    "respacing",
     "save_samples",
 ]

@@ -28,7 +28,6 @@ Which to use (measured with benchmarks of this repository; FID of 500 samples of
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,28 +39,6 @@ from diffuse.errors import ConfigError
 
 SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 STOCHASTIC = ("ddpm",)
-
-
-def quadratic_spacing(num_timesteps: int, count: int) -> list[int]:
-    """``count`` steps at t_i = round((T - 1) (i / (count - 1))^2), made strictly increasing:
-    quadratic selection of DDIM (appendix D.2), fine near the data where x0 changes fast."""
-    if not 2 <= count <= num_timesteps:
-        raise ConfigError(f"quadratic spacing needs 2 to {num_timesteps} steps, got {count}")
-    steps: list[int] = []
-    for value in np.round((num_timesteps - 1) * np.linspace(0.0, 1.0, count) ** 2):
-        steps.append(max(int(value), steps[-1] + 1) if steps else int(value))
-    # Pushing early duplicates up can overrun the end; pull the tail back below T.
-    for i in range(count - 1, -1, -1):
-        steps[i] = min(steps[i], num_timesteps - count + i)
-    return steps
-
-
-def respacing(num_timesteps: int, steps: str | int) -> list[int]:
-    """The kept timesteps of a steps specification (see the module docstring)."""
-    match = re.fullmatch(r"quad(\d+)", str(steps).strip())
-    if match:
-        return quadratic_spacing(num_timesteps, int(match.group(1)))
-    return space_timesteps(num_timesteps, steps)
 
 
 @dataclass(frozen=True)
@@ -95,7 +72,7 @@ class SamplerSettings:
 
     def process(self, full: GaussianDiffusion) -> GaussianDiffusion:
         """The respaced process over this sampler's steps of the training process ``full``."""
-        return full.respace(respacing(full.num_timesteps, self.steps))
+        return full.respace(space_timesteps(full.num_timesteps, self.steps))
 
     def run(
         self,

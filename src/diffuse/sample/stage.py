@@ -14,10 +14,10 @@ from functools import cached_property
 import torch
 from torch import nn
 
-from diffuse.diffusion import DiffusionConfig, GaussianDiffusion, randn
+from diffuse.diffusion import DiffusionConfig, GaussianDiffusion, randn, space_timesteps
 from diffuse.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance, guidance_interval
 from diffuse.errors import ConfigError
-from diffuse.sample.sampler import SamplerSettings, respacing
+from diffuse.sample.sampler import SamplerSettings
 
 
 def _kind(network: nn.Module) -> str | None:
@@ -61,14 +61,8 @@ class Stage:
                 f"{type(self.model).__name__} is not a diffusion network of this library "
                 "(a U-Net or upsampler with .config)"
             )
-        expected = self.model.in_channels * (2 if self.diffusion.learns_variance else 1)
-        if self.model.out_channels != expected:
-            raise ConfigError(
-                f"the network outputs {self.model.out_channels} channels but diffusion "
-                f"variance {self.diffusion.variance!r} on {self.model.in_channels}-channel "
-                f"images needs {expected}"
-            )
-        respacing(self.diffusion.timesteps, self.sampler.steps)  # bad steps fail here
+        self.diffusion.check_output_channels(self.model.in_channels, self.model.out_channels)
+        space_timesteps(self.diffusion.timesteps, self.sampler.steps)  # bad steps fail here
         self._check_cfg()
         self._check_classifier()
 

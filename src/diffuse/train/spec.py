@@ -72,13 +72,7 @@ class RunSpec:
             kind = "a classifier" if is_classifier else f"a {self.model.kind} network"
             raise ConfigError(f"the {self.task} task cannot train {kind}")
         if self.task == "diffusion":
-            wanted = self.model.in_channels * (2 if self.diffusion.learns_variance else 1)
-            if self.model.out_channels != wanted:
-                raise ConfigError(
-                    f"variance {self.diffusion.variance!r} needs a network with {wanted} output "
-                    f"channels for {self.model.in_channels} image channels, the model has "
-                    f"{self.model.out_channels}; set model.out_channels={wanted}"
-                )
+            self.diffusion.check_output_channels(self.model.in_channels, self.model.out_channels)
 
     @property
     def null_class(self) -> int | None:
