@@ -104,7 +104,7 @@ def model_kwargs_of(**changes):
         (dict(cfg=float("nan")), "finite"),
         (
             dict(diffusion=DiffusionConfig("cosine", 1000, "eps", "learned_range", "hybrid")),
-            "needs 2",
+            "2 output channels",
         ),
         (dict(sampler=SamplerSettings("ddim", "ddim999")), "no constant stride"),
     ],
