@@ -130,6 +130,7 @@ class GaussianDiffusion:
         }
         # The tables as tensors, per (device, dtype) they have been asked for.
         self._device_tables: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
+        self._timestep_maps: dict[torch.device, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -153,7 +154,9 @@ class GaussianDiffusion:
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """The original timestep indices for process indices ``t``: what the network sees."""
-        table = torch.from_numpy(self.timestep_map).to(t.device)
+        table = self._timestep_maps.get(t.device)
+        if table is None:
+            table = self._timestep_maps[t.device] = torch.from_numpy(self.timestep_map).to(t.device)
         return table[t]
 
     def call_model(self, model: Model, x_t: torch.Tensor, t: torch.Tensor, model_kwargs=None):
