@@ -41,15 +41,16 @@ def walk(
     steps: range,
     update: Update,
     *,
-    model_kwargs: dict | None,
-    clip_denoised: bool,
-    guide: Guide | None,
-    progress: bool,
-    callback: StepCallback | None,
     description: str,
+    model_kwargs: dict | None = None,
+    clip_denoised: bool = True,
+    guide: Guide | None = None,
+    progress: bool = False,
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """The loop every sampler shares: at each process index of ``steps``, predict (and
-    guide) at x, then move x with ``update``; the sampler is the update."""
+    guide) at x, then move x with ``update``; the sampler is the update. The keyword
+    arguments are the options listed in this module's docstring."""
     for index in tqdm(steps, desc=description, disable=not progress, leave=False):
         t = _timestep(index, x)
         with torch.no_grad():
@@ -76,35 +77,21 @@ def ddpm_sample(
     x: torch.Tensor,
     *,
     start_step: int | None = None,
-    model_kwargs: dict | None = None,
-    clip_denoised: bool = True,
     generator: Generator = None,
-    guide: Guide | None = None,
-    progress: bool = False,
-    callback: StepCallback | None = None,
+    **options,
 ) -> torch.Tensor:
     """Ancestral sampling (DDPM Algorithm 2) from ``x`` = x_T down to x_0.
 
     With ``start_step`` = s, ``x`` is taken to be x_s and the chain runs from there: the
-    stochastic completion of an intermediate latent (DDPM Fig. 7).
+    stochastic completion of an intermediate latent (DDPM Fig. 7). ``options`` are the
+    loop's (``model_kwargs``, ``clip_denoised``, ``guide``, ``progress``, ``callback``).
     """
 
     def update(x_t, t, pred):
         return process.ddpm_update(pred, x_t, t, randn_like(x_t, generator))
 
-    return walk(
-        model,
-        process,
-        x,
-        reverse_steps(process, start_step),
-        update,
-        model_kwargs=model_kwargs,
-        clip_denoised=clip_denoised,
-        guide=guide,
-        progress=progress,
-        callback=callback,
-        description="DDPM",
-    )
+    steps = reverse_steps(process, start_step)
+    return walk(model, process, x, steps, update, description="DDPM", **options)
 
 
 def ddim_sample(
@@ -114,14 +101,13 @@ def ddim_sample(
     *,
     eta: float = 0.0,
     start_step: int | None = None,
-    model_kwargs: dict | None = None,
-    clip_denoised: bool = True,
     generator: Generator = None,
-    guide: Guide | None = None,
-    progress: bool = False,
-    callback: StepCallback | None = None,
+    **options,
 ) -> torch.Tensor:
-    """DDIM sampling (Song et al. 2021, eq. 12) with any ``eta`` from x_T (or x_start_step)."""
+    """DDIM sampling (Song et al. 2021, eq. 12) with any ``eta`` from x_T (or x_start_step).
+
+    ``options`` are the loop's, as for :func:`ddpm_sample`.
+    """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
 
@@ -129,19 +115,8 @@ def ddim_sample(
         noise = randn_like(x_t, generator) if eta > 0 else None
         return process.ddim_update(pred, x_t, t, eta, noise)
 
-    return walk(
-        model,
-        process,
-        x,
-        reverse_steps(process, start_step),
-        update,
-        model_kwargs=model_kwargs,
-        clip_denoised=clip_denoised,
-        guide=guide,
-        progress=progress,
-        callback=callback,
-        description="DDIM",
-    )
+    steps = reverse_steps(process, start_step)
+    return walk(model, process, x, steps, update, description="DDIM", **options)
 
 
 def ddim_invert(
@@ -161,7 +136,7 @@ def ddim_invert(
     and each step from index i to i + 1 evaluates the network at index i (an Euler step of
     DDIM eq. 14). Decoding the result with :func:`ddim_sample` (eta = 0, the same
     ``process``, ``start_step=end_step``) reconstructs ``x0`` up to the ODE's
-    discretization error.
+    discretization error. The predicted x0 is never clipped and nothing guides.
     """
     last = process.num_timesteps - 1 if end_step is None else end_step
     if not 0 <= last < process.num_timesteps:
@@ -176,12 +151,11 @@ def ddim_invert(
         x0,
         range(0, last),
         update,
+        description="DDIM inversion",
         model_kwargs=model_kwargs,
         clip_denoised=False,
-        guide=None,
         progress=progress,
         callback=callback,
-        description="DDIM inversion",
     )
 
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 import torch
 
 from diffuse.diffusion.gaussian import GaussianDiffusion, Model
-from diffuse.diffusion.guidance import Guide
-from diffuse.diffusion.samplers import StepCallback, reverse_steps, walk
+from diffuse.diffusion.samplers import reverse_steps, walk
 
 
 def dpm_solver_2m_sample(
@@ -26,11 +25,7 @@ def dpm_solver_2m_sample(
     x: torch.Tensor,
     *,
     start_step: int | None = None,
-    model_kwargs: dict | None = None,
-    clip_denoised: bool = True,
-    guide: Guide | None = None,
-    progress: bool = False,
-    callback: StepCallback | None = None,
+    **options,
 ) -> torch.Tensor:
     """Deterministic sampling by DPM-Solver++(2M) from x_T (or x_start_step) to x_0.
 
@@ -41,8 +36,8 @@ def dpm_solver_2m_sample(
         D  = (1 + 1 / (2r)) x0_i - 1 / (2r) x0_{i-1},   r = h_{i-1} / h_i,
 
     with D = x0_i at the first step and at the last one, which goes to sigma' = 0 and
-    returns the predicted x0 (as DDIM's last step does). Arguments as for the samplers of
-    :mod:`diffuse.diffusion.samplers`; the same ``process`` respacing sets the steps.
+    returns the predicted x0 (as DDIM's last step does). ``options`` are the loop's, as for
+    :func:`~diffuse.diffusion.samplers.ddpm_sample`; the same ``process`` respacing sets the steps.
     """
     history: dict[str, torch.Tensor] = {}
 
@@ -64,16 +59,5 @@ def dpm_solver_2m_sample(
         # At the last step sigma' = 0, h = inf and this is x0 itself.
         return (sigma_next / sigma) * x_t - alpha_next * torch.expm1(-h) * direction
 
-    return walk(
-        model,
-        process,
-        x,
-        reverse_steps(process, start_step),
-        update,
-        model_kwargs=model_kwargs,
-        clip_denoised=clip_denoised,
-        guide=guide,
-        progress=progress,
-        callback=callback,
-        description="DPM-Solver++(2M)",
-    )
+    steps = reverse_steps(process, start_step)
+    return walk(model, process, x, steps, update, description="DPM-Solver++(2M)", **options)
