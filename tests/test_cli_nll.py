@@ -13,6 +13,7 @@ from diffuse.cli import main
 from diffuse.diffusion import DiffusionConfig
 from diffuse.nn import build_network
 from diffuse.nn.config import ClassifierConfig
+from sample_models import SMALL
 
 SHORT = DiffusionConfig(schedule="linear", timesteps=25)
 
@@ -50,16 +51,7 @@ def test_nll_writes_the_bound_and_the_rate_distortion_curve(tiny_checkpoint, tmp
 
 def test_nll_refuses_what_it_cannot_evaluate(tiny_checkpoint, tmp_path, capsys):
     classifier = build_network(
-        ClassifierConfig(
-            image_size=8,
-            in_channels=1,
-            out_channels=10,
-            model_channels=16,
-            channel_mult=(1, 2),
-            num_res_blocks=1,
-            attention_resolutions=(),
-            norm_groups=8,
-        )
+        ClassifierConfig(image_size=8, in_channels=1, out_channels=10, **SMALL)
     )
     save_checkpoint(tmp_path / "classifier", classifier)
     out = tmp_path / "out"

@@ -33,6 +33,7 @@ from diffuse.train import (
 from diffuse.train.distributed import setup
 from diffuse.train.run import RunFolder
 from diffuse.train.trainer import Trainer
+from sample_models import SMALL
 
 FAST = {
     "train.batch_size": 16,
@@ -391,18 +392,7 @@ def test_bf16_autocast_trains_on_the_cpu(tmp_path):
 
 
 def test_an_upsampler_trains_on_area_downsampled_inputs(tmp_path):
-    model = SuperResConfig(
-        image_size=8,
-        in_channels=1,
-        out_channels=1,
-        model_channels=16,
-        channel_mult=(1, 2),
-        num_res_blocks=1,
-        attention_resolutions=(),
-        num_head_channels=16,
-        norm_groups=8,
-        low_res_size=4,
-    )
+    model = SuperResConfig(image_size=8, in_channels=1, out_channels=1, low_res_size=4, **SMALL)
     config = TrainConfig(steps=3, batch_size=8, log_every=1, sample_steps=3, sample_columns=3)
     spec = RunSpec("diffusion", None, model, DiffusionConfig("cosine"), config, DataSpec("digits"))
     result = train(spec, tmp_path / "up", progress=False)
