@@ -8,6 +8,14 @@ from pathlib import Path
 import torch
 
 
+def add_command(subparsers, name: str, summary: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand: ``summary`` in ``diffuse --help``, the command module's
+    docstring ``doc`` (its line breaks kept) in the command's own ``--help``."""
+    return subparsers.add_parser(
+        name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)"

@@ -7,10 +7,9 @@ statistics: one this command cached, or a guided-diffusion reference batch.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from diffuse.cli.common import add_reference_options, load_reference
+from diffuse.cli.common import add_command, add_reference_options, load_reference
 from diffuse.eval.evaluate import METRICS, evaluate
 from diffuse.eval.features import DEFAULT_BATCH_SIZE, DTYPES, InceptionExtractor
 from diffuse.eval.samples import load_samples
@@ -27,11 +26,8 @@ LABELS = {
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "eval",
-        help="FID, sFID, Inception Score, precision/recall of samples",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, "eval", "FID, sFID, Inception Score, precision/recall of samples", __doc__
     )
     parser.add_argument("samples", help=".npz (arr_0 uint8 NHWC), .npy or folder of images")
     add_reference_options(parser)

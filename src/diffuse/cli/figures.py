@@ -12,11 +12,11 @@ Timesteps are the papers' t = 1 .. T, snapped to the steps the sampler walks (--
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
+from diffuse.cli.common import add_command
 from diffuse.cli.sample import add_model_arguments, base_stage, parse_classes, parse_integers
 from diffuse.diffusion import seeded_generators
 from diffuse.errors import ConfigError
@@ -35,11 +35,11 @@ def parse_timesteps(text: str) -> list[int]:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "figures",
-        help="the papers' figures: progressive generation, completions, interpolation",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "the papers' figures: progressive generation, completions, interpolation",
+        __doc__,
     )
     figures = parser.add_subparsers(dest="figure", metavar="FIGURE", required=True)
 

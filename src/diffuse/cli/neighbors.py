@@ -14,12 +14,11 @@ DIR/neighbors.png and DIR/neighbors.json (the indices and distances).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from diffuse.cli.common import add_device_option, add_progress_option, resolve_device
+from diffuse.cli.common import add_command, add_device_option, add_progress_option, resolve_device
 from diffuse.data import load_dataset
 from diffuse.errors import ConfigError, DataError, OutputExistsError
 from diffuse.eval.features import InceptionExtractor
@@ -34,11 +33,11 @@ TABLE_FILE = "neighbors.json"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "neighbors",
-        help="nearest training images of samples (pixel or Inception space)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "nearest training images of samples (pixel or Inception space)",
+        __doc__,
     )
     parser.add_argument("samples", help=".npz (arr_0 uint8 NHWC), .npy or folder of images")
     parser.add_argument("--data", required=True, help="data set name or image folder")

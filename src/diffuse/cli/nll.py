@@ -12,14 +12,13 @@ rate_distortion.png.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 
 import torch
 
 from diffuse.checkpoint import load_checkpoint
-from diffuse.cli.common import add_device_option, add_progress_option, resolve_device
+from diffuse.cli.common import add_command, add_device_option, add_progress_option, resolve_device
 from diffuse.data import load_dataset
 from diffuse.errors import CheckpointError, ConfigError
 from diffuse.eval.nll import dataset_nll
@@ -31,11 +30,8 @@ TABLE_TIMES = (1, 10, 100, 200, 300, 400, 500, 600, 700, 800, 900, 950, 975, 100
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "nll",
-        help="bits/dim (variational bound) and rate-distortion of a data set",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, "nll", "bits/dim (variational bound) and rate-distortion of a data set", __doc__
     )
     parser.add_argument("checkpoint", help="checkpoint folder, or a training run's folder")
     parser.add_argument("--data", required=True, help="data set name or image folder")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from diffuse.cli.common import add_device_option, add_progress_option, resolve_device
+from diffuse.cli.common import add_command, add_device_option, add_progress_option, resolve_device
 from diffuse.errors import ConfigError
 from diffuse.sample import (
     SAMPLERS,
@@ -107,11 +107,8 @@ def base_stage(args) -> Stage:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "sample",
-        help="draw samples (PNGs, grid, .npz) from a diffusion model",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_command(
+        subparsers, "sample", "draw samples (PNGs, grid, .npz) from a diffusion model", __doc__
     )
     add_model_arguments(parser)
     parser.add_argument("--n", type=int, default=16, help="number of samples")

@@ -22,12 +22,11 @@ precision_recall.png, inception_score.png) and DIR/samples/<sampler>_<param>_<va
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from diffuse.cli.common import add_reference_options, load_reference
+from diffuse.cli.common import add_command, add_reference_options, load_reference
 from diffuse.cli.sample import add_model_arguments, base_stage, device_of, parse_classes
 from diffuse.errors import ConfigError
 from diffuse.eval.evaluate import METRICS
@@ -49,11 +48,11 @@ COLUMNS = {"fid": "FID", "sfid": "sFID", "is": "IS", "precision": "precision", "
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "sweep",
-        help="FID (sFID, IS, precision/recall) against steps or guidance strength",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "FID (sFID, IS, precision/recall) against steps or guidance strength",
+        __doc__,
     )
     add_model_arguments(parser)
     parser.add_argument("--param", required=True, choices=PARAMS, help="the swept setting")
