@@ -1,16 +1,45 @@
-"""Image tensors to uint8 arrays, grids and PNG files."""
+"""Image tensors to uint8 arrays, grids, labelled figures and PNG files."""
 
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from diffuse.io import atomic_write_bytes
+
+MIN_TILE_PIXELS = 48
+PADDING = 2
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A grid of images with labels.
+
+    tiles:          uint8 [rows, columns, H, W, C].
+    row_labels:     one label per row.
+    column_labels:  one label per column.
+    """
+
+    tiles: np.ndarray
+    row_labels: list[str]
+    column_labels: list[str]
+
+    def render(self, min_pixels: int = MIN_TILE_PIXELS) -> np.ndarray:
+        """The labelled grid as uint8 [H, W, 3], tiles enlarged to ``min_pixels``."""
+        rows, columns, height = self.tiles.shape[:3]
+        factor = max(1, math.ceil(min_pixels / height))
+        flat = upscale(self.tiles.reshape(rows * columns, *self.tiles.shape[2:]), factor)
+        tile = height * factor
+        grid = make_grid(flat, columns, padding=PADDING)
+        grid = add_row_labels(grid, self.row_labels, tile, padding=PADDING)
+        return add_column_labels(grid, self.column_labels, tile, padding=PADDING)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -6,13 +6,8 @@ model and how to sample it; ``generate(stage, n, seed=0, upsampler=...)`` makes 
 samples; ``save_samples(folder, samples)`` writes PNGs, a grid and an ``.npz``.
 """
 
-from diffuse.sample.figures import (
-    Figure,
-    completions,
-    interpolation,
-    latent_interpolation,
-    progressive,
-)
+from diffuse.images import Figure
+from diffuse.sample.figures import completions, interpolation, latent_interpolation, progressive
 from diffuse.sample.load import load_classifier, load_diffusion_model
 from diffuse.sample.output import save_samples
 from diffuse.sample.pipeline import Samples, check_request, generate, quantize

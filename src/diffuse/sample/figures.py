@@ -14,9 +14,7 @@ count them, t = 1 .. T (the original index + 1).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,36 +25,9 @@ from diffuse.data.images import fit_image
 from diffuse.diffusion import seeded_generators
 from diffuse.diffusion.samplers import interpolate, latent_interpolate
 from diffuse.errors import ConfigError, DataError, MissingFileError
-from diffuse.images import add_column_labels, add_row_labels, make_grid, to_uint8, upscale
+from diffuse.images import Figure, to_uint8
 from diffuse.sample.pipeline import sample_labels
 from diffuse.sample.stage import Stage
-
-MIN_TILE_PIXELS = 48
-PADDING = 2
-
-
-@dataclass(frozen=True)
-class Figure:
-    """A grid of images with labels.
-
-    tiles:          uint8 [rows, columns, H, W, C].
-    row_labels:     one label per row.
-    column_labels:  one label per column.
-    """
-
-    tiles: np.ndarray
-    row_labels: list[str]
-    column_labels: list[str]
-
-    def render(self, min_pixels: int = MIN_TILE_PIXELS) -> np.ndarray:
-        """The labelled grid as uint8 [H, W, 3], tiles enlarged to ``min_pixels``."""
-        rows, columns, height = self.tiles.shape[:3]
-        factor = max(1, math.ceil(min_pixels / height))
-        flat = upscale(self.tiles.reshape(rows * columns, *self.tiles.shape[2:]), factor)
-        tile = height * factor
-        grid = make_grid(flat, columns, padding=PADDING)
-        grid = add_row_labels(grid, self.row_labels, tile, padding=PADDING)
-        return add_column_labels(grid, self.column_labels, tile, padding=PADDING)
 
 
 def paper_t(stage: Stage, index: int) -> int:
