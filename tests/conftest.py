@@ -1,9 +1,13 @@
 """Test-session settings.
 
-Each test process uses one intra-op thread: the suite runs as two pytest-xdist workers
-on two cores, and OpenMP threads that wait on a busy core cost ~10 ms per operation.
+Under pytest-xdist each worker uses one intra-op thread: the default run is two workers
+on two cores, and OpenMP threads that wait on a busy core cost ~10 ms per operation. A run
+without workers (the slow tests, one at a time) keeps torch's default, every core.
 """
+
+import os
 
 import torch
 
-torch.set_num_threads(1)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    torch.set_num_threads(1)
