@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -39,6 +40,36 @@ def test_train_prints_where_the_checkpoint_and_the_grid_are(tmp_path, capsys):
     grid = tmp_path / "run/samples/step-00000002.png"
     assert f"{grid} (one row per class, classifier-free guidance w=" in out
     assert grid.is_file() and load_checkpoint(tmp_path / "run").step == 2
+
+
+def test_the_upsampler_preset_and_a_smaller_base_make_a_two_stage_pipeline(tmp_path, capsys):
+    # The fashion-upsampler-14-28 preset at the digits' scale: a 4x4 base (the 8x8 digits
+    # shrunk by 2, as fashion-mnist's 28x28 shrink to its 14x14 base) and a 4 -> 8 upsampler.
+    base, upsampler = tmp_path / "base", tmp_path / "up"
+    short = ["--steps", "2", "--batch-size", "4"]
+    assert main(tiny_run(base, *short, "--set", "model.image_size=4")) == 0
+    up_run = ["train", "--preset", "fashion-upsampler-14-28", "--data", "digits"]
+    sizes = ["--set", "model.image_size=8", "--set", "model.low_res_size=4"]
+    assert main([*up_run, "--out", str(upsampler), *sizes, *QUICK, *short]) == 0
+    assert load_checkpoint(upsampler).model.config.channel_mult == (1, 2, 2)
+    out = tmp_path / "samples"
+    argv = [
+        "sample", str(base), "--upsampler", str(upsampler), "--n", "2", "--steps", "3",
+        "--upsampler-steps", "3", "--classes", "4", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "2 samples (8x8x1) written" in capsys.readouterr().out
+    with np.load(out / "samples.npz") as npz:
+        assert npz["arr_0"].shape == (2, 8, 8, 1) and npz["arr_1"].tolist() == [4, 4]
+
+
+def test_a_named_data_set_is_never_enlarged_to_the_network(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_run(out, "--steps", "1", "--set", "model.image_size=12")) == 2
+    error = capsys.readouterr().err
+    assert "'digits' has 8x8 images but the network expects 12x12" in error
+    assert "model.image_size=8 (or a whole fraction of it, e.g. 4)" in error
+    assert not out.exists()
 
 
 def test_errors_are_one_line_and_leave_the_run_alone(tmp_path, capsys):

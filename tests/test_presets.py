@@ -32,7 +32,15 @@ PAPER_PARAMETERS = {
     "adm-classifier-256": 54_096_360,
     "adm-classifier-512": 54_448_360,
 }
-SMALL = ["digits", "fashion", "tiny"]
+SMALL = ["digits", "fashion", "fashion-upsampler-14-28", "tiny"]
+
+
+def low_res_input(config, n: int, device: str = "cpu") -> dict:
+    """The keyword argument an upsampler also needs (nothing for other networks)."""
+    if config.kind != "superres":
+        return {}
+    size = config.low_res_size
+    return {"low_res": torch.zeros(n, config.in_channels, size, size, device=device)}
 
 
 def parameter_count(model: torch.nn.Module) -> int:
@@ -77,7 +85,7 @@ def test_small_preset_docstring_states_its_size_and_cost(name):
     x = torch.zeros(1, config.in_channels, config.image_size, config.image_size, device="meta")
     t = torch.zeros(1, dtype=torch.long, device="meta")
     with FlopCounterMode(display=False) as counter:
-        model(x, t)
+        model(x, t, **low_res_input(config, 1, device="meta"))
     text = " ".join(preset.description.split())
     params = int(re.search(r"([\d,]+) parameters", text).group(1).replace(",", ""))
     gflops = float(re.search(r"([\d.]+) GFLOP per image", text).group(1))
@@ -91,5 +99,6 @@ def test_small_preset_runs_on_the_cpu(name):
     config = model.config
     x = torch.randn(2, config.in_channels, config.image_size, config.image_size)
     with torch.no_grad():
-        out = model(x, torch.tensor([0, 999]), torch.tensor([1, model.null_class]))
+        labels = torch.tensor([1, model.null_class])
+        out = model(x, torch.tensor([0, 999]), labels, **low_res_input(config, 2))
     assert out.shape == (2, config.out_channels, config.image_size, config.image_size)

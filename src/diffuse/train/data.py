@@ -20,8 +20,10 @@ def needs_labels(spec: RunSpec) -> bool:
 def load_training_data(spec: RunSpec, split: str = "train") -> ImageDataset:
     """The ``split`` of the run's data set at the network's size, labelled if needed.
 
-    A named data set must already have the network's image size (or be padded to it,
-    28 -> 32); a folder of images is centre-cropped and resized to it.
+    A named data set must have the network's image size, be padded to it (28 -> 32) or be
+    shrunk to it by a whole factor (28 -> 14: each pixel the mean of a 2x2 block, as the
+    64x64 ImageNet of ADM was made); it is never enlarged. A folder of images is
+    centre-cropped and resized to the network's size.
     """
     size = spec.model.image_size
     options = dict(
@@ -34,12 +36,14 @@ def load_training_data(spec: RunSpec, split: str = "train") -> ImageDataset:
         dataset = load_dataset(spec.data.name, image_size=size, **options)
     else:
         dataset = load_dataset(spec.data.name, **options)
-        if dataset.image_size != size:
-            if (dataset.image_size, size) not in PADDED_SIZES:
+        native = dataset.image_size
+        if native != size:
+            if (native, size) not in PADDED_SIZES and not (size < native and native % size == 0):
                 raise DataError(
-                    f"data set {dataset.name!r} has {dataset.image_size}x{dataset.image_size} "
-                    f"images but the network expects {size}x{size}; choose a preset of that "
-                    f"size or set model.image_size={dataset.image_size}"
+                    f"data set {dataset.name!r} has {native}x{native} images but the network "
+                    f"expects {size}x{size}; choose a preset of that size or set "
+                    f"model.image_size={native} (or a whole fraction of it, e.g. "
+                    f"{native // 2 if native % 2 == 0 else native})"
                 )
             dataset = load_dataset(spec.data.name, image_size=size, **options)
     check_compatible(spec, dataset)
