@@ -51,6 +51,10 @@ def test_the_upsampler_preset_and_a_smaller_base_make_a_two_stage_pipeline(tmp_p
     up_run = ["train", "--preset", "fashion-upsampler-14-28", "--data", "digits"]
     sizes = ["--set", "model.image_size=8", "--set", "model.low_res_size=4"]
     assert main([*up_run, "--out", str(upsampler), *sizes, *QUICK, *short]) == 0
+    grid = upsampler / "samples/step-00000002.png"
+    assert f"{grid} (rows: low-resolution input, sample, original, classifier-free" in (
+        capsys.readouterr().out
+    )
     assert load_checkpoint(upsampler).model.config.channel_mult == (1, 2, 2)
     out = tmp_path / "samples"
     argv = [

@@ -32,7 +32,7 @@ PAPER_PARAMETERS = {
     "adm-classifier-256": 54_096_360,
     "adm-classifier-512": 54_448_360,
 }
-SMALL = ["digits", "fashion", "fashion-upsampler-14-28", "tiny"]
+SMALL = ["digits", "fashion", "fashion-14", "fashion-upsampler-14-28", "tiny"]
 
 
 def low_res_input(config, n: int, device: str = "cpu") -> dict:

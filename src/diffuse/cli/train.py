@@ -26,6 +26,7 @@ from diffuse.diffusion.config import LOSSES, PREDICTIONS, SCHEDULES, VARIANCES
 from diffuse.errors import ConfigError
 from diffuse.nn import ClassifierConfig, SuperResConfig
 from diffuse.train import field_help, parse_override, resume, spec_from_preset, train
+from diffuse.train.preview import grid_caption
 from diffuse.train.run import RunFolder
 from diffuse.train.session import RESUMABLE_CHANGES
 from diffuse.train.spec import DataSpec
@@ -194,11 +195,8 @@ def report(result, spec) -> None:
     )
     print(f"  checkpoint: {result.checkpoint}")
     if result.grid is not None:
-        guidance = ""
-        if spec.null_class is not None and spec.train.cfg_weight > 0:
-            guidance = f", classifier-free guidance w={spec.train.cfg_weight:g}"
-        rows = " (one row per class" + guidance + ")" if spec.model.num_classes else ""
-        print(f"  samples:    {result.grid}{rows}")
+        caption = grid_caption(spec.model, spec.train.cfg_weight, spec.null_class is not None)
+        print(f"  samples:    {result.grid}" + (f" ({caption})" if caption else ""))
     print(f"  metrics:    {result.run_dir / 'metrics.jsonl'}")
     if result.evaluation and "accuracy" in result.evaluation:
         quarters = ", ".join(

@@ -82,6 +82,20 @@ def sample_images(
     return torch.cat(out)
 
 
+def grid_caption(config, cfg_weight: float, guided: bool) -> str:
+    """What the rows of :func:`preview_grid`'s grid are, in words ("" for a plain grid);
+    ``guided``: the model has a null class, so its samples use ``cfg_weight``."""
+    if config.kind == "superres":
+        caption = "rows: low-resolution input, sample, original"
+    elif getattr(config, "num_classes", None) is not None:
+        caption = "one row per class"
+    else:
+        return ""
+    if guided and cfg_weight > 0:
+        caption += f", classifier-free guidance w={cfg_weight:g}"
+    return caption
+
+
 def preview_grid(
     model: nn.Module,
     diffusion: DiffusionConfig,

@@ -40,6 +40,16 @@ _DIFFUSION: dict[str, TrainConfig] = {
         checkpoint_every=2000,
         sample_every=2000,
     ),
+    "fashion-14": replace(
+        _SMALL,
+        steps=10_000,
+        lr=1e-3,
+        warmup_steps=200,
+        ema_rates=(0.9995,),
+        log_every=100,
+        checkpoint_every=1000,
+        sample_every=1000,
+    ),
     "fashion-upsampler-14-28": replace(
         _SMALL,
         steps=5000,
