@@ -93,9 +93,13 @@ def test_variances():
     out = p.p_mean_variance(torch.zeros_like(x), x, t)
     expected = [p.posterior_variance[1], p.betas[1], p.betas[999]]
     np.testing.assert_allclose(out["variance"][:, 0, 0, 0].numpy(), expected)
+    np.testing.assert_allclose(out["log_variance"][:, 0, 0, 0].numpy(), np.log(expected))
+    # fixed_small as in guided-diffusion: beta~ itself (0 at the first step), its log clipped.
     small = process("linear").p_mean_variance(torch.zeros_like(x), x, t)
-    expected = [p.posterior_variance[1], p.posterior_variance[1], p.posterior_variance[999]]
+    expected = [0.0, p.posterior_variance[1], p.posterior_variance[999]]
     np.testing.assert_allclose(small["variance"][:, 0, 0, 0].numpy(), expected)
+    expected[0] = p.posterior_variance[1]
+    np.testing.assert_allclose(small["log_variance"][:, 0, 0, 0].numpy(), np.log(expected))
 
     ranged = process("cosine", variance="learned_range", loss="hybrid")
     x = torch.zeros(2, 1, 1, 1, dtype=F64)

@@ -116,6 +116,16 @@ class GaussianDiffusion:
             "abar": self.alphas_cumprod,
             "abar_prev": self.alphas_cumprod_prev,
             "abar_next": self.alphas_cumprod_next,
+            "sqrt_abar_prev": np.sqrt(self.alphas_cumprod_prev),
+            "sqrt_one_minus_abar_prev": np.sqrt(1.0 - self.alphas_cumprod_prev),
+            "sqrt_abar_next": np.sqrt(self.alphas_cumprod_next),
+            "sqrt_one_minus_abar_next": np.sqrt(1.0 - self.alphas_cumprod_next),
+            # DDIM eq. 16 at eta = 1: sqrt((1 - abar_prev) / (1 - abar) (1 - abar / abar_prev)).
+            "ddim_sigma_unit": np.sqrt(
+                (1.0 - self.alphas_cumprod_prev)
+                / (1.0 - self.alphas_cumprod)
+                * (1.0 - self.alphas_cumprod / self.alphas_cumprod_prev)
+            ),
             "posterior_variance": self.posterior_variance,
             "posterior_log_variance": self.posterior_log_variance_clipped,
             "coef1": self.posterior_mean_coef1,
@@ -243,11 +253,11 @@ class GaussianDiffusion:
     # --------------------------------------------------------- reverse process
 
     def _variance_from_output(self, var_output, x_t: torch.Tensor, t: torch.Tensor):
-        if self.variance == "fixed_small":
-            log_variance = self._coef("posterior_log_variance", t, x_t).expand_as(x_t)
-        elif self.variance == "fixed_large":
-            log_variance = self._coef("large_log_variance", t, x_t).expand_as(x_t)
-        elif self.variance == "learned":
+        if self.variance in ("fixed_small", "fixed_large"):
+            name = "posterior" if self.variance == "fixed_small" else "large"
+            variance = self._coef(f"{name}_variance", t, x_t).expand_as(x_t)
+            return variance, self._coef(f"{name}_log_variance", t, x_t).expand_as(x_t)
+        if self.variance == "learned":
             log_variance = var_output
         else:  # learned_range, Improved DDPM eq. 15
             fraction = (var_output + 1.0) / 2.0
@@ -316,25 +326,27 @@ class GaussianDiffusion:
         sigma = eta sqrt((1 - abar_prev) / (1 - abar)) sqrt(1 - abar / abar_prev).
         eta = 0 is deterministic; eta = 1 has DDPM's fixed_small variance.
         """
-        abar = self._coef("abar", t, x_t)
+        if eta == 0:
+            return (
+                self._coef("sqrt_abar_prev", t, x_t) * pred["pred_x0"]
+                + self._coef("sqrt_one_minus_abar_prev", t, x_t) * pred["pred_eps"]
+            )
+        if noise is None:
+            raise ValueError("DDIM with eta > 0 needs noise")
+        sigma = eta * self._coef("ddim_sigma_unit", t, x_t)
         abar_prev = self._coef("abar_prev", t, x_t)
-        sigma = eta * torch.sqrt((1.0 - abar_prev) / (1.0 - abar) * (1.0 - abar / abar_prev))
-        x_prev = (
-            torch.sqrt(abar_prev) * pred["pred_x0"]
+        return (
+            self._coef("sqrt_abar_prev", t, x_t) * pred["pred_x0"]
             + torch.sqrt((1.0 - abar_prev - sigma**2).clamp(min=0.0)) * pred["pred_eps"]
+            + sigma * noise
         )
-        if eta > 0:
-            if noise is None:
-                raise ValueError("DDIM with eta > 0 needs noise")
-            x_prev = x_prev + sigma * noise
-        return x_prev
 
     def ddim_reverse_update(self, pred: dict, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_{t+1} = sqrt(abar_next) x0 + sqrt(1 - abar_next) eps: DDIM run forwards (inversion,
         DDIM section 5 / eq. 14 as an ODE step towards noise)."""
-        abar_next = self._coef("abar_next", t, x_t)
         return (
-            torch.sqrt(abar_next) * pred["pred_x0"] + torch.sqrt(1.0 - abar_next) * pred["pred_eps"]
+            self._coef("sqrt_abar_next", t, x_t) * pred["pred_x0"]
+            + self._coef("sqrt_one_minus_abar_next", t, x_t) * pred["pred_eps"]
         )
 
     def ddpm_step(self, model_output, x_t, t, noise, clip_denoised: bool = True) -> torch.Tensor:
