@@ -347,21 +347,32 @@ def _digits():
     return model, _SMALL_DIFFUSION
 
 
+# The Fashion-MNIST networks: width 32, two blocks per level, 32 channels per head, 16
+# GroupNorm groups, dropout 0.1, 10 classes and a null class.
+_FASHION = dict(
+    model_channels=32,
+    num_res_blocks=2,
+    num_head_channels=32,
+    norm_groups=16,
+    dropout=0.1,
+    num_classes=10,
+    null_class=True,
+)
+
+
 @_preset("fashion", SMALL)
 def _fashion():
     """Fashion-MNIST, 28x28 grey, class-conditional with a null class: width 32,
     multipliers (1, 2, 4), two blocks per level, attention at 14x14 and in the 7x7 middle
     block (32 channels per head), dropout 0.1; cosine schedule, T = 1000, L_simple.
     3,870,625 parameters, 0.87 GFLOP per image forward."""
-    model = _grey_conditional(
+    model = UNetConfig(
         image_size=28,
-        model_channels=32,
+        in_channels=1,
+        out_channels=1,
         channel_mult=(1, 2, 4),
-        num_res_blocks=2,
         attention_resolutions=(14,),
-        num_head_channels=32,
-        norm_groups=16,
-        dropout=0.1,
+        **_FASHION,
     )
     return model, _SMALL_DIFFUSION
 
@@ -369,44 +380,33 @@ def _fashion():
 @_preset("fashion-14", SMALL)
 def _fashion_14():
     """Fashion-MNIST shrunk to 14x14 (2x2 means), the base of ``fashion-upsampler-14-28``:
-    grey, class-conditional with a null class, width 32, multipliers (1, 2), two blocks
-    per level, attention at 14x14 and in the 7x7 middle block (32 channels per head),
-    dropout 0.1; cosine schedule, T = 1000, L_simple. 1,019,169 parameters, 0.164 GFLOP per
-    image forward."""
-    model = _grey_conditional(
+    as ``fashion`` with multipliers (1, 2): attention at 14x14 and in the 7x7 middle block.
+    1,019,169 parameters, 0.164 GFLOP per image forward."""
+    model = UNetConfig(
         image_size=14,
-        model_channels=32,
+        in_channels=1,
+        out_channels=1,
         channel_mult=(1, 2),
-        num_res_blocks=2,
         attention_resolutions=(14,),
-        num_head_channels=32,
-        norm_groups=16,
-        dropout=0.1,
+        **_FASHION,
     )
     return model, _SMALL_DIFFUSION
 
 
 @_preset("fashion-upsampler-14-28", SMALL)
 def _fashion_upsampler_14_28():
-    """Fashion-MNIST upsampler 14 -> 28 (ADM's two-stage pipeline at CPU scale): grey,
-    class-conditional with a null class, the 14x14 image bilinearly resized and
-    concatenated to x_t; width 32, multipliers (1, 2, 2), two blocks per level, attention
-    only in the 7x7 middle block; cosine schedule, T = 1000, L_simple. Its base model is
+    """Fashion-MNIST upsampler 14 -> 28 (ADM's two-stage pipeline at CPU scale): as
+    ``fashion`` with the 14x14 image bilinearly resized and concatenated to x_t,
+    multipliers (1, 2, 2) and attention only in the 7x7 middle block. Its base model is
     ``fashion-14``. 1,660,737 parameters, 0.54 GFLOP per image forward."""
     model = SuperResConfig(
         image_size=28,
         in_channels=1,
         out_channels=1,
-        num_classes=10,
-        null_class=True,
-        model_channels=32,
         channel_mult=(1, 2, 2),
-        num_res_blocks=2,
         attention_resolutions=(),
-        num_head_channels=32,
-        norm_groups=16,
-        dropout=0.1,
         low_res_size=14,
+        **_FASHION,
     )
     return model, _SMALL_DIFFUSION
 

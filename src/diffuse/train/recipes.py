@@ -28,38 +28,24 @@ _SMALL = TrainConfig(
     cfg_weight=1.0,
 )
 
+# The Fashion-MNIST family (fashion, fashion-14, fashion-upsampler-14-28).
+_FASHION = replace(
+    _SMALL,
+    lr=1e-3,
+    warmup_steps=200,
+    ema_rates=(0.9995,),
+    log_every=100,
+    checkpoint_every=1000,
+    sample_every=1000,
+)
+
 _DIFFUSION: dict[str, TrainConfig] = {
     "digits": replace(_SMALL, steps=400, log_every=25, checkpoint_every=200),
     "fashion": replace(
-        _SMALL,
-        steps=20_000,
-        lr=1e-3,
-        warmup_steps=500,
-        ema_rates=(0.9995,),
-        log_every=100,
-        checkpoint_every=2000,
-        sample_every=2000,
+        _FASHION, steps=20_000, warmup_steps=500, checkpoint_every=2000, sample_every=2000
     ),
-    "fashion-14": replace(
-        _SMALL,
-        steps=10_000,
-        lr=1e-3,
-        warmup_steps=200,
-        ema_rates=(0.9995,),
-        log_every=100,
-        checkpoint_every=1000,
-        sample_every=1000,
-    ),
-    "fashion-upsampler-14-28": replace(
-        _SMALL,
-        steps=5000,
-        lr=1e-3,
-        warmup_steps=200,
-        ema_rates=(0.9995,),
-        log_every=100,
-        checkpoint_every=1000,
-        sample_every=1000,
-    ),
+    "fashion-14": replace(_FASHION, steps=10_000),
+    "fashion-upsampler-14-28": replace(_FASHION, steps=5000),
     "tiny": replace(
         _SMALL,
         steps=200,
