@@ -42,8 +42,7 @@ def load_training_data(spec: RunSpec, split: str = "train") -> ImageDataset:
                 raise DataError(
                     f"data set {dataset.name!r} has {native}x{native} images but the network "
                     f"expects {size}x{size}; choose a preset of that size or set "
-                    f"model.image_size={native} (or a whole fraction of it, e.g. "
-                    f"{native // 2 if native % 2 == 0 else native})"
+                    f"model.image_size={native} (or a whole fraction of it, e.g. {native // 2})"
                 )
             dataset = load_dataset(spec.data.name, image_size=size, **options)
     check_compatible(spec, dataset)
