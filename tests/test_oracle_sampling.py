@@ -126,3 +126,16 @@ def test_ddim_with_few_steps_is_not_the_data_distribution():
     process = full.respace(space_timesteps(1000, "ddim10"))
     _, v = exact_moments(process.alphas_cumprod, MU, STD, eta=0.0, sigma2="fixed_small")
     assert abs(np.sqrt(v) - STD) > 0.02 * STD
+
+
+def test_samples_are_ordinary_tensors_usable_by_autograd():
+    """Unguided loops run under inference_mode; what they return must not be an
+    inference tensor (it could not enter autograd later)."""
+    full = GaussianDiffusion(beta_schedule("linear", 1000))
+    process = full.respace(space_timesteps(1000, "ddim5"))
+    x_T = torch.randn(2, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    out = ddim_sample(GaussianOracle(full, MU, STD), process, x_T)
+    assert not out.is_inference()
+    weight = torch.ones((), requires_grad=True)
+    (weight * out).sum().backward()
+    assert weight.grad == out.sum()
