@@ -1,9 +1,10 @@
-"""Sampling speed: our DDIM-50 against diffusers' DDIMScheduler driving the same U-Net.
+"""Sampling speed: our DDIM-50 against diffusers' DDIMScheduler driving the same U-Net weights.
 
-Both loops drive one and the same network (a class-conditional U-Net with a null class,
-from a preset, random weights), so the comparison isolates what the sampler adds: the
-scheduler arithmetic per step and how classifier-free guidance is batched. diffusers' loop
-is the one of its pipelines: ``scheduler.step`` on the output of one forward pass, with the
+Each stack samples with its own network holding the same weights: ours is a
+class-conditional U-Net with a null class from a preset (random weights), diffusers' is the
+``UNet2DModel`` built as the same architecture with those weights copied in
+(``diffusers_twin.py``; the two networks agree to float rounding). diffusers' loop is the
+one of its pipelines: ``scheduler.step`` on the output of one forward pass, with the
 conditional and unconditional halves in one batch of twice the size for guidance
 (StableDiffusionPipeline's pattern). The two runs start from the same x_T on the same
 schedule (cosine = diffusers' ``squaredcos_cap_v2``, DDIM's leading spacing = our
@@ -20,8 +21,8 @@ processes falls on all alike. Both wall time and the process's CPU time are take
 shared or virtual machine the wall time of one thread swings by 20 % with what others
 run, its CPU time far less. A speed ratio is the median over rounds of the paired ratio
 (each stack timed side by side in one round), in CPU time and in wall time.
-Last, the loop's own cost per step: both loops driving a network that costs nothing
-(x -> 0.1 x). Needs diffusers (dev only: ``pip install --no-deps diffusers`` plus
+Last, the loops alone: both loops driving a network that costs nothing (x -> 0.1 x), in
+milliseconds per step. Needs diffusers (dev only: ``pip install --no-deps diffusers`` plus
 huggingface_hub, regex, requests, importlib_metadata).
 
     .venv/bin/python benchmarks/bench_sampling.py                      # digits preset
@@ -38,6 +39,7 @@ import time
 
 import torch
 
+from bench_unet import output_of, randomized
 from diffuse import presets
 from diffuse.diffusion import ddim_sample, seeded_generators
 from diffuse.diffusion.guidance import (
@@ -47,12 +49,14 @@ from diffuse.diffusion.guidance import (
 )
 from diffuse.nn import build_network
 from diffuse.sample import SamplerSettings, Stage
+from diffusers_twin import diffusers_twin
 
 INTERVAL = (0.28, 5.42)
 
 
-def diffusers_ddim(model, x_T, labels, *, scale: float | None, steps: int, null_class: int):
-    """DDIM sampling as diffusers' pipelines do it; ``scale`` is diffusers' 1 + w."""
+def diffusers_ddim(unet, x_T, labels, *, scale: float | None, steps: int, null_class: int):
+    """DDIM sampling as diffusers' pipelines do it with ``unet`` (a ``UNet2DModel`` or any
+    ``unet(x, t, class_labels=y)``); ``scale`` is diffusers' 1 + w."""
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler(
@@ -68,10 +72,14 @@ def diffusers_ddim(model, x_T, labels, *, scale: float | None, steps: int, null_
     null = torch.full_like(labels, null_class)
     for t in scheduler.timesteps:
         if scale is None:
-            eps = model(x, t.expand(len(x)).to(x.device), y=labels)
+            eps = output_of(unet(x, t.expand(len(x)).to(x.device), class_labels=labels))
         else:
-            both = model(
-                torch.cat([x, x]), t.expand(2 * len(x)).to(x.device), y=torch.cat([labels, null])
+            both = output_of(
+                unet(
+                    torch.cat([x, x]),
+                    t.expand(2 * len(x)).to(x.device),
+                    class_labels=torch.cat([labels, null]),
+                )
             )
             cond, uncond = both.chunk(2)
             eps = uncond + scale * (cond - uncond)
@@ -103,13 +111,10 @@ def main() -> None:
     device = torch.device(args.device)
 
     preset = presets.get(args.preset)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = build_network(preset.model_config)
-        torch.nn.init.normal_(model.out_conv.weight, std=0.05)  # fresh output layers are zero
-    model = model.to(device).eval()
+    model = randomized(build_network(preset.model_config), seed=0).to(device).eval()
     if model.null_class is None:
         raise SystemExit(f"preset {args.preset} has no null class: CFG cannot be measured")
+    twin = diffusers_twin(model)
     n = args.batch_size
     generators = seeded_generators(range(n))
     labels = torch.arange(n, device=device) % model.num_classes
@@ -141,7 +146,7 @@ def main() -> None:
         def run():
             with context(), torch.no_grad():
                 return diffusers_ddim(
-                    model, x_T, labels, scale=scale, steps=args.steps, null_class=model.null_class
+                    twin, x_T, labels, scale=scale, steps=args.steps, null_class=model.null_class
                 )
 
         return run
@@ -212,7 +217,7 @@ def main() -> None:
 def loop_overhead(process, x_T, labels, args) -> None:
     """Milliseconds per step of each loop around a network that costs nothing."""
 
-    def free(x, t, y=None):
+    def free(x, t, y=None, class_labels=None):
         return 0.1 * x
 
     guided = ClassifierFreeGuidance(free, 1.0, null_class=0, channels=x_T.shape[1])

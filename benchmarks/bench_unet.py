@@ -34,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from diffuse.diffusion.config import DiffusionConfig
 from diffuse.nn import UNet, UNetConfig
+from diffusers_twin import diffusers_twin
 
 CONFIG = UNetConfig(
     image_size=32,
@@ -50,26 +51,13 @@ CONFIG = UNetConfig(
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def diffusers_unet() -> torch.nn.Module | None:
-    """diffusers' UNet2DModel configured as CONFIG, or None when diffusers is missing."""
+def diffusers_unet(model: UNet) -> torch.nn.Module | None:
+    """diffusers' UNet2DModel built as ``model`` with its weights, or None without diffusers."""
     try:
-        from diffusers import UNet2DModel
+        import diffusers  # noqa: F401
     except ImportError:
         return None
-    return UNet2DModel(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(64, 128, 128),
-        layers_per_block=2,
-        down_block_types=("ResnetDownsampleBlock2D", "AttnDownBlock2D", "ResnetDownsampleBlock2D"),
-        up_block_types=("ResnetUpsampleBlock2D", "AttnUpBlock2D", "ResnetUpsampleBlock2D"),
-        attention_head_dim=64,
-        norm_num_groups=32,
-        resnet_time_scale_shift="scale_shift",
-        downsample_type="resnet",
-        upsample_type="resnet",
-    )
+    return diffusers_twin(model)
 
 
 def output_of(result) -> torch.Tensor:
@@ -218,11 +206,16 @@ def main() -> None:
     print("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
 
     networks = {"ours": UNet(CONFIG)}
-    theirs = diffusers_unet()
+    theirs = diffusers_unet(networks["ours"])
     if theirs is None:
         print("diffusers is not installed: measuring our network only")
     else:
         networks["diffusers"] = theirs
+        check = randomized(copy.deepcopy(networks["ours"]), 0).eval()
+        with torch.inference_mode():
+            x, t = torch.randn(2, 3, 32, 32), torch.tensor([10, 900])
+            difference = (check(x, t) - diffusers_unet(check)(x, t).sample).abs().max()
+        print(f"same network: max |ours - diffusers| = {difference:.1e} with the same weights")
     gflops = {}
     for name, model in networks.items():
         gflops[name] = forward_gflops(model)
