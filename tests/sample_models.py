@@ -19,6 +19,18 @@ SMALL = dict(
     num_head_channels=16,
     norm_groups=8,
 )
+# A 16x16 RGB network with learned variances (6 output channels) and attention at 8x8,
+# the base of the architecture tests.
+RGB_16 = dict(
+    image_size=16,
+    in_channels=3,
+    out_channels=6,
+    model_channels=16,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(8,),
+    norm_groups=8,
+)
 DIFFUSION = DiffusionConfig("cosine", 1000, "eps", "fixed_small", "mse")
 
 

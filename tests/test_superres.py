@@ -8,19 +8,9 @@ import torch.nn.functional as F
 
 from diffuse.errors import ConfigError, DataError
 from diffuse.nn import SuperResConfig, SuperResUNet, config_from_dict
+from sample_models import RGB_16
 
-SETTINGS = dict(
-    image_size=16,
-    in_channels=3,
-    out_channels=6,
-    model_channels=16,
-    channel_mult=(1, 2),
-    num_res_blocks=1,
-    attention_resolutions=(8,),
-    norm_groups=8,
-    num_classes=4,
-    low_res_size=8,
-)
+SETTINGS = dict(RGB_16, num_classes=4, low_res_size=8)
 
 
 def randomized_model(**overrides) -> SuperResUNet:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from diffuse.errors import ConfigError, DataError
 from diffuse.nn import UNet, UNetConfig, config_from_dict
 from diffuse.nn.layers import GroupNorm32, multihead_attention, timestep_embedding
+from sample_models import RGB_16
 
 # Small versions of the three papers' U-Nets.
 FAMILIES = {
@@ -22,17 +23,7 @@ FAMILIES = {
 
 
 def small_config(**overrides) -> UNetConfig:
-    settings = dict(
-        image_size=16,
-        in_channels=3,
-        out_channels=6,
-        model_channels=16,
-        channel_mult=(1, 2),
-        num_res_blocks=1,
-        attention_resolutions=(8,),
-        norm_groups=8,
-    )
-    return UNetConfig(**{**settings, **overrides})
+    return UNetConfig(**{**RGB_16, **overrides})
 
 
 def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
