@@ -7,19 +7,9 @@ import torch
 
 from diffuse.errors import DataError
 from diffuse.nn import ClassifierConfig, EncoderClassifier, UNet, UNetConfig, config_from_dict
+from sample_models import RGB_16
 
-SETTINGS = dict(
-    image_size=16,
-    in_channels=3,
-    out_channels=5,
-    model_channels=16,
-    channel_mult=(1, 2),
-    num_res_blocks=1,
-    attention_resolutions=(8,),
-    num_head_channels=8,
-    norm_groups=8,
-    resample="resblock",
-)
+SETTINGS = dict(RGB_16, out_channels=5, num_head_channels=8, resample="resblock")
 
 
 def inputs(n: int = 3):
