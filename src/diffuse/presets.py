@@ -347,9 +347,11 @@ def _digits():
     return model, _SMALL_DIFFUSION
 
 
-# The Fashion-MNIST networks: width 32, two blocks per level, 32 channels per head, 16
-# GroupNorm groups, dropout 0.1, 10 classes and a null class.
+# The Fashion-MNIST networks: grey in and out, width 32, two blocks per level, 32 channels
+# per head, 16 GroupNorm groups, dropout 0.1, 10 classes and a null class.
 _FASHION = dict(
+    in_channels=1,
+    out_channels=1,
     model_channels=32,
     num_res_blocks=2,
     num_head_channels=32,
@@ -368,8 +370,6 @@ def _fashion():
     3,870,625 parameters, 0.87 GFLOP per image forward."""
     model = UNetConfig(
         image_size=28,
-        in_channels=1,
-        out_channels=1,
         channel_mult=(1, 2, 4),
         attention_resolutions=(14,),
         **_FASHION,
@@ -384,8 +384,6 @@ def _fashion_14():
     1,019,169 parameters, 0.164 GFLOP per image forward."""
     model = UNetConfig(
         image_size=14,
-        in_channels=1,
-        out_channels=1,
         channel_mult=(1, 2),
         attention_resolutions=(14,),
         **_FASHION,
@@ -401,8 +399,6 @@ def _fashion_upsampler_14_28():
     ``fashion-14``. 1,660,737 parameters, 0.54 GFLOP per image forward."""
     model = SuperResConfig(
         image_size=28,
-        in_channels=1,
-        out_channels=1,
         channel_mult=(1, 2, 2),
         attention_resolutions=(),
         low_res_size=14,
