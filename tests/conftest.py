@@ -1,13 +1,143 @@
-"""Test-session settings.
+"""Test-session settings: threads, and a hermetic default run.
 
 Under pytest-xdist each worker uses one intra-op thread: the default run is two workers
 on two cores, and OpenMP threads that wait on a busy core cost ~10 ms per operation. A run
 without workers (the slow tests, one at a time) keeps torch's default, every core.
+
+Every test runs hermetically: the download cache and ``$XDG_CACHE_HOME`` point into the
+test's own temporary folder, ``$DIFFUSE_DATA`` is unset, the system data-set folder
+(``/usr/share/datasets``) is hidden, ``$DIFFUSE_OFFLINE`` turns downloads off (in
+subprocesses too), and a connection to any address other than this machine's loopback
+fails the test. So the default run behaves the same on a machine with every data set
+installed and on a fresh one. A test that needs a full data set says so with
+``@pytest.mark.needs_data("fashion-mnist")``: it sees the real search places and is
+skipped, with the reason, where the data set is not installed.
 """
 
-import os
+from __future__ import annotations
 
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
 import torch
+
+import diffuse.data.locate as locate_module
+from diffuse.errors import MissingFileError
 
 if "PYTEST_XDIST_WORKER" in os.environ:
     torch.set_num_threads(1)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+# ---------------------------------------------------------------- no network
+
+
+class NetworkGuard:
+    """Refuses and records every connection to a non-loopback address made in-process.
+
+    The refusal is an exception a library may catch and turn into its own error; the
+    record is not, and the test fails at teardown whenever it is not empty.
+    """
+
+    def __init__(self) -> None:
+        self.attempts: list[str] = []
+
+    def check(self, address: object) -> None:
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str | bytes) and _is_local(host):
+            return
+        self.attempts.append(repr(address))
+        raise ConnectionRefusedError(f"the test suite runs offline: refused {address!r}")
+
+
+def _is_local(host: str | bytes) -> bool:
+    if isinstance(host, bytes):  # an AF_UNIX path
+        return True
+    if host.startswith("/") or host in ("", "localhost"):  # AF_UNIX path or loopback name
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def network_guard(monkeypatch) -> NetworkGuard:
+    guard = NetworkGuard()
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(sock, address):
+        guard.check(address)
+        return real_connect(sock, address)
+
+    def connect_ex(sock, address):
+        guard.check(address)
+        return real_connect_ex(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host is not None:
+            guard.check(host if isinstance(host, str | bytes) else str(host))
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield guard
+    if guard.attempts:
+        pytest.fail(f"the test tried to reach the network: {', '.join(guard.attempts)}")
+
+
+# ---------------------------------------------------------------- no data beyond the test's own
+
+
+_availability: dict[str, str | None] = {}
+
+
+def _missing_reason(name: str) -> str | None:
+    """Why data set ``name`` cannot be loaded without a download, or None if it can."""
+    if name not in _availability:
+        from diffuse.data import load_dataset
+
+        try:
+            load_dataset(name, split="test", download=False)
+            _availability[name] = None
+        except MissingFileError:
+            _availability[name] = (
+                f"needs the {name} data set installed (e.g. Debian's dataset-{name}, "
+                "or $DIFFUSE_DATA)"
+            )
+    return _availability[name]
+
+
+@pytest.fixture(autouse=True)
+def hermetic(request, monkeypatch, tmp_path_factory) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv(locate_module.OFFLINE_VAR, "1")
+    marker = request.node.get_closest_marker("needs_data")
+    if marker is None:
+        monkeypatch.delenv(locate_module.ENV_VAR, raising=False)
+        monkeypatch.setattr(locate_module, "SYSTEM_DATA_ROOT", tmp_path_factory.mktemp("system"))
+        return
+    for name in marker.args:
+        reason = _missing_reason(name)
+        if reason is not None:
+            pytest.skip(reason)
+
+
+# ---------------------------------------------------------------- real images shipped with the tests
+
+
+@pytest.fixture(scope="session")
+def fashion_sample() -> tuple[np.ndarray, np.ndarray]:
+    """The first 16 Fashion-MNIST test images, uint8 [16, 28, 28, 1], and their labels.
+
+    Shipped in tests/fixtures/fashion-mnist (see its README), so no data set is needed.
+    """
+    with np.load(FIXTURES / "fashion-mnist" / "test-first-16.npz") as data:
+        return data["images"][..., None], data["labels"].astype(np.int64)

@@ -33,13 +33,14 @@ REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    """No network, no $DIFFUSE_DATA, and system and cache folders inside tmp_path."""
+    """System and cache folders inside tmp_path, and downloads that fail unless a test
+    publishes fake files (see ``publish``); $DIFFUSE_OFFLINE is lifted so that they can."""
 
     def no_network(url, destination, description):
         raise AssertionError(f"a test tried to download {url}")
 
     monkeypatch.setattr(download_module, "fetch_url", no_network)
-    monkeypatch.delenv("DIFFUSE_DATA", raising=False)
+    monkeypatch.delenv(locate_module.OFFLINE_VAR)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(locate_module, "SYSTEM_DATA_ROOT", tmp_path / "system")
 
@@ -297,6 +298,18 @@ def test_download_without_data_dir_goes_to_the_user_cache(tmp_path, monkeypatch)
     assert data.origin == str(tmp_path / "cache" / "diffuse" / "fashion-mnist")
 
 
+def test_offline_setting_refuses_a_download_that_would_succeed(tmp_path, monkeypatch):
+    files, _ = fake_idx_files(tmp_path, "train", 3)
+    publish(monkeypatch, "fashion-mnist", files)
+    serve(monkeypatch, files)
+    monkeypatch.setenv("DIFFUSE_OFFLINE", "1")
+    with pytest.raises(MissingFileError, match=r"downloading is off: \$DIFFUSE_OFFLINE is set"):
+        load_dataset("fashion-mnist")
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setenv("DIFFUSE_OFFLINE", "0")
+    assert len(load_dataset("fashion-mnist")) == 3
+
+
 def test_checksum_mismatch_keeps_nothing_and_damages_nothing(tmp_path, monkeypatch):
     files, _ = fake_idx_files(tmp_path, "train", 3)
     publish(monkeypatch, "mnist", files)
@@ -526,6 +539,7 @@ def test_dataset_works_with_a_torch_dataloader():
 # ---------------------------------------------------------------- real Fashion-MNIST
 
 
+@pytest.mark.needs_data("fashion-mnist")
 @pytest.mark.skipif(
     not REAL_FASHION.is_dir(), reason="Debian package dataset-fashion-mnist not installed"
 )

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from diffuse.data import load_dataset
 from diffuse.errors import CheckpointError, ConfigError, DataError, MissingFileError
 from diffuse.eval import InceptionExtractor, inception_features
 from diffuse.eval import weights as weights_module
@@ -33,9 +32,9 @@ def tensorflow_legacy_resize(image: np.ndarray, size: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def fashion() -> np.ndarray:
-    """Three real Fashion-MNIST test images, uint8 [3, 28, 28, 1]."""
-    return load_dataset("fashion-mnist", split="test", class_cond=False).uint8(range(3))
+def fashion(fashion_sample) -> np.ndarray:
+    """Three real Fashion-MNIST test images, uint8 [3, 28, 28, 1] (shipped with the tests)."""
+    return fashion_sample[0][:3]
 
 
 @pytest.fixture(scope="module")

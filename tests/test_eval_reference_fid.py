@@ -12,7 +12,7 @@ import scipy.linalg
 from diffuse.data import load_dataset
 from diffuse.eval import GaussianStatistics, fid, inception_features
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data("fashion-mnist")]
 
 REFERENCE_FID = 2.5304
 

@@ -8,7 +8,9 @@ Search order, first match wins:
 4. the download cache, ``$XDG_CACHE_HOME/diffuse/<name>`` (default ``~/.cache/diffuse/<name>``).
 
 If none holds the files and downloading is allowed, they are downloaded into
-``data_dir/<name>`` when a data_dir was given, else into the download cache.
+``data_dir/<name>`` when a data_dir was given, else into the download cache. Setting
+``DIFFUSE_OFFLINE=1`` turns downloading off for the whole process and its children (the
+test suite sets it, so a test that would download fails instead).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from diffuse.data.download import RemoteFile, download_file
 from diffuse.errors import DataError, MissingFileError
 
 ENV_VAR = "DIFFUSE_DATA"
+OFFLINE_VAR = "DIFFUSE_OFFLINE"
 SYSTEM_DATA_ROOT = Path("/usr/share/datasets")
 
 Found = TypeVar("Found")
@@ -59,6 +62,11 @@ def user_cache_dir(name: str) -> Path:
     """``$XDG_CACHE_HOME/diffuse/<name>``, by default ``~/.cache/diffuse/<name>``."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "diffuse" / name
+
+
+def offline() -> bool:
+    """True when ``$DIFFUSE_OFFLINE`` is set to anything but "", "0" or "false"."""
+    return os.environ.get(OFFLINE_VAR, "").strip().lower() not in ("", "0", "false")
 
 
 def search_places(name: str, data_dir: str | Path | None) -> list[Place]:
@@ -100,6 +108,8 @@ def locate_or_download(
     remote_files = source.remote_files if remote_files is None else remote_files
     if not download:
         failure = "downloading is off: pass download=True to allow it."
+    elif offline():
+        failure = f"downloading is off: ${OFFLINE_VAR} is set."
     else:
         folder = (
             Path(data_dir).expanduser() / source.name
