@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from diffuse.diffusion import GaussianDiffusion, beta_schedule
+from diffuse.diffusion import GaussianDiffusion, beta_schedule, ddpm_sample
 from diffuse.diffusion.distributions import discretized_gaussian_log_likelihood, normal_kl
 from diffuse.diffusion.oracle import GaussianOracle
 from diffuse.errors import ConfigError
@@ -148,6 +148,65 @@ def test_clipping_bounds_pred_x0():
     x = torch.zeros(1, 1, 2, 2)
     out = p.p_mean_variance(torch.full_like(x, 5.0), x, torch.tensor([10]))
     assert out["pred_x0"].max().item() == 1.0
+
+
+def test_clipping_keeps_the_mean_of_a_mean_network_and_clips_only_its_x0():
+    """As DDPM's and guided-diffusion's code: a "mean" network's output is the step's mean
+    whether or not x0 is clipped; clip_denoised changes only the reported pred_x0."""
+    p = process("linear", prediction="mean")
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 2, 3, 3, generator=generator, dtype=F64)
+    output = 3 * torch.randn(4, 2, 3, 3, generator=generator, dtype=F64)
+    t = torch.tensor([1, 40, 500, 999])
+    clipped = p.p_mean_variance(output, x, t, clip_denoised=True)
+    free = p.p_mean_variance(output, x, t, clip_denoised=False)
+    assert torch.equal(clipped["mean"], output)
+    assert free["pred_x0"].abs().max() > 1  # the clip has something to do
+    torch.testing.assert_close(clipped["pred_x0"], free["pred_x0"].clamp(-1, 1), rtol=0, atol=0)
+    # Recomputing the mean from the clipped x0 would have moved it.
+    assert not torch.allclose(p.q_posterior(clipped["pred_x0"], x, t)[0], output)
+    # A whole chain: clipping changes no sample of a mean network.
+    model = Cheat(output[:1]).requires_grad_(False)
+    x_T = torch.randn(1, 2, 3, 3, generator=generator, dtype=F64)
+    short = p.respace(range(0, 1000, 100))
+    for chain in (p, short):
+        samples = [
+            ddpm_sample(
+                model, chain, x_T, clip_denoised=clip, generator=torch.Generator().manual_seed(0)
+            )
+            for clip in (True, False)
+        ]
+        torch.testing.assert_close(samples[0], samples[1], rtol=0, atol=0)
+
+
+def test_a_respaced_mean_network_steps_through_its_unclipped_x0():
+    """On a respaced chain the network's one-step mean gives x0 with the coefficients it
+    was trained with, and the kept step's mean is mu~(x_t, x0) of that unclipped x0."""
+    full = process("linear", prediction="mean")
+    short = full.respace(range(0, 1000, 10))
+    x = torch.randn(3, 1, 2, 2, dtype=F64)
+    output = 4 * torch.randn(3, 1, 2, 2, dtype=F64)
+    t = torch.tensor([1, 50, 99])
+    x0 = full.p_mean_variance(output, x, t * 10, clip_denoised=False)["pred_x0"]
+    pred = short.p_mean_variance(output, x, t, clip_denoised=True)
+    # Roundoff of the inverted posterior coefficients (x0 has magnitudes up to ~1e2 at t=990).
+    torch.testing.assert_close(pred["mean"], short.q_posterior(x0, x, t)[0], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(pred["pred_x0"], x0.clamp(-1, 1), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_clipping_moves_the_mean_of_eps_x0_and_v_networks(prediction):
+    p = process("cosine", prediction=prediction)
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 2, 3, 3, generator=generator, dtype=F64)
+    output = 3 * torch.randn(3, 2, 3, 3, generator=generator, dtype=F64)
+    t = torch.tensor([2, 300, 900])
+    pred = p.p_mean_variance(output, x, t, clip_denoised=True)
+    free = p.p_mean_variance(output, x, t, clip_denoised=False)
+    assert pred["pred_x0"].abs().max() == 1 and free["pred_x0"].abs().max() > 1
+    expected = p.q_posterior(pred["pred_x0"], x, t)[0]
+    torch.testing.assert_close(pred["mean"], expected, rtol=0, atol=0)
+    assert not torch.allclose(pred["mean"], free["mean"])
 
 
 def test_vb_terms_with_the_true_posterior():

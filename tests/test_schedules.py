@@ -89,6 +89,79 @@ def test_section_counts():
     assert space_timesteps(10, [5, 1, 5]) == [1, 5]
 
 
+def reference_spacing(num_timesteps: int, spec: str) -> list[int]:
+    """The respacing rule of the released Improved DDPM / ADM code, written out plainly.
+
+    ``ddimN``: the first integer stride i (from 1) with len(range(0, T, i)) == N. Counts per
+    section: T // n steps per section, the remainder spread one each over the first
+    sections; in each section a float stride (size - 1) / (count - 1) (1 for a single
+    step) is added up and every running sum rounded with Python's round (half to even).
+    """
+    if spec.startswith("ddim"):
+        count = int(spec[len("ddim") :])
+        for stride in range(1, num_timesteps):
+            if len(range(0, num_timesteps, stride)) == count:
+                return list(range(0, num_timesteps, stride))
+        raise ValueError(f"no integer stride gives {count} steps")
+    counts = [int(c) for c in spec.split(",")]
+    size_per_section, remainder = divmod(num_timesteps, len(counts))
+    kept = set()
+    start = 0
+    for index, count in enumerate(counts):
+        size = size_per_section + (1 if index < remainder else 0)
+        stride = 1 if count <= 1 else (size - 1) / (count - 1)
+        position = 0.0
+        for _ in range(count):
+            kept.add(start + round(position))
+            position += stride
+        start += size
+    return sorted(kept)
+
+
+@pytest.mark.parametrize("T", [1000, 4000])
+def test_every_step_count_keeps_the_reference_timesteps(T):
+    """A released checkpoint sampled with N steps visits the reference code's timesteps."""
+    for count in range(1, 1001):
+        assert space_timesteps(T, str(count)) == reference_spacing(T, str(count)), count
+
+
+def test_the_reference_rounds_the_running_sum_of_strides():
+    # 999 / 20 = 49.95 added ten times is 499.49999999999994 in floating point, which
+    # rounds to 499; rounding 10 * 49.95 = 499.5 to even would give 500.
+    kept = space_timesteps(1000, "21")
+    assert 499 in kept and 500 not in kept
+    assert kept == reference_spacing(1000, "21")
+
+
+@pytest.mark.parametrize(
+    ("T", "spec"),
+    [
+        (300, "10,15,20"),
+        (1000, "10,15,20"),
+        (1000, "90,60,60,20,20"),  # ADM's 250-step LSUN schedule (appendix J)
+        (1000, "1,1,1"),
+        (4000, "7,7,7"),  # 4000 = 1334 + 1333 + 1333
+        (4000, "33,1,250,100"),
+        (10, "2,2,2"),
+    ],
+)
+def test_section_specs_keep_the_reference_timesteps(T, spec):
+    assert space_timesteps(T, spec) == reference_spacing(T, spec)
+
+
+def test_ddim_strides_match_the_reference_for_every_count():
+    for count in range(2, 1001):
+        try:
+            expected = reference_spacing(1000, f"ddim{count}")
+        except ValueError:
+            with pytest.raises(ConfigError, match="no constant stride"):
+                space_timesteps(1000, f"ddim{count}")
+        else:
+            assert space_timesteps(1000, f"ddim{count}") == expected, count
+    for count in (25, 50, 100, 250, 1000, 4000):
+        assert space_timesteps(4000, f"ddim{count}") == reference_spacing(4000, f"ddim{count}")
+
+
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_respacing_with_every_step_reproduces_the_process(schedule):
     full = GaussianDiffusion(beta_schedule(schedule, 200), prediction="v", variance="fixed_large")

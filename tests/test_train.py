@@ -74,6 +74,27 @@ def test_ema_follows_the_closed_form_with_warmup():
         assert ema.state(rate)["weight"].item() == pytest.approx(value, rel=1e-6)
 
 
+def test_ema_warmup_decays_as_its_docstring_says_at_the_first_updates():
+    """diffuse.train.ema: the update after n earlier ones uses min(rate, (1 + n) / (10 + n));
+    the first update (n = 0) uses 1/10, the second 2/11, the third 3/12."""
+    model = nn.Linear(1, 1, bias=False)
+    ema = EMA(model, rates=(0.9999, 0.15), warmup=True)
+    assert [ema.decay(0.9999, n) for n in (0, 1, 2)] == pytest.approx([1 / 10, 2 / 11, 3 / 12])
+    assert [ema.decay(0.15, n) for n in (0, 1, 2)] == pytest.approx([0.1, 0.15, 0.15])
+    # and the updates apply them in that order: ema <- d ema + (1 - d) theta
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = EMA(model, rates=(0.9999,), warmup=True)
+    average = 0.0
+    for n, (value, d) in enumerate(zip([4.0, -2.0, 8.0], [1 / 10, 2 / 11, 3 / 12], strict=True)):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        ema.update(n)
+        average = d * average + (1 - d) * value
+        # float32 averages against float64 arithmetic
+        assert ema.state(0.9999)["weight"].item() == pytest.approx(average, rel=1e-6)
+
+
 def test_ema_without_warmup_uses_the_rate():
     ema = EMA(nn.Linear(1, 1), rates=(0.9999,), warmup=False)
     assert ema.decay(0.9999, 0) == 0.9999

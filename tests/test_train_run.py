@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import threading
@@ -373,6 +374,60 @@ def test_non_finite_losses_are_skipped_counted_and_stop_the_run(tmp_path):
     assert load_checkpoint(run.path / "checkpoints/step-00000004").step == 4
     logged = [json.loads(line) for line in run.metrics_file.open()]
     assert logged[0]["skipped"] == 1
+
+
+def test_a_step_the_fp16_gradient_scaler_skips_updates_nothing(tmp_path):
+    """An overflowing gradient between two normal steps: the scaler skips that step, and
+    the weights, AdamW's moments and step count and the EMA stay as they were; the step
+    counts as done, not as an update, so the next update is the EMA warm-up's second."""
+    spec = tiny_spec(3, **{"train.sample_every": 0})
+    run = RunFolder(tmp_path / "run")
+    run.start(spec, overwrite=False)
+    trainer = Trainer(spec, _digits(spec), run, setup("cpu"), progress=False)
+    # fp16's dynamic loss scaling, with the CPU build of the scaler fp16 uses on CUDA
+    trainer.precision.scaler = scaler = torch.amp.GradScaler("cpu")
+    state, progress = trainer.state, trainer.state.progress
+    rate = state.ema.rates[0]
+
+    def snapshot():
+        return (
+            {k: v.clone() for k, v in trainer.model.state_dict().items()},
+            {k: v.clone() for k, v in state.ema.state(rate).items()},
+            {
+                (index, name): value.clone()
+                for index, moments in state.optimizer.state_dict()["state"].items()
+                for name, value in moments.items()
+            },
+        )
+
+    def same(a: dict, b: dict) -> bool:
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    trainer.train_step(0)
+    weights, ema, moments = snapshot()
+    assert not same(weights, ema)  # so that an EMA update towards the weights would show
+    overflow = next(trainer.model.parameters()).register_hook(
+        lambda grad: torch.full_like(grad, float("inf"))
+    )
+    summary = trainer.train_step(1)
+    overflow.remove()
+    assert math.isfinite(summary["loss"]) and scaler.get_scale() == 2.0**15
+    after = snapshot()
+    assert same(after[0], weights) and same(after[1], ema) and same(after[2], moments)
+    assert (progress.step, progress.updates, progress.skipped, progress.consecutive_bad) == (
+        2, 1, 1, 0
+    )  # fmt: skip
+
+    trainer.train_step(2)
+    new_weights, new_ema, new_moments = snapshot()
+    assert not same(new_weights, weights) and not same(new_moments, moments)
+    assert (progress.step, progress.updates, progress.skipped) == (3, 2, 1)
+    d = state.ema.decay(rate, 1)  # the warm-up's second update
+    for key, value in ema.items():
+        if value.is_floating_point():
+            expected = d * value + (1 - d) * new_weights[key]
+            # the EMA's lerp and this formula round differently in float32
+            torch.testing.assert_close(new_ema[key], expected, rtol=1e-5, atol=1e-6)
 
 
 def _digits(spec):

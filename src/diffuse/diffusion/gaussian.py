@@ -138,6 +138,9 @@ class GaussianDiffusion:
             "trained_coef1": self.posterior_mean_coef1,
             "trained_coef2": self.posterior_mean_coef2,
         }
+        # Whether each step is the step the network was trained on, so that a "mean"
+        # network's output is this process's mean itself; :meth:`respace` clears it.
+        self._trained_steps = True
         # The tables as tensors, per (device, dtype) they have been asked for.
         self._device_tables: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
         self._timestep_maps: dict[torch.device, torch.Tensor] = {}
@@ -278,19 +281,26 @@ class GaussianDiffusion:
         Returns a dict with ``mean``, ``variance``, ``log_variance`` (of the reverse step),
         ``pred_x0`` (clipped to [-1, 1] when ``clip_denoised``) and ``pred_eps`` (the noise
         consistent with x_t and ``pred_x0``). For ``eps``, ``x0`` and ``v`` predictions the
-        mean is mu~(x_t, pred_x0) (DDPM eq. 7, which for eps equals eq. 11); a ``mean``
-        prediction is the mean itself.
+        mean is mu~(x_t, pred_x0) (DDPM eq. 7, which for eps equals eq. 11), so clipping
+        x0 moves the mean. A ``mean`` prediction is the mean itself and clipping changes
+        only the reported ``pred_x0``, as in DDPM's and guided-diffusion's code; on a
+        respaced chain the network's one-step mean becomes the kept step's mean
+        mu~(x_t, x0) through its unclipped x0 (guided-diffusion keeps the one-step mean there).
         """
         output, var_output = self.split_output(model_output, x_t)
         variance, log_variance = self._variance_from_output(var_output, x_t, t)
         pred_x0 = self._x0_from_prediction(output, x_t, t)
+        mean = None
+        if self.prediction == "mean":
+            mean = output if self._trained_steps else self.q_posterior(pred_x0, x_t, t)[0]
         if clip_denoised:
             pred_x0 = pred_x0.clamp(-1.0, 1.0)
         if self.prediction == "eps" and not clip_denoised:
             pred_eps = output
         else:
             pred_eps = self.eps_from_x0(x_t, t, pred_x0)
-        mean, _, _ = self.q_posterior(pred_x0, x_t, t)
+        if mean is None:
+            mean = self.q_posterior(pred_x0, x_t, t)[0]
         return {
             "mean": mean,
             "variance": variance,
@@ -474,4 +484,5 @@ class GaussianDiffusion:
         )
         for name in ("trained_coef1", "trained_coef2"):
             respaced._tables[name] = self._tables[name][kept]
+        respaced._trained_steps = self._trained_steps and len(kept) == self.num_timesteps
         return respaced

@@ -93,7 +93,10 @@ def space_timesteps(num_timesteps: int, spec: str | int | Iterable[int]) -> list
       increasing: the quadratic selection of DDIM appendix D.2, dense near the data.
     - ``"N"`` or ``"N1,N2,..."``: the chain is cut into as many equal sections as counts
       are given (earlier sections take one extra step when T does not divide) and each
-      section keeps its count of steps, evenly strided from its first to its last step.
+      section keeps its count of steps, evenly strided from its first to its last step
+      exactly as the released Improved DDPM / ADM code strides them (see
+      :func:`_strided`), so that a released checkpoint sampled with N steps visits the
+      same timesteps here as there.
     - an integer N (same as ``"N"``) or an explicit collection of timestep indices.
 
     Returns the sorted kept indices.
@@ -154,7 +157,23 @@ def _section_spacing(num_timesteps: int, counts: list[int]) -> list[int]:
                 f"section {section} has {size} steps; cannot keep {count} of them "
                 f"(spacing {','.join(map(str, counts))} over {num_timesteps} steps)"
             )
-        stride = 1.0 if count == 1 else (size - 1) / (count - 1)
-        kept.extend(start + round(i * stride) for i in range(count))
+        kept.extend(start + offset for offset in _strided(size, count))
         start += size
     return sorted(set(kept))
+
+
+def _strided(size: int, count: int) -> list[int]:
+    """``count`` offsets spread evenly over a section of ``size`` steps, first and last
+    included, as improved-diffusion's and guided-diffusion's ``space_timesteps`` take them.
+
+    The fractional stride (size - 1) / (count - 1) is added up in floating point and each
+    running sum is rounded with Python's ``round`` (half to even). Rounding ``i * stride``
+    instead differs in the last bit of the sum and so keeps another step for 278 of the
+    counts 2..1000 at T = 1000 (``"21"`` keeps 500 instead of the reference's 499).
+    """
+    stride = 1.0 if count == 1 else (size - 1) / (count - 1)
+    offsets, position = [], 0.0
+    for _ in range(count):
+        offsets.append(round(position))
+        position += stride
+    return offsets

@@ -50,8 +50,8 @@ class TrainConfig:
         (0.9999,),
     )
     ema_warmup: bool = _doc(
-        "use decay min(rate, (1 + n) / (10 + n)) after n updates, so short runs average "
-        "over their recent steps instead of their random start",
+        "the update that follows n earlier ones uses decay min(rate, (1 + n) / (10 + n)), "
+        "so short runs average over their recent steps instead of their random start",
         True,
     )
     p_uncond: float | None = _doc(

@@ -1,9 +1,12 @@
 """Exponential moving averages of the weights (DDPM appendix B: decay 0.9999).
 
-After the n-th optimizer update every average moves as ema <- d ema + (1 - d) theta with
-d = rate, or, with warm-up, d = min(rate, (1 + n) / (10 + n)) (the warm-up of
-TensorFlow's ExponentialMovingAverage with ``num_updates``): early averages forget their
-random start quickly, so a run of a few thousand steps already has useful EMA weights.
+After every optimizer update each average moves as ema <- d ema + (1 - d) theta with
+d = rate, or, with warm-up, d = min(rate, (1 + n) / (10 + n)) where n counts the updates
+*before* this one: the first update uses d = 1/10, the second 2/11, the third 3/12. This
+is the warm-up of TensorFlow's ExponentialMovingAverage with ``num_updates`` = n (TF code
+that passes a global step already incremented by the optimizer starts at 2/11 instead,
+one update later). Early averages forget their random start quickly, so a run of a few
+thousand steps already has useful EMA weights. The papers' recipes use no warm-up.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ class EMA:
 
     model:  the network whose ``state_dict`` is averaged (integer buffers are copied).
     rates:  the decay rates, e.g. (0.9999,).
-    warmup: use the warm-up decay min(rate, (1 + n) / (10 + n)).
+    warmup: use the warm-up decay min(rate, (1 + n) / (10 + n)), n = earlier updates.
     """
 
     def __init__(self, model: nn.Module, rates: Iterable[float], warmup: bool = True) -> None:

@@ -70,12 +70,21 @@ class Precision:
         if self.scaler:
             self.scaler.unscale_(optimizer)
 
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.scaler:
-            self.scaler.step(optimizer)
-            self.scaler.update()
-        else:
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Take the optimizer step; False when the gradient scaler skipped it.
+
+        The scaler skips a step whose gradients overflowed (inf or nan) and then halves
+        its scale, and only then: the scale falling is how a skip shows. The caller must
+        not count a skipped step as an update nor fold it into the EMA (guided-diffusion's
+        ``MixedPrecisionTrainer.optimize`` returns the same flag for the same reason).
+        """
+        if not self.scaler:
             optimizer.step()
+            return True
+        scale = self.scaler.get_scale()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        return self.scaler.get_scale() >= scale
 
     def state_dict(self) -> dict[str, Any]:
         """The scaler's state as plain JSON (empty without a scaler)."""

@@ -46,10 +46,14 @@ TRAINER_FORMAT = "diffuse-trainer-state"
 class Progress:
     """Counters of a run, saved in ``trainer.json``.
 
-    step:             training steps done (batches consumed).
+    step:             training steps done (batches consumed), skipped ones included: the
+                      data order, the random draws and the learning rate follow it, as
+                      guided-diffusion's step counter does.
     updates:          optimizer updates done (steps minus skipped ones): the EMA warm-up's n.
-    skipped:          steps skipped because their loss was not finite.
-    consecutive_bad:  non-finite steps in a row up to now.
+    skipped:          steps without an update: their loss was not finite, or (fp16) the
+                      gradient scaler found their gradients overflowing and skipped them.
+    consecutive_bad:  non-finite losses in a row up to now (scaler skips do not count: the
+                      scaler recovers from them by lowering its scale).
     """
 
     step: int = 0

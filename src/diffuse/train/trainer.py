@@ -58,7 +58,8 @@ class TrainResult:
     interrupted:  "SIGINT" or "SIGTERM" when a signal stopped the run early, else None.
     seconds:      wall-clock time of the training steps.
     images_per_s: training images per second (all processes).
-    skipped:      steps skipped for a non-finite loss, over the whole run.
+    skipped:      steps without an optimizer update (a non-finite loss, or fp16 gradients
+                  the scaler found overflowing), over the whole run.
     evaluation:   statistics on held-out images at the end (a classifier's accuracy per
                   timestep quarter), or None.
     rank:         the process that returns this (0 in a single-process run).
@@ -256,9 +257,13 @@ class Trainer:
             clip = config.grad_clip if config.grad_clip > 0 else math.inf
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             summary["grad_norm"] = float(norm)
-            self.precision.step(state.optimizer)
-            state.ema.update(state.progress.updates)
-            state.progress.updates += 1
+            # An fp16 step the gradient scaler skips is no update: the weights, AdamW's
+            # moments, the EMA and its warm-up count stay; the step still counts as done.
+            if self.precision.step(state.optimizer):
+                state.ema.update(state.progress.updates)
+                state.progress.updates += 1
+            else:
+                state.progress.skipped += 1
             state.progress.consecutive_bad = 0
             self.objective.observe(draws.t, stats)
         else:
