@@ -33,13 +33,15 @@ REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    """No network, no $DIFFUSE_DATA, and system and cache folders inside tmp_path."""
+    """No network, no $DIFFUSE_DATA or $DIFFUSE_CACHE, and system and cache folders inside
+    tmp_path."""
 
     def no_network(url, destination, description):
         raise AssertionError(f"a test tried to download {url}")
 
     monkeypatch.setattr(download_module, "fetch_url", no_network)
     monkeypatch.delenv("DIFFUSE_DATA", raising=False)
+    monkeypatch.delenv("DIFFUSE_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(locate_module, "SYSTEM_DATA_ROOT", tmp_path / "system")
 
