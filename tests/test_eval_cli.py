@@ -9,9 +9,10 @@ from PIL import Image
 from diffuse.cli import main
 from diffuse.data import load_dataset
 from diffuse.errors import DataError, MissingFileError
+from diffuse.eval import fid, inception_features
 from diffuse.eval.features import InceptionActivations
 from diffuse.eval.metrics import GaussianStatistics
-from diffuse.eval.reference import ReferenceStatistics
+from diffuse.eval.reference import ReferenceStatistics, reference_images
 from diffuse.eval.samples import load_samples
 
 
@@ -35,9 +36,46 @@ def test_eval_of_the_reference_images_themselves_gives_fid_0_and_precision_recal
     assert metrics["precision"] == metrics["recall"] == 1.0
     table = capsys.readouterr().out
     assert "FID" in table and "precision (k=3)" in table and "6 samples" in table
-    (cached,) = cache.iterdir()  # keyed by data set, split, count, resolution, network
-    assert cached.name == "digits-train-n6-8px-7ff4a85c3a6378f0.npz"
+    (cached,) = cache.iterdir()  # named by data set, split, count, resolution, network
+    assert cached.name.startswith("digits-train-n6-native-7ff4a85c3a6378f0-")
     assert ReferenceStatistics.load(cached).info["n"] == 6
+
+
+def write_images(folder, images):
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    return folder
+
+
+def test_cli_gives_the_fid_of_the_python_functions_on_folders_of_two_sizes(tmp_path):
+    # The real network. Samples 20x16, reference images 9x12: both go to the network at
+    # their own size (resized to 299x299 there); neither is cropped to the other's size.
+    rng = np.random.default_rng(3)
+    samples = write_images(tmp_path / "samples", rng.integers(0, 256, (2, 16, 20, 3), np.uint8))
+    ref = write_images(tmp_path / "ref", rng.integers(0, 256, (2, 12, 9, 3), np.uint8))
+    out = tmp_path / "fid.json"
+    argv = ["eval", str(samples), "--ref", str(ref), "--metrics", "fid", "--json", str(out)]
+    assert main([*argv, "--no-cache", "--no-progress"]) == 0
+    by_cli = json.loads(out.read_text())["metrics"]["fid"]
+    np.testing.assert_array_equal(reference_images(ref), load_samples(ref))
+    by_python = fid(
+        inception_features(load_samples(samples), progress=False),
+        inception_features(load_samples(ref), progress=False),
+    )
+    # The same pixels through the same network; only the order of the calls differs, and
+    # the float32 kernels may split their sums differently between runs.
+    assert by_cli == pytest.approx(by_python, rel=1e-6)
+
+
+def test_reference_folder_is_read_at_its_own_size_unless_a_size_is_asked(tmp_path):
+    ref = write_images(tmp_path / "ref", np.zeros((3, 12, 9, 3), np.uint8))
+    assert reference_images(ref).shape == (3, 12, 9, 3)
+    assert reference_images(ref, image_size=8, n=2).shape == (2, 8, 8, 3)  # centre-cropped
+    Image.new("RGB", (10, 10)).save(ref / "other.png")
+    with pytest.raises(DataError, match=r"one size .*--ref-size N"):
+        reference_images(ref)
+    assert reference_images(ref, image_size=8).shape == (4, 8, 8, 3)
 
 
 def test_bad_samples_are_named_and_existing_results_survive(tmp_path, capsys):
@@ -109,8 +147,9 @@ def test_missing_samples_are_refused(tmp_path):
 
 
 def test_reference_statistics_round_trip(tmp_path):
+    # float32 values in float64 arrays, as the network gives them
     rng = np.random.default_rng(2)
-    pool, spatial = rng.standard_normal((10, 2048)), rng.standard_normal((10, 2023))
+    pool, spatial = (rng.standard_normal((10, d), np.float32).astype(float) for d in (2048, 2023))
     reference = ReferenceStatistics.from_activations(
         InceptionActivations(pool, spatial), {"dataset": "x"}
     )

@@ -1,8 +1,19 @@
 """``diffuse eval SAMPLES --ref DATASET_OR_STATS``: FID, sFID, IS and precision/recall.
 
 SAMPLES is an .npz (``arr_0``: uint8 [N, H, W, C]), an .npy or a folder of images. The
-reference is a data set name (its statistics are computed once and cached) or an .npz of
-statistics: one this command cached, or a guided-diffusion reference batch.
+reference is a data set name or a folder of images (their statistics are computed once
+and cached) or an .npz of statistics: one this command cached, or a guided-diffusion
+reference batch.
+
+Samples and reference images alike go to the Inception network at their own size, which
+resizes them to 299x299 (the FID convention): the numbers equal those of
+``fid(inception_features(load_samples(SAMPLES)), inception_features(reference_images(REF)))``
+in Python. --ref-size N instead fits the reference images to NxN as training does (a
+named set padded or resized, a folder's images centre-cropped and resized).
+
+The cache holds what the metrics asked for need, keyed by the data set or the folder's
+resolved path and checked against a fingerprint of its files: a changed folder is
+measured again. The command says where statistics were read or written.
 """
 
 from __future__ import annotations
@@ -10,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffuse.cli.common import add_command, add_reference_options, load_reference
-from diffuse.eval.evaluate import METRICS, evaluate
+from diffuse.eval.evaluate import METRICS, evaluate, parse_metrics
 from diffuse.eval.features import DEFAULT_BATCH_SIZE, DTYPES, InceptionExtractor
 from diffuse.eval.samples import load_samples
 from diffuse.io import atomic_write_json
@@ -32,7 +43,9 @@ def register(subparsers) -> None:
     parser.add_argument("samples", help=".npz (arr_0 uint8 NHWC), .npy or folder of images")
     add_reference_options(parser)
     parser.add_argument(
-        "--ref-size", type=int, help="reference resolution (default: the samples' size)"
+        "--ref-size",
+        type=int,
+        help="fit the reference images to NxN as training does (default: their own size)",
     )
     parser.add_argument(
         "--metrics",
@@ -52,15 +65,15 @@ def run(args) -> int:
     extractor = InceptionExtractor(
         args.inception_weights, device=args.device, dtype=args.dtype, batch_size=args.batch_size
     )
+    metrics = parse_metrics(args.metrics, extractor.has_logits)
     progress = not args.no_progress
-    reference = load_reference(args, args.ref_size or max(samples.shape[1:3]), extractor, progress)
+    reference = load_reference(args, metrics, extractor, progress, args.ref_size)
     results = evaluate(
-        samples, reference, metrics=args.metrics, extractor=extractor, k=args.k, progress=progress
+        samples, reference, metrics=metrics, extractor=extractor, k=args.k, progress=progress
     )
     print_table(results, args.k)
-    described = ", ".join(f"{key} {value}" for key, value in reference.info.items())
     print(f"{len(samples)} samples {list(samples.shape[1:])} from {args.samples}")
-    print(f"reference: {described}")
+    print(f"reference: {reference.describe()}")
     print(f"network: sha256 {extractor.sha256[:16]}, {args.dtype}")
     if args.json:
         atomic_write_json(

@@ -51,6 +51,8 @@ def evaluate(
     """
     extractor = extractor or InceptionExtractor()
     chosen = parse_metrics(metrics, extractor.has_logits)
+    if "fid" in chosen and reference.pool is None:
+        raise ConfigError("the reference has no pool_3 statistics (mu, sigma) for FID")
     if "sfid" in chosen and reference.spatial is None:
         raise ConfigError("the reference has no spatial statistics (mu_s, sigma_s) for sFID")
     if "pr" in chosen and reference.features is None:
