@@ -43,7 +43,7 @@ def write_folder(folder: Path, images: np.ndarray, start: int = 0) -> Path:
 
 
 def evaluate(samples: Path, ref: str, out: Path, *options: str) -> dict:
-    argv = ["eval", str(samples), "--ref", ref, "--json", str(out), *options]
+    argv = ["eval", str(samples), "--ref", ref, "--json", str(out), "--overwrite", *options]
     assert main([*argv, "--no-progress"]) == 0
     return json.loads(out.read_text())
 

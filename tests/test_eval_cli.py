@@ -6,14 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import diffuse.cli.eval as eval_cli
 from diffuse.cli import main
 from diffuse.data import load_dataset
 from diffuse.errors import DataError, MissingFileError
 from diffuse.eval import fid, inception_features
+from diffuse.eval.evaluate import SmallSampleWarning, evaluate, small_sample_message
 from diffuse.eval.features import InceptionActivations
 from diffuse.eval.metrics import GaussianStatistics
 from diffuse.eval.reference import ReferenceStatistics, reference_images
 from diffuse.eval.samples import load_samples
+from stand_in_network import ProjectedPixels, replace_inception
 
 
 def test_eval_of_the_reference_images_themselves_gives_fid_0_and_precision_recall_1(
@@ -78,11 +81,72 @@ def test_reference_folder_is_read_at_its_own_size_unless_a_size_is_asked(tmp_pat
     assert reference_images(ref, image_size=8).shape == (4, 8, 8, 3)
 
 
+def test_existing_json_is_refused_before_any_work_and_replaced_with_overwrite(
+    tmp_path, monkeypatch, capsys
+):
+    made = replace_inception(monkeypatch, eval_cli)
+    digits = load_dataset("digits", split="train", class_cond=False).uint8(range(6))
+    samples, out = tmp_path / "samples.npz", tmp_path / "results.json"
+    np.savez(samples, arr_0=digits)
+    out.write_text('{"kept": true}\n')
+    argv = [
+        "eval", str(samples), "--ref", "digits", "--ref-n", "6", "--metrics", "fid",
+        "--json", str(out), "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(out) in error and "--overwrite" in error
+    assert out.read_text() == '{"kept": true}\n' and made == []
+    assert main([*argv, "--overwrite"]) == 0
+    assert json.loads(out.read_text())["num_samples"] == 6
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["results.json", "samples.npz"]
+    assert main([*argv[:-3], "--json", str(tmp_path), "--no-progress"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_fewer_samples_than_feature_dimensions_warn_once_and_counts_are_said(
+    tmp_path, monkeypatch, capsys
+):
+    # The stand-in network has 6-d features: 4 samples are too few, 8 are enough.
+    replace_inception(monkeypatch, eval_cli)
+    digits = load_dataset("digits", split="train", class_cond=False).uint8(range(8))
+    out = tmp_path / "results.json"
+    for count in (4, 8):
+        np.savez(tmp_path / f"{count}.npz", arr_0=digits[:count])
+    argv = ["--ref", "digits", "--ref-n", "8", "--metrics", "fid,sfid", "--no-progress"]
+    assert main(["eval", str(tmp_path / "4.npz"), *argv, "--json", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert printed.err.splitlines() == [
+        "diffuse eval: warning: " + small_sample_message(4, 8, 6)
+    ]  # once, for FID and sFID
+    assert "FID from 4 samples and 8 reference images, fewer than the 6" in printed.err
+    assert "4 samples [8, 8, 1]" in printed.out
+    assert "reference: 8 images of digits train at 8x8 (native size)" in printed.out
+    results = json.loads(out.read_text())
+    assert (results["num_samples"], results["num_reference"]) == (4, 8)
+    assert results["warnings"] == [small_sample_message(4, 8, 6)]
+    assert main(["eval", str(tmp_path / "8.npz"), *argv]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_evaluate_warns_once_in_python_and_says_when_the_reference_count_is_unknown():
+    digits = load_dataset("digits", split="train", class_cond=False).uint8(range(8))
+    network = ProjectedPixels()
+    reference = ReferenceStatistics.from_activations(network(digits, spatial=True), {"n": 8})
+    with pytest.warns(SmallSampleWarning) as caught:
+        evaluate(digits[:3], reference, metrics="fid,sfid", extractor=network, progress=False)
+    assert len(caught) == 1 and "3 samples and 8 reference images" in str(caught[0].message)
+    assert "an unknown number of reference images" in small_sample_message(10, None, 2048)
+    assert small_sample_message(2048, None, 2048) is None
+    assert small_sample_message(50_000, 2047, 2048) is not None
+
+
 def test_bad_samples_are_named_and_existing_results_survive(tmp_path, capsys):
     samples, out = tmp_path / "samples.npz", tmp_path / "results.json"
     np.savez(samples, arr_0=np.zeros((4, 8, 8, 3), np.float32))
     out.write_text('{"kept": true}\n')
-    assert main(["eval", str(samples), "--ref", "digits", "--json", str(out)]) == 2
+    argv = ["eval", str(samples), "--ref", "digits", "--json", str(out), "--overwrite"]
+    assert main(argv) == 2
     error = capsys.readouterr().err
     assert str(samples) in error and "dtype float32" in error
     assert out.read_text() == '{"kept": true}\n'

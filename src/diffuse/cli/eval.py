@@ -18,10 +18,13 @@ measured again. The command says where statistics were read or written.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 from diffuse.cli.common import add_command, add_reference_options, load_reference
-from diffuse.eval.evaluate import METRICS, evaluate, parse_metrics
+from diffuse.errors import ConfigError, OutputExistsError
+from diffuse.eval.evaluate import METRICS, SmallSampleWarning, evaluate, parse_metrics
 from diffuse.eval.features import DEFAULT_BATCH_SIZE, DTYPES, InceptionExtractor
 from diffuse.eval.samples import load_samples
 from diffuse.io import atomic_write_json
@@ -52,6 +55,7 @@ def register(subparsers) -> None:
         help=f"comma-separated subset of {','.join(METRICS)} (default: all the weights allow)",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--device", help="torch device (cuda when available, else cpu)")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
@@ -61,6 +65,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    check_output(args.json, args.overwrite)
     samples = load_samples(args.samples)
     extractor = InceptionExtractor(
         args.inception_weights, device=args.device, dtype=args.dtype, batch_size=args.batch_size
@@ -68,9 +73,18 @@ def run(args) -> int:
     metrics = parse_metrics(args.metrics, extractor.has_logits)
     progress = not args.no_progress
     reference = load_reference(args, metrics, extractor, progress, args.ref_size)
-    results = evaluate(
-        samples, reference, metrics=metrics, extractor=extractor, k=args.k, progress=progress
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SmallSampleWarning)
+        results = evaluate(
+            samples, reference, metrics=metrics, extractor=extractor, k=args.k, progress=progress
+        )
+    cautions = []
+    for item in caught:
+        if issubclass(item.category, SmallSampleWarning):
+            cautions.append(str(item.message))
+            print(f"diffuse eval: warning: {item.message}", file=sys.stderr)
+        else:  # not ours: shown as Python would have shown it
+            warnings.showwarning(item.message, item.category, item.filename, item.lineno)
     print_table(results, args.k)
     print(f"{len(samples)} samples {list(samples.shape[1:])} from {args.samples}")
     print(f"reference: {reference.describe()}")
@@ -82,14 +96,29 @@ def run(args) -> int:
                 "samples": str(args.samples),
                 "num_samples": len(samples),
                 "sample_shape": list(samples.shape[1:]),
+                "num_reference": reference.n,
                 "reference": reference.info,
                 "network_sha256": extractor.sha256,
                 "dtype": args.dtype,
                 "k": args.k,
                 "metrics": results,
+                "warnings": cautions,
             },
         )
+        print(f"wrote {args.json}")
     return 0
+
+
+def check_output(path: Path | None, overwrite: bool) -> None:
+    """Refuse an existing --json file (unless ``overwrite``) or a folder, before any work."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"--json {path} is a folder; give the path of a .json file")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{path} already exists; choose another --json file or pass --overwrite"
+        )
 
 
 def print_table(results: dict[str, float], k: int) -> None:
