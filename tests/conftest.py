@@ -4,14 +4,15 @@ Under pytest-xdist each worker uses one intra-op thread: the default run is two 
 on two cores, and OpenMP threads that wait on a busy core cost ~10 ms per operation. A run
 without workers (the slow tests, one at a time) keeps torch's default, every core.
 
-Every test runs hermetically: the download cache and ``$XDG_CACHE_HOME`` point into the
-test's own temporary folder, ``$DIFFUSE_DATA`` is unset, the system data-set folder
-(``/usr/share/datasets``) is hidden, ``$DIFFUSE_OFFLINE`` turns downloads off (in
-subprocesses too), and a connection to any address other than this machine's loopback
-fails the test. So the default run behaves the same on a machine with every data set
-installed and on a fresh one. A test that needs a full data set says so with
-``@pytest.mark.needs_data("fashion-mnist")``: it sees the real search places and is
-skipped, with the reason, where the data set is not installed.
+Every test runs hermetically: diffuse's cache (``$DIFFUSE_CACHE``: downloads, reference
+statistics) and ``$XDG_CACHE_HOME`` point into fresh temporary folders of the test's own,
+so no test reads what another cached and none writes into the home folder;
+``$DIFFUSE_DATA`` is unset, the system data-set folder (``/usr/share/datasets``) is hidden,
+``$DIFFUSE_OFFLINE`` turns downloads off (in subprocesses too), and a connection to any
+address other than this machine's loopback fails the test. So the default run behaves the
+same on a machine with every data set installed and on a fresh one. A test that needs a
+full data set says so with ``@pytest.mark.needs_data("fashion-mnist")``: it sees the real
+search places and is skipped, with the reason, where the data set is not installed.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ def _missing_reason(name: str) -> str | None:
 @pytest.fixture(autouse=True)
 def hermetic(request, monkeypatch, tmp_path_factory) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv(locate_module.CACHE_ENV_VAR, str(tmp_path_factory.mktemp("diffuse-cache")))
     monkeypatch.setenv(locate_module.OFFLINE_VAR, "1")
     marker = request.node.get_closest_marker("needs_data")
     if marker is None:

@@ -33,14 +33,16 @@ REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch, tmp_path):
-    """System and cache folders inside tmp_path, and downloads that fail unless a test
-    publishes fake files (see ``publish``); $DIFFUSE_OFFLINE is lifted so that they can."""
+    """System and cache folders inside tmp_path, no $DIFFUSE_CACHE, and downloads that fail
+    unless a test publishes fake files (see ``publish``); $DIFFUSE_OFFLINE is lifted so that
+    they can."""
 
     def no_network(url, destination, description):
         raise AssertionError(f"a test tried to download {url}")
 
     monkeypatch.setattr(download_module, "fetch_url", no_network)
     monkeypatch.delenv(locate_module.OFFLINE_VAR)
+    monkeypatch.delenv(locate_module.CACHE_ENV_VAR, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(locate_module, "SYSTEM_DATA_ROOT", tmp_path / "system")
 

@@ -6,13 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import diffuse.cli.eval as eval_cli
 from diffuse.cli import main
 from diffuse.data import load_dataset
 from diffuse.errors import DataError, MissingFileError
+from diffuse.eval import fid, inception_features
+from diffuse.eval.evaluate import SmallSampleWarning, evaluate, small_sample_message
 from diffuse.eval.features import InceptionActivations
 from diffuse.eval.metrics import GaussianStatistics
-from diffuse.eval.reference import ReferenceStatistics
+from diffuse.eval.reference import ReferenceStatistics, reference_images
 from diffuse.eval.samples import load_samples
+from stand_in_network import ProjectedPixels, replace_inception
 
 
 def test_eval_of_the_reference_images_themselves_gives_fid_0_and_precision_recall_1(
@@ -35,16 +39,114 @@ def test_eval_of_the_reference_images_themselves_gives_fid_0_and_precision_recal
     assert metrics["precision"] == metrics["recall"] == 1.0
     table = capsys.readouterr().out
     assert "FID" in table and "precision (k=3)" in table and "6 samples" in table
-    (cached,) = cache.iterdir()  # keyed by data set, split, count, resolution, network
-    assert cached.name == "digits-train-n6-8px-7ff4a85c3a6378f0.npz"
+    (cached,) = cache.iterdir()  # named by data set, split, count, resolution, network
+    assert cached.name.startswith("digits-train-n6-native-7ff4a85c3a6378f0-")
     assert ReferenceStatistics.load(cached).info["n"] == 6
+
+
+def write_images(folder, images):
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    return folder
+
+
+def test_cli_gives_the_fid_of_the_python_functions_on_folders_of_two_sizes(tmp_path):
+    # The real network. Samples 20x16, reference images 9x12: both go to the network at
+    # their own size (resized to 299x299 there); neither is cropped to the other's size.
+    rng = np.random.default_rng(3)
+    samples = write_images(tmp_path / "samples", rng.integers(0, 256, (2, 16, 20, 3), np.uint8))
+    ref = write_images(tmp_path / "ref", rng.integers(0, 256, (2, 12, 9, 3), np.uint8))
+    out = tmp_path / "fid.json"
+    argv = ["eval", str(samples), "--ref", str(ref), "--metrics", "fid", "--json", str(out)]
+    assert main([*argv, "--no-cache", "--no-progress"]) == 0
+    by_cli = json.loads(out.read_text())["metrics"]["fid"]
+    np.testing.assert_array_equal(reference_images(ref), load_samples(ref))
+    by_python = fid(
+        inception_features(load_samples(samples), progress=False),
+        inception_features(load_samples(ref), progress=False),
+    )
+    # The same pixels through the same network; only the order of the calls differs, and
+    # the float32 kernels may split their sums differently between runs.
+    assert by_cli == pytest.approx(by_python, rel=1e-6)
+
+
+def test_reference_folder_is_read_at_its_own_size_unless_a_size_is_asked(tmp_path):
+    ref = write_images(tmp_path / "ref", np.zeros((3, 12, 9, 3), np.uint8))
+    assert reference_images(ref).shape == (3, 12, 9, 3)
+    assert reference_images(ref, image_size=8, n=2).shape == (2, 8, 8, 3)  # centre-cropped
+    Image.new("RGB", (10, 10)).save(ref / "other.png")
+    with pytest.raises(DataError, match=r"one size .*--ref-size N"):
+        reference_images(ref)
+    assert reference_images(ref, image_size=8).shape == (4, 8, 8, 3)
+
+
+def test_existing_json_is_refused_before_any_work_and_replaced_with_overwrite(
+    tmp_path, monkeypatch, capsys
+):
+    made = replace_inception(monkeypatch, eval_cli)
+    digits = load_dataset("digits", split="train", class_cond=False).uint8(range(6))
+    samples, out = tmp_path / "samples.npz", tmp_path / "results.json"
+    np.savez(samples, arr_0=digits)
+    out.write_text('{"kept": true}\n')
+    argv = [
+        "eval", str(samples), "--ref", "digits", "--ref-n", "6", "--metrics", "fid",
+        "--json", str(out), "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(out) in error and "--overwrite" in error
+    assert out.read_text() == '{"kept": true}\n' and made == []
+    assert main([*argv, "--overwrite"]) == 0
+    assert json.loads(out.read_text())["num_samples"] == 6
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["results.json", "samples.npz"]
+    assert main([*argv[:-3], "--json", str(tmp_path), "--no-progress"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_fewer_samples_than_feature_dimensions_warn_once_and_counts_are_said(
+    tmp_path, monkeypatch, capsys
+):
+    # The stand-in network has 6-d features: 4 samples are too few, 8 are enough.
+    replace_inception(monkeypatch, eval_cli)
+    digits = load_dataset("digits", split="train", class_cond=False).uint8(range(8))
+    out = tmp_path / "results.json"
+    for count in (4, 8):
+        np.savez(tmp_path / f"{count}.npz", arr_0=digits[:count])
+    argv = ["--ref", "digits", "--ref-n", "8", "--metrics", "fid,sfid", "--no-progress"]
+    assert main(["eval", str(tmp_path / "4.npz"), *argv, "--json", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert printed.err.splitlines() == [
+        "diffuse eval: warning: " + small_sample_message(4, 8, 6)
+    ]  # once, for FID and sFID
+    assert "FID from 4 samples and 8 reference images, fewer than the 6" in printed.err
+    assert "4 samples [8, 8, 1]" in printed.out
+    assert "reference: 8 images of digits train at 8x8 (native size)" in printed.out
+    results = json.loads(out.read_text())
+    assert (results["num_samples"], results["num_reference"]) == (4, 8)
+    assert results["warnings"] == [small_sample_message(4, 8, 6)]
+    assert main(["eval", str(tmp_path / "8.npz"), *argv]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_evaluate_warns_once_in_python_and_says_when_the_reference_count_is_unknown():
+    digits = load_dataset("digits", split="train", class_cond=False).uint8(range(8))
+    network = ProjectedPixels()
+    reference = ReferenceStatistics.from_activations(network(digits, spatial=True), {"n": 8})
+    with pytest.warns(SmallSampleWarning) as caught:
+        evaluate(digits[:3], reference, metrics="fid,sfid", extractor=network, progress=False)
+    assert len(caught) == 1 and "3 samples and 8 reference images" in str(caught[0].message)
+    assert "an unknown number of reference images" in small_sample_message(10, None, 2048)
+    assert small_sample_message(2048, None, 2048) is None
+    assert small_sample_message(50_000, 2047, 2048) is not None
 
 
 def test_bad_samples_are_named_and_existing_results_survive(tmp_path, capsys):
     samples, out = tmp_path / "samples.npz", tmp_path / "results.json"
     np.savez(samples, arr_0=np.zeros((4, 8, 8, 3), np.float32))
     out.write_text('{"kept": true}\n')
-    assert main(["eval", str(samples), "--ref", "digits", "--json", str(out)]) == 2
+    argv = ["eval", str(samples), "--ref", "digits", "--json", str(out), "--overwrite"]
+    assert main(argv) == 2
     error = capsys.readouterr().err
     assert str(samples) in error and "dtype float32" in error
     assert out.read_text() == '{"kept": true}\n'
@@ -109,8 +211,9 @@ def test_missing_samples_are_refused(tmp_path):
 
 
 def test_reference_statistics_round_trip(tmp_path):
+    # float32 values in float64 arrays, as the network gives them
     rng = np.random.default_rng(2)
-    pool, spatial = rng.standard_normal((10, 2048)), rng.standard_normal((10, 2023))
+    pool, spatial = (rng.standard_normal((10, d), np.float32).astype(float) for d in (2048, 2023))
     reference = ReferenceStatistics.from_activations(
         InceptionActivations(pool, spatial), {"dataset": "x"}
     )

@@ -232,4 +232,4 @@ def test_cli_inception_space_finds_the_training_images_themselves(digits, tmp_pa
     assert (
         max(row[0] for row in table["distances"]) < 1e-3 < min(row[1] for row in table["distances"])
     )
-    assert len(list(cache.iterdir())) == 1  # the data's features, cached for eval too
+    assert len(list(cache.iterdir())) == 1  # the data's features at the samples' size

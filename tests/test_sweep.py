@@ -9,14 +9,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import diffuse.cli.sweep as sweep_cli
 from diffuse.checkpoint import save_checkpoint
 from diffuse.cli import main
 from diffuse.data import load_dataset
 from diffuse.errors import ConfigError
-from diffuse.eval.features import InceptionActivations
 from diffuse.eval.metrics import fid, precision_recall
 from diffuse.eval.reference import ReferenceStatistics
 from diffuse.eval.sweep import (
@@ -28,27 +26,7 @@ from diffuse.eval.sweep import (
 )
 from diffuse.sample import SamplerSettings, Stage, generate
 from sample_models import DIFFUSION, base_unet, classifier
-
-
-class ProjectedPixels:
-    """A stand-in for the Inception network: 'pool' features are a fixed random projection
-    of the pixels (6-d), the 'spatial' and 'logits' ones parts of them."""
-
-    has_logits = True
-    sha256 = "f" * 64
-    tag = "projected-pixels"
-    dtype = torch.float32
-
-    def __init__(self):
-        self.calls = 0
-        self.projection = np.random.default_rng(0).normal(size=(64, 6))
-
-    def __call__(self, images, *, spatial=False, logits=False, progress=True):
-        self.calls += 1
-        pool = np.asarray(images, np.float64).reshape(len(images), -1) / 255 @ self.projection
-        return InceptionActivations(
-            pool, pool[:, :3] if spatial else None, pool[:, :4] if logits else None
-        )
+from stand_in_network import ProjectedPixels, replace_inception
 
 
 @pytest.fixture(scope="module")
@@ -175,14 +153,7 @@ def checkpoints(tmp_path_factory):
 @pytest.fixture
 def stand_in(monkeypatch):
     """`diffuse sweep` with the stand-in network in place of the Inception."""
-    made = []
-
-    def extractor(weights=None, *, device=None):
-        made.append(ProjectedPixels())
-        return made[-1]
-
-    monkeypatch.setattr(sweep_cli, "InceptionExtractor", extractor)
-    return made
+    return replace_inception(monkeypatch, sweep_cli)
 
 
 def test_cli_sweeps_steps_for_two_samplers(checkpoints, stand_in, tmp_path, capsys):

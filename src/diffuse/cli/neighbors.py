@@ -88,6 +88,7 @@ def run(args) -> int:
         extractor = InceptionExtractor(args.inception_weights, device=device)
         reference = dataset_reference(
             args.data,
+            metrics=("pr",),  # the pool_3 features themselves
             split=args.split,
             n=args.n_data,
             image_size=height,

@@ -86,9 +86,9 @@ def run(args) -> int:
     points = sweep_points(base, args.param, values, samplers=samplers, spacing=args.spacing)
     check_request(base, args.n, classes=classes, batch_size=args.batch_size)
     extractor = InceptionExtractor(args.inception_weights, device=device_of(args))
-    sweep_metrics(args.metrics, None, extractor.has_logits, args.n, args.k)  # before the reference
+    wanted = sweep_metrics(args.metrics, None, extractor.has_logits, args.n, args.k)
     progress = not args.no_progress
-    reference = load_reference(args, base.model.image_size, extractor, progress)
+    reference = load_reference(args, wanted, extractor, progress, base.model.image_size)
     metrics = sweep_metrics(args.metrics, reference, extractor.has_logits, args.n, args.k)
     rows = []
     with atomic_directory(args.out, overwrite=args.overwrite) as folder:

@@ -5,7 +5,8 @@ Search order, first match wins:
 1. ``data_dir/<name>``, then ``data_dir`` (the ``--data-dir`` option);
 2. ``$DIFFUSE_DATA/<name>``, then ``$DIFFUSE_DATA``;
 3. ``/usr/share/datasets/<name>`` (Debian's ``dataset-*`` packages install there);
-4. the download cache, ``$XDG_CACHE_HOME/diffuse/<name>`` (default ``~/.cache/diffuse/<name>``).
+4. the download cache, :func:`user_cache_dir` ``(name)``: ``$DIFFUSE_CACHE/<name>``, else
+   ``$XDG_CACHE_HOME/diffuse/<name>``, else ``~/.cache/diffuse/<name>``.
 
 If none holds the files and downloading is allowed, they are downloaded into
 ``data_dir/<name>`` when a data_dir was given, else into the download cache. Setting
@@ -26,6 +27,7 @@ from diffuse.errors import DataError, MissingFileError
 
 ENV_VAR = "DIFFUSE_DATA"
 OFFLINE_VAR = "DIFFUSE_OFFLINE"
+CACHE_ENV_VAR = "DIFFUSE_CACHE"
 SYSTEM_DATA_ROOT = Path("/usr/share/datasets")
 
 Found = TypeVar("Found")
@@ -59,7 +61,15 @@ class Place:
 
 
 def user_cache_dir(name: str) -> Path:
-    """``$XDG_CACHE_HOME/diffuse/<name>``, by default ``~/.cache/diffuse/<name>``."""
+    """Folder ``name`` of diffuse's cache (downloads, reference statistics).
+
+    ``$DIFFUSE_CACHE/<name>`` when that variable is set (a test run points it into a
+    temporary folder), else ``$XDG_CACHE_HOME/diffuse/<name>``, by default
+    ``~/.cache/diffuse/<name>``.
+    """
+    own = os.environ.get(CACHE_ENV_VAR)
+    if own:
+        return Path(own).expanduser() / name
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "diffuse" / name
 

@@ -4,6 +4,8 @@
   pool_3 features (FID, precision/recall), spatial mixed_6 features (sFID) and logits
   (Inception Score), with TensorFlow-2015 Inception weights run in PyTorch.
 - :func:`fid`, :func:`inception_score`, :func:`precision_recall`: the metrics.
+- :func:`load_samples`, :func:`reference_images`: the images ``diffuse eval`` reads for
+  its samples and its reference, so that these functions give the command's numbers.
 """
 
 from diffuse.eval.features import InceptionActivations, InceptionExtractor, inception_features
@@ -14,6 +16,8 @@ from diffuse.eval.metrics import (
     inception_score,
     precision_recall,
 )
+from diffuse.eval.reference import reference_images
+from diffuse.eval.samples import load_samples
 
 __all__ = [
     "GaussianStatistics",
@@ -23,5 +27,7 @@ __all__ = [
     "frechet_distance",
     "inception_features",
     "inception_score",
+    "load_samples",
     "precision_recall",
+    "reference_images",
 ]

@@ -2,11 +2,13 @@
 
 ``evaluate(images, reference)`` runs the network once over the samples and returns
 FID, sFID, Inception Score and precision/recall (whichever are asked for and possible),
-as ``diffuse eval`` prints them.
+as ``diffuse eval`` prints them, and warns (:class:`SmallSampleWarning`) when FID is
+measured on fewer images than the features have dimensions.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 from diffuse.errors import ConfigError
@@ -15,6 +17,29 @@ from diffuse.eval.metrics import fid, inception_score, precision_recall
 from diffuse.eval.reference import ReferenceStatistics
 
 METRICS = ("fid", "sfid", "is", "pr")
+
+
+class SmallSampleWarning(UserWarning):
+    """FID (or sFID) of a set with fewer images than feature dimensions (2048 for pool_3).
+
+    The covariance of N < D vectors is singular (rank N - 1), and the FID estimator is
+    biased upwards, the more so the fewer the images (Chong & Forsyth 2020, "Effectively
+    Unbiased FID"): such values can be compared only between equal counts, not with
+    published FIDs (50,000 samples).
+    """
+
+
+def small_sample_message(n_samples: int, n_reference: int | None, dim: int) -> str | None:
+    """The warning for FID of ``n_samples`` against ``n_reference`` images (None: unknown)
+    with ``dim``-dimensional features, or None when both sets have at least ``dim``."""
+    if n_samples >= dim and (n_reference is None or n_reference >= dim):
+        return None
+    reference = "an unknown number of" if n_reference is None else str(n_reference)
+    return (
+        f"FID from {n_samples} samples and {reference} reference images, fewer than the "
+        f"{dim} feature dimensions: the covariance is singular and FID is biased upwards; "
+        "compare it only with FIDs of the same counts (published FIDs use 50,000 samples)"
+    )
 
 
 def parse_metrics(text: str | Iterable[str] | None, has_logits: bool) -> tuple[str, ...]:
@@ -47,10 +72,13 @@ def evaluate(
 
     Returns a dict with ``fid``, ``sfid``, ``is`` and ``is_std``, ``precision`` and
     ``recall`` for the metrics asked for (None: all the network supports); ``k`` is the
-    precision/recall neighbourhood size.
+    precision/recall neighbourhood size. Warns once (:class:`SmallSampleWarning`) when FID
+    or sFID is asked for and either set has fewer images than the 2048 feature dimensions.
     """
     extractor = extractor or InceptionExtractor()
     chosen = parse_metrics(metrics, extractor.has_logits)
+    if "fid" in chosen and reference.pool is None:
+        raise ConfigError("the reference has no pool_3 statistics (mu, sigma) for FID")
     if "sfid" in chosen and reference.spatial is None:
         raise ConfigError("the reference has no spatial statistics (mu_s, sigma_s) for sFID")
     if "pr" in chosen and reference.features is None:
@@ -58,6 +86,10 @@ def evaluate(
     activations = extractor(
         images, spatial="sfid" in chosen, logits="is" in chosen, progress=progress
     )
+    if "fid" in chosen or "sfid" in chosen:
+        message = small_sample_message(len(images), reference.n, activations.pool.shape[1])
+        if message is not None:
+            warnings.warn(message, SmallSampleWarning, stacklevel=2)
     results: dict[str, float] = {}
     if "fid" in chosen:
         results["fid"] = fid(activations.pool, reference.pool)

@@ -34,15 +34,19 @@ _HEADER_READERS = {
 }
 
 
-def load_samples(path: str | Path) -> np.ndarray:
-    """uint8 images [N, H, W, C] or [N, H, W] from an .npz, .npy or a folder of images."""
+def load_samples(path: str | Path, *, one_size_hint: str = "") -> np.ndarray:
+    """uint8 images [N, H, W, C] or [N, H, W] from an .npz, .npy or a folder of images.
+
+    ``one_size_hint`` ends the error for a folder of images of several sizes (what the
+    caller offers instead, e.g. the reference's ``--ref-size``).
+    """
     path = Path(path).expanduser()
     if not path.exists():
         raise MissingFileError(f"no samples at {path}: give an .npz file or a folder of images")
     if path.is_dir() and (path / SAMPLES_FILE).is_file():
         path = path / SAMPLES_FILE  # an output folder of `diffuse sample`
     if path.is_dir():
-        images = read_image_folder(path)
+        images = read_image_folder(path, one_size_hint)
     elif path.suffix == ".npz":
         images = read_npz_array(path, SAMPLES_KEY)
     elif path.suffix == ".npy":
@@ -90,8 +94,9 @@ def read_npz_array(path: Path, key: str) -> np.ndarray:
     )
 
 
-def read_image_folder(root: Path) -> np.ndarray:
-    """Every image under ``root`` as one uint8 array; sizes must agree."""
+def read_image_folder(root: Path, one_size_hint: str = "") -> np.ndarray:
+    """Every image under ``root`` as one uint8 array; sizes must agree (else a DataError
+    ending with ``one_size_hint``)."""
     paths = list_images(root)
     if not paths:
         raise DataError(
@@ -104,7 +109,7 @@ def read_image_folder(root: Path) -> np.ndarray:
         if other != size:
             raise DataError(
                 f"{path} is {other[0]}x{other[1]} while {paths[0]} is {size[0]}x{size[1]}: "
-                "samples to evaluate must all have one size"
+                f"images to evaluate must all have one size{one_size_hint}"
             )
     images = np.empty((len(paths), size[1], size[0], *(() if grey else (3,))), np.uint8)
     for i, path in enumerate(paths):
