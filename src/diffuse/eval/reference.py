@@ -148,7 +148,7 @@ def dataset_reference(
         cache_dir: folder of cached statistics; None uses ``~/.cache/diffuse/ref``.
         data_dir: folder searched first for the data set's files (see
             :func:`diffuse.data.load_dataset`).
-        progress: show a progress bar while computing features.
+        progress: show progress bars while reading the images and computing features.
     """
     from diffuse.data import load_dataset
 
@@ -157,7 +157,12 @@ def dataset_reference(
     if path.is_file():
         return ReferenceStatistics.load(path)
     data = load_dataset(
-        dataset, split=split, image_size=image_size, data_dir=data_dir, class_cond=False
+        dataset,
+        split=split,
+        image_size=image_size,
+        data_dir=data_dir,
+        class_cond=False,
+        progress=progress,
     )
     if n is not None and not 2 <= n <= len(data):
         raise DataError(f"{dataset} {split} has {len(data)} images; cannot take the first {n}")
