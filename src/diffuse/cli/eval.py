@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffuse.cli.common import add_command, add_reference_options, load_reference
+from diffuse.cli.common import (
+    add_command,
+    add_device_option,
+    add_reference_options,
+    load_reference,
+)
 from diffuse.eval.evaluate import METRICS, evaluate
 from diffuse.eval.features import DEFAULT_BATCH_SIZE, DTYPES, InceptionExtractor
 from diffuse.eval.samples import load_samples
@@ -39,9 +44,13 @@ def register(subparsers) -> None:
         help=f"comma-separated subset of {','.join(METRICS)} (default: all the weights allow)",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--device", help="torch device (cuda when available, else cpu)")
-    parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per network pass"
+    )
+    add_device_option(parser)
+    parser.add_argument(
+        "--dtype", default="float32", choices=list(DTYPES), help="the network's precision"
+    )
     parser.add_argument("--k", type=int, default=3, help="precision/recall neighbourhood")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)

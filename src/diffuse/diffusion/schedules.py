@@ -94,6 +94,8 @@ def space_timesteps(num_timesteps: int, spec: str | int | Iterable[int]) -> list
     - ``"N"`` or ``"N1,N2,..."``: the chain is cut into as many equal sections as counts
       are given (earlier sections take one extra step when T does not divide) and each
       section keeps its count of steps, evenly strided from its first to its last step.
+    - ``"evenN"``: the same as ``"N"``, spelled out (a sampler may read a bare ``"N"`` as
+      its own default spacing, see :attr:`diffuse.sample.SamplerSettings.respacing`).
     - an integer N (same as ``"N"``) or an explicit collection of timestep indices.
 
     Returns the sorted kept indices.
@@ -111,13 +113,16 @@ def space_timesteps(num_timesteps: int, spec: str | int | Iterable[int]) -> list
     match = re.fullmatch(r"ddim(\d+)", spec)
     if match:
         return _ddim_spacing(num_timesteps, int(match.group(1)))
+    match = re.fullmatch(r"even(\d+)", spec)
+    if match:
+        return _section_spacing(num_timesteps, [int(match.group(1))])
     match = re.fullmatch(r"quad(\d+)", spec)
     if match:
         return _quadratic_spacing(num_timesteps, int(match.group(1)))
     if not re.fullmatch(r"\d+(\s*,\s*\d+)*", spec):
         raise ConfigError(
-            f"invalid timestep spacing {spec!r}: use 'ddimN', 'quadN', a count like '250' or "
-            "counts per section like '10,15,20'"
+            f"invalid timestep spacing {spec!r}: use 'evenN', 'ddimN', 'quadN', a count like "
+            "'250' or counts per section like '10,15,20'"
         )
     return _section_spacing(num_timesteps, [int(c) for c in spec.split(",")])
 
