@@ -89,7 +89,9 @@ def test_guidance_and_upsampler_from_the_command_line(checkpoints, tmp_path):
         assert npz["arr_0"].shape == (3, 16, 16, 1) and npz["arr_1"].shape == (3,)
 
 
-def test_an_existing_output_is_kept_unless_overwrite(checkpoints, tmp_path, capsys):
+def test_an_existing_output_is_kept_and_overwrite_replaces_only_samples(
+    checkpoints, tmp_path, capsys
+):
     out = tmp_path / "samples"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
@@ -106,10 +108,14 @@ def test_an_existing_output_is_kept_unless_overwrite(checkpoints, tmp_path, caps
     ]
     assert main(argv) == 2
     assert "already exists" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 2  # mine.txt is not diffuse's to delete
+    assert "diffuse did not write there (mine.txt)" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["mine.txt"] and (
         out / "mine.txt"
     ).read_text() == "keep me"
-    assert main([*argv, "--overwrite"]) == 0
+    (out / "mine.txt").unlink()
+    assert main(argv) == 0
+    assert main([*argv, "--overwrite"]) == 0  # an earlier sample folder is replaced
     assert sorted(p.name for p in out.iterdir()) == [
         "grid.png",
         "images",
@@ -145,3 +151,74 @@ def test_bad_requests_fail_before_any_output(checkpoints, tmp_path, capsys, argu
     error = capsys.readouterr().err
     assert re.search(message, error), error
     assert not out.exists()
+
+
+def sample_run(run, out, *options):
+    argv = ["sample", str(run), "--n", "4", "--steps", "3", "--out", str(out), "--no-progress"]
+    return main([*argv, *options])
+
+
+def info_of(out):
+    return json.loads((out / "info.json").read_text())
+
+
+def test_info_names_the_checkpoint_step_and_weights_file_that_were_used(named_run, tmp_path):
+    assert sample_run(named_run, tmp_path / "ema", "--classes", "1") == 0
+    info = info_of(tmp_path / "ema")
+    folder = named_run.resolve() / "checkpoints" / "step-00000002"
+    assert info["checkpoint"] == str(folder) and info["step"] == 2
+    assert (info["weights"], info["weights_file"]) == ("ema_0.99", "ema_0.99.safetensors")
+    assert (folder / info["weights_file"]).is_file()
+    # The record is what made the samples: loaded from it, they come out the same.
+    loaded = load_checkpoint(info["checkpoint"], weights=info["weights"])
+    stage = Stage(loaded.model, loaded.diffusion, SamplerSettings("ddim", info["steps"]))
+    with np.load(tmp_path / "ema" / "samples.npz") as npz:
+        images = npz["arr_0"]
+    assert np.abs(generate(stage, 4, classes=[1]).images.astype(int) - images).max() <= 1
+
+    assert sample_run(named_run, tmp_path / "raw", "--weights", "model") == 0
+    raw = info_of(tmp_path / "raw")
+    assert (raw["weights"], raw["weights_file"]) == ("model", "model.safetensors")
+    assert raw["checkpoint"] == str(folder) and raw["upsampler"] is None
+
+
+def test_classes_by_the_names_the_checkpoint_carries(named_run, tmp_path, capsys):
+    # The folder's classes, sorted: eight five four nine one seven six three two zero.
+    assert sample_run(named_run, tmp_path / "s", "--classes", "3,seven, Zero") == 0
+    with np.load(tmp_path / "s" / "samples.npz") as npz:
+        assert npz["arr_1"].tolist() == [3, 5, 9, 3]
+    assert info_of(tmp_path / "s")["classes"] == [3, 5, 9]
+
+    assert sample_run(named_run, tmp_path / "bad", "--classes", "3,sevn") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'sevn' is neither a class name of this model" in err
+    assert "0 eight, 1 five, 2 four" in err and "9 zero" in err
+    assert sample_run(named_run, tmp_path / "bad", "--classes", "12") == 2
+    assert r"classes [12] are out of range" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_dpm_solver_takes_quadratic_steps_for_a_bare_count_and_says_so(
+    checkpoints, tmp_path, capsys
+):
+    run_folder = checkpoints["run"]  # random output layers: the samples show every step
+
+    def run(name, *options):
+        argv = ["--sampler", "dpm++2m", "--classes", "2", *options]
+        assert sample_run(run_folder, tmp_path / name, *argv) == 0
+        with np.load(tmp_path / name / "samples.npz") as npz:
+            images = npz["arr_0"].astype(int)
+        return images, info_of(tmp_path / name)["steps"], capsys.readouterr().out
+
+    bare, steps, out = run("bare", "--steps", "4")
+    assert steps == "quad4"
+    assert out.count("dpm++2m with 4 steps walks quad4") == 1 and "give even4" in out
+    quad, steps, out = run("quad", "--steps", "quad4")
+    assert steps == "quad4" and "walks" not in out
+    np.testing.assert_array_equal(bare, quad)
+    even, steps, out = run("even", "--steps", "even4")
+    assert steps == "even4" and "walks" not in out
+    assert np.abs(even - quad).max() > 1  # other steps, other samples
+    # Other samplers keep a bare count evenly spaced.
+    assert sample_run(run_folder, tmp_path / "ddim", "--steps", "4") == 0
+    assert info_of(tmp_path / "ddim")["steps"] == "4" and "walks" not in capsys.readouterr().out

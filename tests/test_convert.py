@@ -119,18 +119,19 @@ def test_cli_with_a_preset_stores_its_diffusion_settings(tmp_path):
 def test_cli_rejects_foreign_or_unsafe_files_and_leaves_the_output_alone(tmp_path, capsys):
     _, state, _ = fixture("unet_adm_small")
     foreign = write_pt(tmp_path / "foreign.pt", state)
+    new = tmp_path / "new"
+    assert main(["convert", "openai", str(foreign), str(new), "--preset", "tiny"]) == 2
+    assert "does not match this architecture" in capsys.readouterr().err
+    torch.save({"model": torch.nn.Linear(1, 1)}, tmp_path / "pickled.pt")
+    args = ["convert", "openai", str(tmp_path / "pickled.pt"), "--preset", "tiny"]
+    assert main([*args, str(new)]) == 2
+    assert "weights_only=True" in capsys.readouterr().err
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert (
-        main(["convert", "openai", str(foreign), str(out), "--preset", "tiny", "--overwrite"]) == 2
-    )
-    assert "does not match this architecture" in capsys.readouterr().err
-    torch.save({"model": torch.nn.Linear(1, 1)}, tmp_path / "pickled.pt")
-    args = ["convert", "openai", str(tmp_path / "pickled.pt"), str(out), "--preset", "tiny"]
-    assert main([*args, "--overwrite"]) == 2
-    assert "weights_only=True" in capsys.readouterr().err
-    assert main(args) == 2  # exists and no --overwrite
+    assert main([*args, str(out)]) == 2  # exists and no --overwrite
     assert "already exists" in capsys.readouterr().err
+    assert main([*args, str(out), "--overwrite"]) == 2  # keep.txt is not diffuse's to replace
+    assert "diffuse did not write there (keep.txt)" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.pt", "out", "pickled.pt"]

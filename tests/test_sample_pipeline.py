@@ -13,6 +13,7 @@ from diffuse.diffusion import (
     beta_schedule,
     ddpm_sample,
     seeded_generators,
+    space_timesteps,
 )
 from diffuse.diffusion.mixture import GaussianMixtureOracle
 from diffuse.errors import ConfigError
@@ -125,6 +126,24 @@ def test_stage_refuses_requests_it_cannot_serve(changes, message):
 def test_sampler_settings_are_checked(settings, message):
     with pytest.raises(ConfigError, match=message):
         SamplerSettings(**settings)
+
+
+def test_dpm_solver_reads_a_bare_step_count_as_quadratic_spacing():
+    """DPM-Solver++ overshoots on evenly spaced steps (README, "Which sampler"): a bare
+    count means quadN for it, and only for it; any explicit spacing is taken as written."""
+    for name, steps, walked in [
+        ("dpm++2m", "10", "quad10"),
+        ("dpm++2m", 10, "quad10"),
+        ("dpm++2m", "even10", "even10"),
+        ("dpm++2m", "ddim10", "ddim10"),
+        ("dpm++2m", "3,7", "3,7"),
+        ("dpm++2m", "1", "1"),  # one step is one step, however spaced
+        ("ddim", "10", "10"),
+        ("ddpm", 10, "10"),
+    ]:
+        assert SamplerSettings(name, steps).respacing == walked, (name, steps)
+    stage = Stage(base_unet(), DIFFUSION, SamplerSettings("dpm++2m", "10"))
+    assert stage.process.timestep_map.tolist() == space_timesteps(1000, "quad10")
 
 
 def test_requests_are_checked_before_sampling(base, up):

@@ -70,6 +70,7 @@ def test_quadratic_spacing_is_strictly_increasing_from_first_to_last_step():
 
 def test_section_counts():
     assert space_timesteps(1000, "250") == space_timesteps(1000, 250)
+    assert space_timesteps(1000, "even250") == space_timesteps(1000, "250")
     kept = space_timesteps(1000, "1000")
     assert kept == list(range(1000))
     # 300 steps in 3 sections of 100: 10, 15 and 20 evenly strided steps, ends included.

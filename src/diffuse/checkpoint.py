@@ -36,12 +36,17 @@ from diffuse.diffusion.config import DiffusionConfig
 from diffuse.errors import CheckpointError, ConfigError, DiffuseError, MissingFileError
 from diffuse.io import atomic_directory, atomic_write_json
 from diffuse.nn import build_network, config_from_dict
+from diffuse.outputs import OutputLayout
 
 FORMAT = "diffuse-checkpoint"
 VERSION = 1
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 STEP_FOLDER = re.compile(r"step-\d{8}")
+LAYOUT = OutputLayout(
+    "checkpoint folder", CONFIG_FILE, (CONFIG_FILE, MODEL_FILE, "ema_*.safetensors")
+)
+"""A checkpoint folder as :func:`save_checkpoint` writes it (what ``overwrite`` may replace)."""
 
 
 def ema_file(rate: float) -> str:
@@ -60,6 +65,7 @@ class LoadedCheckpoint:
     metadata:  free metadata (data set, class names, preset, ...).
     path:      the checkpoint folder that was read.
     weights:   which weights the model holds: "model" or "ema_<rate>".
+    weights_file: the file they were read from, e.g. ``ema_0.9999.safetensors``.
     """
 
     model: nn.Module
@@ -69,6 +75,18 @@ class LoadedCheckpoint:
     metadata: dict[str, Any]
     path: Path
     weights: str
+    weights_file: str
+
+    def record(self) -> dict[str, Any]:
+        """Which weights these are, for the files made with them (``info.json``,
+        ``nll.json``): the absolute checkpoint folder (a run folder resolved to its
+        latest step), the training step, the weights and their file."""
+        return {
+            "checkpoint": str(self.path.resolve()),
+            "step": self.step,
+            "weights": self.weights,
+            "weights_file": self.weights_file,
+        }
 
 
 def write_checkpoint_files(
@@ -139,15 +157,12 @@ def save_checkpoint(
     """Save ``model`` as a checkpoint folder at ``path``, atomically; returns the path.
 
     The folder appears complete or not at all; an existing folder is replaced only with
-    ``overwrite=True`` and stays intact if anything fails. Arguments as for
+    ``overwrite=True``, only when it is a checkpoint folder and nothing else
+    (:data:`LAYOUT`), and stays intact if anything fails. Arguments as for
     :func:`write_checkpoint_files`.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise ConfigError(f"{path} already exists; choose another folder or overwrite it")
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{path} exists and is not a folder")
-    with atomic_directory(path, overwrite=overwrite) as tmp:
+    with atomic_directory(path, LAYOUT, overwrite=overwrite) as tmp:
         write_checkpoint_files(
             tmp, model, diffusion=diffusion, ema=ema, step=step, metadata=metadata
         )
@@ -248,6 +263,7 @@ def load_checkpoint(
         metadata=config["metadata"],
         path=folder,
         weights=weights,
+        weights_file=available[weights],
     )
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from diffuse import presets
+from diffuse.checkpoint import LAYOUT as CHECKPOINT_LAYOUT
 from diffuse.checkpoint import save_checkpoint
 from diffuse.errors import CheckpointError, ConfigError, MissingFileError
 from diffuse.nn import (
@@ -280,12 +281,12 @@ def convert_openai_checkpoint(
     reference:      instead of a preset, ``{"kind": ..., "constructor": {...}}`` as in the
                     fixture files; no diffusion settings are stored then.
     timestep_scale: with ``reference``, see :func:`config_from_openai`.
-    overwrite:      replace an existing ``output`` folder.
+    overwrite:      replace an existing ``output`` checkpoint folder (never a folder
+                    holding anything else).
     """
     if (preset is None) == (reference is None):
         raise ConfigError("name exactly one of a preset or a reference constructor")
-    if Path(output).exists() and not overwrite:
-        raise ConfigError(f"{output} already exists; choose another folder or overwrite it")
+    CHECKPOINT_LAYOUT.check(output, overwrite)  # before reading the source
     metadata: dict[str, Any] = {"converted_from": Path(source).name}
     if preset is not None:
         chosen = presets.get(preset)

@@ -26,5 +26,6 @@ class CheckpointError(DiffuseError, ValueError):
     """A checkpoint that is corrupt, incomplete or of another architecture."""
 
 
-class OutputExistsError(DiffuseError, FileExistsError):
-    """An output file or folder exists already and replacing it was not asked for."""
+class OutputExistsError(ConfigError, FileExistsError):
+    """An output file or folder exists already and replacing it was not asked for (a
+    :class:`ConfigError` too: the output option and the missing overwrite disagree)."""

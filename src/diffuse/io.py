@@ -14,7 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from diffuse.errors import OutputExistsError
+from diffuse.errors import ConfigError
+from diffuse.outputs import OutputLayout, check_output_path
 
 
 @contextlib.contextmanager
@@ -22,9 +23,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
     The caller writes a file at the yielded path. On an exception the temporary file is
-    removed and ``path`` is left exactly as it was.
+    removed and ``path`` is left exactly as it was. A folder, or a path without a name of
+    its own (``.``), is refused with :class:`~diffuse.errors.ConfigError`.
     """
-    path = Path(path)
+    path = check_output_path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is an existing folder; give the name of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -54,20 +58,19 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_directory(
+    path: str | os.PathLike, layout: OutputLayout, *, overwrite: bool = False
+) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path``.
 
-    If ``path`` exists and ``overwrite`` is false, :class:`OutputExistsError` is raised
-    before anything is written. When overwriting, the old folder is moved aside and
-    deleted only after the new one is in place, so at every moment one complete
-    version exists. On an exception the temporary folder is deleted and ``path`` is
-    untouched.
+    ``path`` must be new or empty, or, with ``overwrite``, hold an earlier output of
+    ``layout`` and nothing else (:meth:`OutputLayout.check`, before anything is written
+    and again just before the replacement, so a file put there meanwhile is never
+    deleted). When overwriting, the old folder is moved aside and deleted only after the
+    new one is in place, so at every moment one complete version exists. On an exception
+    the temporary folder is deleted and ``path`` is untouched.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{path} already exists; choose a new output folder or replace it (--overwrite)"
-        )
+    path = layout.check(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -75,6 +78,7 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
         for child in tmp.iterdir():
             if child.is_file():
                 _fsync_file(child)
+        layout.check(path, overwrite)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)

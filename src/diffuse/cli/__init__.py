@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="diffuse",
         description="Train, sample, guide and evaluate Gaussian diffusion image models.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, help="the command to run"
+    )
     for name in COMMAND_MODULES:
         importlib.import_module(f"diffuse.cli.{name}").register(subparsers)
     return parser

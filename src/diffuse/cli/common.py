@@ -5,32 +5,45 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every command's help: descriptions keep their line breaks, and each option that has
+    a default other than None or False shows it, ``(default: ...)``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" not in help_text
+            and action.option_strings
+            and default is not argparse.SUPPRESS
+            and default is not None
+            and default is not False
+            and default != []
+        ):
+            help_text += " (default: %(default)s)"
+        return help_text
 
 
-def add_command(subparsers, name: str, summary: str, doc: str) -> argparse.ArgumentParser:
+def add_command(
+    subparsers, name: str, summary: str, doc: str, **options
+) -> argparse.ArgumentParser:
     """The parser of one subcommand: ``summary`` in ``diffuse --help``, the command module's
     docstring ``doc`` (its line breaks kept) in the command's own ``--help``."""
     return subparsers.add_parser(
-        name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+        name, help=summary, description=doc, formatter_class=HelpFormatter, **options
     )
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--device", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)"
+        "--device",
+        help="torch device: cpu, cuda, cuda:N or mps (default: CUDA when available, else cpu)",
     )
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """The device a user named, or CUDA when available, else the CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def add_reference_options(parser: argparse.ArgumentParser) -> None:

@@ -7,26 +7,32 @@ import json
 from pathlib import Path
 
 from diffuse import presets
+from diffuse.cli.common import add_command
 from diffuse.convert import convert_openai_checkpoint
 from diffuse.errors import ConfigError, MissingFileError
 
+OPENAI_DOC = """Convert a checkpoint released with openai/guided-diffusion or
+openai/improved-diffusion (a plain state dict, read without unpickling code) into a
+diffuse checkpoint folder with its configuration and diffusion settings. Every tensor of
+the file must be used and every parameter filled. --overwrite replaces an earlier
+checkpoint folder, never a folder that holds anything else."""
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "convert",
-        help="import checkpoints of other implementations",
-        description="Import checkpoints of other implementations into diffuse's format.",
+        "import checkpoints of other implementations",
+        "Import checkpoints of other implementations into diffuse's format.",
     )
-    sources = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
-    openai = sources.add_parser(
+    sources = parser.add_subparsers(
+        dest="source", metavar="SOURCE", required=True, help="where the checkpoint comes from"
+    )
+    openai = add_command(
+        sources,
         "openai",
-        help="a released guided-diffusion / improved-diffusion .pt file",
-        description=(
-            "Convert a checkpoint released with openai/guided-diffusion or "
-            "openai/improved-diffusion (a plain state dict, read without unpickling code) "
-            "into a diffuse checkpoint folder with its configuration and diffusion settings. "
-            "Every tensor of the file must be used and every parameter filled."
-        ),
+        "a released guided-diffusion / improved-diffusion .pt file",
+        OPENAI_DOC,
     )
     openai.add_argument("input", type=Path, help="the released .pt file")
     openai.add_argument("output", type=Path, help="the checkpoint folder to write")
@@ -50,7 +56,9 @@ def register(subparsers) -> None:
         help="with --reference-config: 1000/T for models trained with rescale_timesteps",
     )
     openai.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output folder"
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier checkpoint folder (never a folder holding other files)",
     )
     openai.set_defaults(func=run_openai)
 

@@ -22,7 +22,12 @@ import sys
 import warnings
 from pathlib import Path
 
-from diffuse.cli.common import add_command, add_reference_options, load_reference
+from diffuse.cli.common import (
+    add_command,
+    add_device_option,
+    add_reference_options,
+    load_reference,
+)
 from diffuse.errors import ConfigError, OutputExistsError
 from diffuse.eval.evaluate import METRICS, SmallSampleWarning, evaluate, parse_metrics
 from diffuse.eval.features import DEFAULT_BATCH_SIZE, DTYPES, InceptionExtractor
@@ -56,9 +61,13 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--device", help="torch device (cuda when available, else cpu)")
-    parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per network pass"
+    )
+    add_device_option(parser)
+    parser.add_argument(
+        "--dtype", default="float32", choices=list(DTYPES), help="the network's precision"
+    )
     parser.add_argument("--k", type=int, default=3, help="precision/recall neighbourhood")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)

@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from diffuse.cli.common import add_command
-from diffuse.cli.sample import add_model_arguments, base_stage, parse_classes, parse_integers
+from diffuse.cli.sample import add_model_arguments, load_base, parse_integers, print_spacing
 from diffuse.diffusion import seeded_generators
 from diffuse.errors import ConfigError
 from diffuse.images import save_png
+from diffuse.outputs import check_output_file
 from diffuse.sample import completions, interpolation, latent_interpolation, progressive
 from diffuse.sample.figures import read_image
 from diffuse.sample.pipeline import check_request, sample_labels
@@ -41,21 +42,37 @@ def register(subparsers) -> None:
         "the papers' figures: progressive generation, completions, interpolation",
         __doc__,
     )
-    figures = parser.add_subparsers(dest="figure", metavar="FIGURE", required=True)
+    figures = parser.add_subparsers(
+        dest="figure", metavar="FIGURE", required=True, help="the figure to draw"
+    )
 
-    progressive_parser = figures.add_parser("progressive", help="predicted x0 over the chain")
+    progressive_parser = add_command(
+        figures, "progressive", "predicted x0 over the chain (DDPM Fig. 6)", __doc__
+    )
     add_model_arguments(progressive_parser, default_sampler="ddpm")
     progressive_parser.add_argument("--n", type=int, default=4, help="samples (rows)")
     progressive_parser.add_argument("--columns", type=int, default=10, help="steps shown")
 
-    completions_parser = figures.add_parser("completions", help="completions of one latent x_t")
+    completions_parser = add_command(
+        figures, "completions", "completions of one latent x_t (DDPM Fig. 7)", __doc__
+    )
     add_model_arguments(completions_parser, default_sampler="ddpm")
     completions_parser.add_argument("--at", default="1000,750,500,250", help="t of each row")
     completions_parser.add_argument("--k", type=int, default=4, help="completions per row")
 
-    interpolate_parser = figures.add_parser("interpolate", help="interpolation of two images")
+    interpolate_parser = add_command(
+        figures,
+        "interpolate",
+        "interpolation of two images (DDPM Figs. 8, 9; DDIM Fig. 6)",
+        __doc__,
+    )
     add_model_arguments(interpolate_parser, default_sampler="ddpm")
-    interpolate_parser.add_argument("--method", default="ddpm", choices=("ddpm", "ddim"))
+    interpolate_parser.add_argument(
+        "--method",
+        default="ddpm",
+        choices=("ddpm", "ddim"),
+        help="ddpm: mix two images through x_t; ddim: slerp two seeds' latents x_T",
+    )
     interpolate_parser.add_argument("--at", default="250,500", help="ddpm: t of each row")
     interpolate_parser.add_argument("--lambdas", type=int, default=9, help="mixes per row")
     interpolate_parser.add_argument("--images", nargs=2, metavar=("A", "B"), help="ddpm: sources")
@@ -67,12 +84,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    out = Path(args.out)
-    if out.exists() and (out.is_dir() or not args.overwrite):
-        raise ConfigError(f"{out} already exists; choose another file or pass --overwrite")
-    classes = parse_classes(args.classes)
-    stage = base_stage(args)
+    check_output_file(args.out, args.overwrite, ".png")
+    base = load_base(args)
+    stage, classes = base.stage, base.classes
     check_request(stage, 1, classes=classes)
+    print_spacing(stage.sampler)
     progress = not args.no_progress
     if args.figure == "progressive":
         figure = progressive(
@@ -89,8 +105,8 @@ def run(args) -> int:
         )
     else:
         figure = _interpolation(args, stage, classes, progress)
-    save_png(out, figure.render())
-    print(f"{args.figure} figure written to {out}")
+    save_png(args.out, figure.render())
+    print(f"{args.figure} figure written to {args.out}")
     return 0
 
 

@@ -18,18 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuse.cli.common import add_command, add_device_option, add_progress_option, resolve_device
+from diffuse.cli.common import add_command, add_device_option, add_progress_option
 from diffuse.data import load_dataset
-from diffuse.errors import ConfigError, DataError, OutputExistsError
+from diffuse.devices import resolve_device
+from diffuse.errors import ConfigError, DataError
 from diffuse.eval.features import InceptionExtractor
 from diffuse.eval.neighbors import SPACES, match_channels, nearest_vectors, neighbor_figure
 from diffuse.eval.reference import dataset_reference
 from diffuse.eval.samples import load_samples
 from diffuse.images import save_png
 from diffuse.io import atomic_directory, atomic_write_json
+from diffuse.outputs import OutputLayout, check_output_file
 
 FIGURE_FILE = "neighbors.png"
 TABLE_FILE = "neighbors.json"
+LAYOUT = OutputLayout("neighbors folder", TABLE_FILE, (FIGURE_FILE, TABLE_FILE))
 
 
 def register(subparsers) -> None:
@@ -41,13 +44,17 @@ def register(subparsers) -> None:
     )
     parser.add_argument("samples", help=".npz (arr_0 uint8 NHWC), .npy or folder of images")
     parser.add_argument("--data", required=True, help="data set name or image folder")
-    parser.add_argument("--split", default="train", help="train or test (default: train)")
+    parser.add_argument("--split", default="train", help="train or test")
     parser.add_argument("--space", default="pixel", choices=SPACES, help="distance space")
-    parser.add_argument("--k", type=int, default=5, help="neighbours per sample (default: 5)")
+    parser.add_argument("--k", type=int, default=5, help="neighbours per sample")
     parser.add_argument("--n-samples", type=int, default=8, help="first samples shown (rows)")
     parser.add_argument("--n-data", type=int, help="search the first N images (default: all)")
     parser.add_argument("--out", type=Path, required=True, help="FIG.png, or a folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier figure or neighbors folder (never a folder holding other files)",
+    )
     parser.add_argument("--inception-weights", help="Inception weights file (--space inception)")
     parser.add_argument("--cache-dir", help="reference features cache (~/.cache/diffuse/ref)")
     add_device_option(parser)
@@ -61,6 +68,8 @@ def run(args) -> int:
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     _check_output(args.out, args.overwrite)
+    device = resolve_device(args.device)
+    progress = not args.no_progress
     samples = load_samples(args.samples)[: args.n_samples]
     height, width = samples.shape[1:3]
     if height != width:
@@ -68,7 +77,9 @@ def run(args) -> int:
             f"the samples are {height}x{width}; neighbours are searched in a data set of "
             "square images: give square samples"
         )
-    data = load_dataset(args.data, split=args.split, image_size=height, class_cond=False)
+    data = load_dataset(
+        args.data, split=args.split, image_size=height, class_cond=False, progress=progress
+    )
     n_data = len(data) if args.n_data is None else args.n_data
     if not args.k <= n_data <= len(data):
         raise ConfigError(
@@ -76,8 +87,6 @@ def run(args) -> int:
             f"{args.k} (--k) .. {len(data)}"
         )
     channels = 1 if samples.ndim == 3 else samples.shape[3]
-    device = resolve_device(args.device)
-    progress = not args.no_progress
     if args.space == "pixel":
         references = match_channels(data.uint8(range(n_data)), channels)
         indices, distances = nearest_vectors(
@@ -123,19 +132,18 @@ def _is_figure_file(out: Path) -> bool:
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
-    """Refuse an existing output (unless ``overwrite``) before any work."""
-    if out.exists() and _is_figure_file(out) == out.is_dir():
-        kind = "folder" if out.is_dir() else "file"
-        raise ConfigError(f"{out} is an existing {kind}; give a .png file or a folder for --out")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; choose another --out or pass --overwrite")
+    """Refuse an output that may not be written or replaced, before any work."""
+    if _is_figure_file(out):
+        check_output_file(out, overwrite, ".png")
+    else:
+        LAYOUT.check(out, overwrite)
 
 
 def _write(out: Path, overwrite: bool, image: np.ndarray, table: dict) -> None:
     if _is_figure_file(out):
         save_png(out, image)
         return
-    with atomic_directory(out, overwrite=overwrite) as folder:
+    with atomic_directory(out, LAYOUT, overwrite=overwrite) as folder:
         save_png(folder / FIGURE_FILE, image)
         atomic_write_json(folder / TABLE_FILE, table)
 

@@ -18,15 +18,20 @@ import io
 import torch
 
 from diffuse.checkpoint import load_checkpoint
-from diffuse.cli.common import add_command, add_device_option, add_progress_option, resolve_device
+from diffuse.cli.common import add_command, add_device_option, add_progress_option
 from diffuse.data import load_dataset
+from diffuse.devices import resolve_device
 from diffuse.errors import CheckpointError, ConfigError
 from diffuse.eval.nll import dataset_nll
 from diffuse.io import atomic_directory, atomic_write_json, atomic_write_text
+from diffuse.outputs import OutputLayout
 from diffuse.plots import plot_rate_distortion
 
 # Rows of DDPM Table 4 (reverse-process times) shown on the terminal.
 TABLE_TIMES = (1, 10, 100, 200, 300, 400, 500, 600, 700, 800, 900, 950, 975, 1000)
+LAYOUT = OutputLayout(
+    "nll folder", "nll.json", ("nll.json", "rate_distortion.csv", "rate_distortion.png")
+)
 
 
 def register(subparsers) -> None:
@@ -36,8 +41,8 @@ def register(subparsers) -> None:
     parser.add_argument("checkpoint", help="checkpoint folder, or a training run's folder")
     parser.add_argument("--data", required=True, help="data set name or image folder")
     parser.add_argument("--data-dir", help="where the data set's files are (see diffuse train)")
-    parser.add_argument("--split", default="test", help="train or test (default: test)")
-    parser.add_argument("--n", type=int, default=256, help="number of images (default: 256)")
+    parser.add_argument("--split", default="test", help="train or test")
+    parser.add_argument("--n", type=int, default=256, help="number of images")
     parser.add_argument("--batch-size", type=int, default=64, help="images per network call")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
     parser.add_argument(
@@ -46,8 +51,12 @@ def register(subparsers) -> None:
         help="for a class-conditional model trained with a null class: the likelihood "
         "without labels (default: conditional on each image's label)",
     )
-    parser.add_argument("--out", required=True, help="output folder (must not exist)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier nll folder (never a folder holding other files)",
+    )
     add_device_option(parser)
     add_progress_option(parser)
     parser.set_defaults(func=run)
@@ -56,6 +65,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.n < 1 or args.batch_size < 1:
         raise ConfigError("--n and --batch-size must be positive")
+    LAYOUT.check(args.out, args.overwrite)
     device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint, device=device)
     model, config = checkpoint.model, checkpoint.model.config
@@ -76,6 +86,7 @@ def run(args) -> int:
         image_size=config.image_size,
         data_dir=args.data_dir,
         class_cond=config.num_classes is not None,
+        progress=not args.no_progress,
     )
     if dataset.channels != config.in_channels:
         raise ConfigError(
@@ -89,7 +100,7 @@ def run(args) -> int:
         labels = None
     elif args.unconditional:
         labels = torch.full_like(labels, config.num_classes)
-    with atomic_directory(args.out, overwrite=args.overwrite) as out:
+    with atomic_directory(args.out, LAYOUT, overwrite=args.overwrite) as out:
         result = dataset_nll(
             model,
             checkpoint.diffusion.build(),
@@ -101,9 +112,7 @@ def run(args) -> int:
         )
         rows = result.pop("rate_distortion")
         summary = {
-            "checkpoint": str(checkpoint.path),
-            "step": checkpoint.step,
-            "weights": checkpoint.weights,
+            **checkpoint.record(),
             "data": dataset.name,
             "split": dataset.split,
             "conditional": labels is not None and not args.unconditional,

@@ -2,25 +2,32 @@
 
 CKPT is a checkpoint folder or a training run's folder (its latest checkpoint; EMA weights
 preferred). Writes DIR/samples.npz (arr_0: uint8 NHWC images, arr_1: labels), DIR/grid.png,
-DIR/images/NNNNNN.png and DIR/info.json. Sample i uses the seed --seed + i, so it is the
-same whatever --batch-size.
+DIR/images/NNNNNN.png and DIR/info.json (how they were made: the checkpoint folder, step
+and weights file used, the sampler and its steps, ...). Sample i uses the seed --seed + i,
+so it is the same whatever --batch-size. --overwrite replaces an earlier sample folder,
+never a folder that holds anything else.
 
 Samplers: ddpm (ancestral), ddim (--eta), dpm++2m (DPM-Solver++(2M)). Below 50 steps use
---sampler dpm++2m --steps quadN (quadratic spacing; never dpm++2m with evenly spaced
-steps); from 50 steps on every sampler does as well. Guidance: --cfg W (classifier-free, Ho & Salimans'
-w: 0 is conditional sampling; diffusers' scale is 1 + W), optionally only on a noise-level
-interval (--cfg-interval); --classifier CKPT --classifier-scale S (ADM). Upsampling:
---upsampler CKPT with its own --upsampler-sampler/--upsampler-steps.
+--sampler dpm++2m --steps N: for dpm++2m a bare count N means quadN (quadratic spacing;
+evenly spaced steps make it overshoot, so even spacing needs an explicit --steps evenN);
+from 50 steps on every sampler does as well. --classes takes the class names the
+checkpoint carries (e.g. 3,Sneaker) or indices. Guidance: --cfg W (classifier-free, Ho &
+Salimans' w: 0 is conditional sampling; diffusers' scale is 1 + W), optionally only on a
+noise-level interval (--cfg-interval); --classifier CKPT --classifier-scale S (ADM).
+Upsampling: --upsampler CKPT with its own --upsampler-sampler/--upsampler-steps.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from diffuse.cli.common import add_command, add_device_option, add_progress_option, resolve_device
+from diffuse.checkpoint import LoadedCheckpoint
+from diffuse.cli.common import add_command, add_device_option, add_progress_option
+from diffuse.devices import resolve_device
 from diffuse.errors import ConfigError
 from diffuse.sample import (
     SAMPLERS,
@@ -32,7 +39,14 @@ from diffuse.sample import (
     load_diffusion_model,
     save_samples,
 )
-from diffuse.sample.output import check_output
+from diffuse.sample.output import LAYOUT
+
+STEPS_HELP = (
+    "the steps walked, a respacing of the training chain: evenN (evenly spaced), quadN "
+    "(quadratic, dense near the data), ddimN (DDIM's constant stride), counts per section "
+    "such as 10,15,20, or a bare count N: quadN for dpm++2m (never evenly spaced with it), "
+    "evenN for the other samplers"
+)
 
 
 def parse_integers(text: str, option: str) -> list[int]:
@@ -43,53 +57,114 @@ def parse_integers(text: str, option: str) -> list[int]:
         raise ConfigError(f"{option} must be comma-separated integers, got {text!r}") from None
 
 
-def parse_classes(text: str | None) -> list[int] | None:
-    """The labels of ``--classes``; None stays None."""
-    return None if text is None else parse_integers(text, "--classes")
+def parse_classes(text: str | None, class_names: Sequence[str] = ()) -> list[int] | None:
+    """The labels of ``--classes``, each item a class name the checkpoint carries (the
+    names its sample grids show; case ignored when that is unambiguous) or a class index;
+    None stays None."""
+    if text is None:
+        return None
+    if not class_names:
+        try:
+            return parse_integers(text, "--classes")
+        except ConfigError:
+            raise ConfigError(
+                f"--classes must be comma-separated integers (the checkpoint carries no class "
+                f"names to choose by), got {text!r}"
+            ) from None
+    items = (part.strip() for part in text.split(","))
+    return [class_index(item, class_names) for item in items if item]
+
+
+def class_index(item: str, class_names: Sequence[str]) -> int:
+    """The index of class ``item``: a name of ``class_names`` (exact, else the one name
+    equal to it ignoring case), else an integer."""
+    if item in class_names:
+        return list(class_names).index(item)
+    folded = [k for k, name in enumerate(class_names) if name.casefold() == item.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    try:
+        return int(item)
+    except ValueError:
+        listed = ", ".join(f"{k} {name}" for k, name in enumerate(class_names))
+        raise ConfigError(
+            f"--classes: {item!r} is neither a class name of this model nor an index; its "
+            f"classes are {listed}"
+        ) from None
+
+
+def checkpoint_class_names(loaded: LoadedCheckpoint | None) -> tuple[str, ...]:
+    """The class names a checkpoint carries (its training set's), or () when it has none."""
+    names = None if loaded is None else loaded.metadata.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return ()
+    return tuple(names)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, default_sampler: str = "ddim") -> None:
     """The options that pick a model and how to sample it (shared with ``diffuse figures``)."""
     parser.add_argument("checkpoint", help="checkpoint folder, or a run folder (latest checkpoint)")
     parser.add_argument(
-        "--weights", default="auto", help="auto (EMA if saved), model or ema_<rate>"
+        "--weights",
+        default="auto",
+        help="auto (the EMA weights of the largest rate if saved, else model), model or ema_<rate>",
     )
-    parser.add_argument("--sampler", default=default_sampler, choices=SAMPLERS)
     parser.add_argument(
-        "--steps", default="50", help="respacing: 50, ddim50, quad50 or counts per section 10,15,20"
+        "--sampler", default=default_sampler, choices=SAMPLERS, help="the sampler (see above)"
     )
+    parser.add_argument("--steps", default="50", help=STEPS_HELP)
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (ddim only)")
     parser.add_argument("--no-clip", action="store_true", help="do not clip predicted x0")
-    parser.add_argument("--classes", help="comma-separated labels, used in turn (default: random)")
-    parser.add_argument("--cfg", type=float, help="classifier-free guidance weight w (scale 1 + w)")
+    parser.add_argument(
+        "--classes",
+        help="comma-separated classes used in turn, as names the checkpoint carries (e.g. "
+        "3,Sneaker) or indices (default: a random class per sample)",
+    )
+    parser.add_argument(
+        "--cfg", type=float, help="classifier-free guidance weight w (scale 1 + w; default: none)"
+    )
     parser.add_argument(
         "--cfg-interval",
         type=float,
         nargs=2,
         metavar=("SIGMA_LOW", "SIGMA_HIGH"),
-        help="guide only at noise levels sigma = sqrt((1 - abar) / abar) in (LOW, HIGH]",
+        help="guide only at noise levels sigma = sqrt((1 - abar) / abar) in (LOW, HIGH] "
+        "(default: at every step)",
     )
     parser.add_argument("--classifier", help="noisy classifier checkpoint (classifier guidance)")
     parser.add_argument("--classifier-scale", type=float, default=1.0, help="classifier scale s")
     parser.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED + i")
     add_device_option(parser)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier output of this command (never a folder holding other files)",
+    )
     add_progress_option(parser)
 
 
-def device_of(args) -> torch.device:
-    """The device of ``--device`` (CUDA when available by default)."""
-    return resolve_device(args.device)
+@dataclass(frozen=True)
+class Base:
+    """What the model options of a command resolve to.
+
+    stage:    the model (and classifier) with its sampler and guidance, checked.
+    classes:  --classes as indices, or None.
+    record:   which checkpoints were used (folder, step, weights file), for info files.
+    """
+
+    stage: Stage
+    classes: list[int] | None
+    record: dict[str, Any]
 
 
-def base_stage(args) -> Stage:
+def load_base(args) -> Base:
     """Load the model (and classifier) the arguments name, checked for the request."""
     if args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     if args.classifier is None and args.classifier_scale != 1.0:
         raise ConfigError("--classifier-scale needs --classifier")
     settings = SamplerSettings(args.sampler, args.steps, args.eta, not args.no_clip)
-    device = device_of(args)
+    device = resolve_device(args.device)
     loaded = load_diffusion_model(args.checkpoint, weights=args.weights, device=device)
     classifier = None
     if args.classifier is not None:
@@ -100,10 +175,24 @@ def base_stage(args) -> Stage:
         settings,
         cfg=args.cfg,
         cfg_interval=None if args.cfg_interval is None else tuple(args.cfg_interval),
-        classifier=classifier,
+        classifier=None if classifier is None else classifier.model,
         classifier_scale=args.classifier_scale,
     )
-    return stage
+    names = checkpoint_class_names(loaded) or checkpoint_class_names(classifier)
+    record = {**loaded.record(), "classifier": None if classifier is None else classifier.record()}
+    return Base(stage, parse_classes(args.classes, names), record)
+
+
+def print_spacing(*settings: SamplerSettings) -> None:
+    """Say once for each sampler whose bare step count it respaces its own way (dpm++2m:
+    quadratically) which steps it walks, and how to ask for even ones."""
+    for chosen in dict.fromkeys(settings):
+        if chosen.respacing != str(chosen.steps).strip():
+            print(
+                f"{chosen.name} with {chosen.steps} steps walks {chosen.respacing} (quadratic "
+                f"spacing: evenly spaced steps overshoot with this solver); give "
+                f"even{chosen.steps} for evenly spaced steps"
+            )
 
 
 def register(subparsers) -> None:
@@ -115,29 +204,42 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=64, help="samples per batch")
     parser.add_argument("--upsampler", help="upsampler checkpoint (ADM two-stage sampling)")
-    parser.add_argument("--upsampler-weights", default="auto")
-    parser.add_argument("--upsampler-sampler", default="ddim", choices=SAMPLERS)
-    parser.add_argument("--upsampler-steps", default="50")
-    parser.add_argument("--upsampler-eta", type=float, default=0.0)
+    parser.add_argument(
+        "--upsampler-weights", default="auto", help="as --weights, for the upsampler"
+    )
+    parser.add_argument(
+        "--upsampler-sampler", default="ddim", choices=SAMPLERS, help="the upsampler's sampler"
+    )
+    parser.add_argument("--upsampler-steps", default="50", help="as --steps, for the upsampler")
+    parser.add_argument(
+        "--upsampler-eta", type=float, default=0.0, help="DDIM eta of the upsampler"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    check_output(args.out, args.overwrite)
-    classes = parse_classes(args.classes)
-    base = base_stage(args)
-    upsampler = None
+    LAYOUT.check(args.out, args.overwrite)
+    base = load_base(args)
+    upsampler, upsampler_record = None, None
     if args.upsampler is not None:
         settings = SamplerSettings(
             args.upsampler_sampler, args.upsampler_steps, args.upsampler_eta, not args.no_clip
         )
         loaded = load_diffusion_model(
-            args.upsampler, upsampler=True, weights=args.upsampler_weights, device=base.device
+            args.upsampler,
+            upsampler=True,
+            weights=args.upsampler_weights,
+            device=base.stage.device,
         )
         upsampler = Stage(loaded.model, loaded.diffusion, settings)
-    check_request(base, args.n, classes=classes, batch_size=args.batch_size, upsampler=upsampler)
+        upsampler_record = loaded.record()
+    classes = base.classes
+    check_request(
+        base.stage, args.n, classes=classes, batch_size=args.batch_size, upsampler=upsampler
+    )
+    print_spacing(base.stage.sampler, *([] if upsampler is None else [upsampler.sampler]))
     samples = generate(
-        base,
+        base.stage,
         args.n,
         seed=args.seed,
         classes=classes,
@@ -146,20 +248,18 @@ def run(args) -> int:
         progress=not args.no_progress,
     )
     info = {
-        "checkpoint": str(args.checkpoint),
-        "weights": args.weights,
+        **base.record,
         "sampler": args.sampler,
-        "steps": args.steps,
+        "steps": base.stage.sampler.respacing,
         "eta": args.eta,
         "clip_denoised": not args.no_clip,
         "classes": classes,
         "cfg": args.cfg,
         "cfg_interval": args.cfg_interval,
-        "classifier": args.classifier,
         "classifier_scale": args.classifier_scale if args.classifier else None,
-        "upsampler": args.upsampler,
-        "upsampler_sampler": args.upsampler_sampler if args.upsampler else None,
-        "upsampler_steps": args.upsampler_steps if args.upsampler else None,
+        "upsampler": upsampler_record,
+        "upsampler_sampler": args.upsampler_sampler if upsampler else None,
+        "upsampler_steps": upsampler.sampler.respacing if upsampler else None,
         "seed": args.seed,
         "seeds": f"sample i uses seed {args.seed} + i",
     }

@@ -5,7 +5,8 @@ For each value of --param (and each sampler of --samplers), draws N samples with
 seeds (sample i from seed --seed + i, its class included) and evaluates them against the
 reference as ``diffuse eval`` does. Parameters:
 
-- steps:              the sampler's step count, respaced by --spacing (even, ddim, quad);
+- steps:              the sampler's step count, respaced by --spacing (auto: quadratic
+                      for dpm++2m, even for the others; or even, ddim, quad for all);
 - cfg:                the classifier-free guidance weight w (a model with a null class);
 - classifier-scale:   s of classifier guidance (needs --classifier);
 - guidance-interval:  the upper noise level sigma of the classifier-free guidance interval
@@ -27,11 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from diffuse.cli.common import add_command, add_reference_options, load_reference
-from diffuse.cli.sample import add_model_arguments, base_stage, device_of, parse_classes
+from diffuse.cli.sample import add_model_arguments, load_base, print_spacing
 from diffuse.errors import ConfigError
 from diffuse.eval.evaluate import METRICS
 from diffuse.eval.features import InceptionExtractor
 from diffuse.eval.sweep import (
+    LAYOUT,
     PARAMS,
     SPACINGS,
     iter_sweep,
@@ -42,7 +44,6 @@ from diffuse.eval.sweep import (
 )
 from diffuse.io import atomic_directory
 from diffuse.sample import check_request
-from diffuse.sample.output import check_output
 
 COLUMNS = {"fid": "FID", "sfid": "sFID", "is": "IS", "precision": "precision", "recall": "recall"}
 
@@ -59,7 +60,11 @@ def register(subparsers) -> None:
     parser.add_argument("--values", required=True, help="comma-separated values, e.g. 5,10,20")
     parser.add_argument("--samplers", help="comma-separated samplers, one series each")
     parser.add_argument(
-        "--spacing", default="even", choices=list(SPACINGS), help="respacing of a steps sweep"
+        "--spacing",
+        default="auto",
+        choices=list(SPACINGS),
+        help="respacing of a steps sweep: auto is each sampler's own (quadratic for dpm++2m, "
+        "even for the others)",
     )
     parser.add_argument("--n", type=int, required=True, help="samples per point")
     parser.add_argument("--batch-size", type=int, default=64, help="samples per batch")
@@ -80,18 +85,19 @@ def run(args) -> int:
         samplers = [name.strip() for name in args.samplers.split(",") if name.strip()]
         if not samplers:
             raise ConfigError("--samplers names no sampler; give e.g. ddim,dpm++2m")
-    check_output(args.out, args.overwrite)
-    classes = parse_classes(args.classes)
-    base = base_stage(args)
+    LAYOUT.check(args.out, args.overwrite)
+    loaded = load_base(args)
+    base, classes = loaded.stage, loaded.classes
     points = sweep_points(base, args.param, values, samplers=samplers, spacing=args.spacing)
     check_request(base, args.n, classes=classes, batch_size=args.batch_size)
-    extractor = InceptionExtractor(args.inception_weights, device=device_of(args))
+    print_spacing(*(point.stage.sampler for point in points))
+    extractor = InceptionExtractor(args.inception_weights, device=base.device)
     wanted = sweep_metrics(args.metrics, None, extractor.has_logits, args.n, args.k)
     progress = not args.no_progress
     reference = load_reference(args, wanted, extractor, progress, base.model.image_size)
     metrics = sweep_metrics(args.metrics, reference, extractor.has_logits, args.n, args.k)
     rows = []
-    with atomic_directory(args.out, overwrite=args.overwrite) as folder:
+    with atomic_directory(args.out, LAYOUT, overwrite=args.overwrite) as folder:
         (folder / "samples").mkdir()
         for point, samples, row in iter_sweep(
             points,
@@ -112,16 +118,16 @@ def run(args) -> int:
             np.savez(folder / "samples" / name, **arrays)
             rows.append(row)
         info = {
-            "checkpoint": str(args.checkpoint),
-            "weights": args.weights,
+            **loaded.record,
             "samplers": list(dict.fromkeys(point.sampler for point in points)),
             "values": values,
             "spacing": args.spacing if args.param == "steps" else None,
-            "steps": args.steps if args.param != "steps" else None,
+            "steps": None
+            if args.param == "steps"
+            else {point.sampler: point.stage.sampler.respacing for point in points},
             "eta": args.eta,
             "cfg": args.cfg,
             "cfg_interval": args.cfg_interval,
-            "classifier": args.classifier,
             "classifier_scale": args.classifier_scale if args.classifier else None,
             "classes": classes,
             "n": args.n,

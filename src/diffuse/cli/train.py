@@ -22,6 +22,7 @@ from dataclasses import fields
 import torch
 
 from diffuse import presets
+from diffuse.cli import common
 from diffuse.diffusion.config import LOSSES, PREDICTIONS, SCHEDULES, VARIANCES
 from diffuse.errors import ConfigError
 from diffuse.nn import ClassifierConfig, SuperResConfig
@@ -57,13 +58,7 @@ def register(subparsers) -> None:
 def add_command(subparsers, name: str, summary: str, description: str) -> None:
     """Add the sub-command ``name`` ("train" or "train-classifier") and its options."""
     task = "classifier" if name == "train-classifier" else "diffusion"
-    parser = subparsers.add_parser(
-        name,
-        help=summary,
-        description=description,
-        epilog=settings_help(task),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.add_command(subparsers, name, summary, description, epilog=settings_help(task))
     add_arguments(parser)
     parser.set_defaults(func=lambda args: run(args, task))
 
@@ -110,14 +105,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-download", action="store_true", help="never download a missing named data set"
     )
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when available)")
+    common.add_device_option(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     parser.add_argument(
         "--show-config",
         action="store_true",
         help="print the full configuration (preset + changes) as JSON and exit",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    common.add_progress_option(parser)
 
 
 def settings_help(task: str) -> str:

@@ -89,10 +89,12 @@ class FolderSource:
         stacked = np.stack(arrays) if arrays else np.empty((0, *self._shape_hwc()), np.uint8)
         return torch.from_numpy(stacked.transpose(0, 3, 1, 2).copy())
 
-    def load_all(self) -> ArraySource:
-        """Decode every image (with a progress bar) into an :class:`ArraySource`."""
+    def load_all(self, progress: bool = True) -> ArraySource:
+        """Decode every image (with a progress bar when ``progress``) into an
+        :class:`ArraySource`."""
         out = np.empty((len(self.paths), *self._shape_hwc()), dtype=np.uint8)
-        for i, path in enumerate(tqdm(self.paths, desc="decoding images", unit="img")):
+        bar = tqdm(self.paths, desc="decoding images", unit="img", disable=not progress)
+        for i, path in enumerate(bar):
             out[i] = decode_image(path, self.image_size, self._grey)
         return ArraySource(out)
 

@@ -71,9 +71,14 @@ def image_headers(paths: list[Path]) -> list[tuple[tuple[int, int], str]]:
 
 
 def load_folder(
-    root: str | Path, image_size: int | None, class_cond: bool, in_memory: bool | None
+    root: str | Path,
+    image_size: int | None,
+    class_cond: bool,
+    in_memory: bool | None,
+    progress: bool = True,
 ) -> LoadedImages:
-    """Read a folder of images (see the module docstring for every rule)."""
+    """Read a folder of images (see the module docstring for every rule); ``progress``
+    shows a bar while the images are decoded into memory."""
     root = Path(root).expanduser()
     if not root.exists():
         raise MissingFileError(f"no folder {root}: give an existing folder of images")
@@ -96,4 +101,5 @@ def load_folder(
     source = FolderSource(paths, size, grey)
     if in_memory is None:
         in_memory = len(paths) * size * size * source.channels <= MEMORY_BUDGET
-    return LoadedImages(source.load_all() if in_memory else source, labels, class_names, str(root))
+    pixels = source.load_all(progress) if in_memory else source
+    return LoadedImages(pixels, labels, class_names, str(root))

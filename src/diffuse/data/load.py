@@ -32,6 +32,7 @@ def load_dataset(
     download: bool = True,
     in_memory: bool | None = None,
     generator: torch.Generator | None = None,
+    progress: bool = True,
 ) -> ImageDataset:
     """Load a named data set or a folder of images as an :class:`ImageDataset`.
 
@@ -52,6 +53,7 @@ def load_dataset(
         in_memory: for folders, decode every image once up front (True) or on every read
             (False); None decides by size (up to 1 GiB of pixels in memory).
         generator: draws the random flips when no generator is passed per call.
+        progress: show a progress bar while a folder's images are decoded.
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
@@ -66,7 +68,7 @@ def load_dataset(
                 f"a folder of images has no {split!r} split: load the folder that holds "
                 "those images instead"
             )
-        loaded = load_folder(Path(name_or_path), image_size, class_cond, in_memory)
+        loaded = load_folder(Path(name_or_path), image_size, class_cond, in_memory, progress)
         name, split = str(name_or_path), FOLDER_SPLIT
     else:
         loaded = _load_named(name, split, image_size, data_dir, download)

@@ -97,6 +97,8 @@ def space_timesteps(num_timesteps: int, spec: str | int | Iterable[int]) -> list
       exactly as the released Improved DDPM / ADM code strides them (see
       :func:`_strided`), so that a released checkpoint sampled with N steps visits the
       same timesteps here as there.
+    - ``"evenN"``: the same as ``"N"``, spelled out (a sampler may read a bare ``"N"`` as
+      its own default spacing, see :attr:`diffuse.sample.SamplerSettings.respacing`).
     - an integer N (same as ``"N"``) or an explicit collection of timestep indices.
 
     Returns the sorted kept indices.
@@ -114,13 +116,16 @@ def space_timesteps(num_timesteps: int, spec: str | int | Iterable[int]) -> list
     match = re.fullmatch(r"ddim(\d+)", spec)
     if match:
         return _ddim_spacing(num_timesteps, int(match.group(1)))
+    match = re.fullmatch(r"even(\d+)", spec)
+    if match:
+        return _section_spacing(num_timesteps, [int(match.group(1))])
     match = re.fullmatch(r"quad(\d+)", spec)
     if match:
         return _quadratic_spacing(num_timesteps, int(match.group(1)))
     if not re.fullmatch(r"\d+(\s*,\s*\d+)*", spec):
         raise ConfigError(
-            f"invalid timestep spacing {spec!r}: use 'ddimN', 'quadN', a count like '250' or "
-            "counts per section like '10,15,20'"
+            f"invalid timestep spacing {spec!r}: use 'evenN', 'ddimN', 'quadN', a count like "
+            "'250' or counts per section like '10,15,20'"
         )
     return _section_spacing(num_timesteps, [int(c) for c in spec.split(",")])
 

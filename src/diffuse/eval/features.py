@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from diffuse.devices import resolve_device
 from diffuse.errors import ConfigError
 from diffuse.eval.inception import FIDInception
 from diffuse.eval.preprocess import check_images, to_inception_input
@@ -79,7 +80,7 @@ class InceptionExtractor:
     ):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.weights = load_inception_weights(weights)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format

@@ -214,11 +214,13 @@ def reference_source(
     n: int | None = None,
     image_size: int | None = None,
     data_dir: str | os.PathLike | None = None,
+    progress: bool = True,
 ) -> ReferenceSource:
     """The images of a data set name or a folder (.npy), as the module docstring says.
 
     A named set is read at once (its fingerprint hashes the pixels); a folder only when
-    :attr:`ReferenceSource.read` is called (its fingerprint lists its files).
+    :attr:`ReferenceSource.read` is called (its fingerprint lists its files). ``progress``
+    shows a bar while a folder's images are decoded.
     """
     if n is not None and n < 2:
         raise ConfigError(f"reference statistics need at least 2 images, not n={n}")
@@ -227,7 +229,12 @@ def reference_source(
     count = f"n{n}" if n else "all"
     if name is not None:
         data = load_dataset(
-            name, split=split, image_size=image_size, data_dir=data_dir, class_cond=False
+            name,
+            split=split,
+            image_size=image_size,
+            data_dir=data_dir,
+            class_cond=False,
+            progress=progress,
         )
         _check_count(n, len(data), f"{name} {split}")
         images = data.uint8(range(n) if n else None)
@@ -253,7 +260,9 @@ def reference_source(
         if image_size is None:
             images = load_samples(path, one_size_hint=" (or fit them to one: --ref-size N)")
         else:
-            images = load_dataset(path, image_size=image_size, class_cond=False).uint8()
+            images = load_dataset(
+                path, image_size=image_size, class_cond=False, progress=progress
+            ).uint8()
         _check_count(n, len(images), str(path))
         return images[:n]
 
@@ -312,7 +321,9 @@ def dataset_reference(
             (the command line prints it); None says nothing.
     """
     parts = set(metrics) & set(PARTS)
-    source = reference_source(ref, split=split, n=n, image_size=image_size, data_dir=data_dir)
+    source = reference_source(
+        ref, split=split, n=n, image_size=image_size, data_dir=data_dir, progress=progress
+    )
     if not parts:
         return ReferenceStatistics(info=source.info)
     extractor = extractor or InceptionExtractor()

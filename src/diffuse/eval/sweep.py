@@ -31,19 +31,21 @@ from diffuse.eval.evaluate import evaluate, parse_metrics
 from diffuse.eval.features import InceptionExtractor
 from diffuse.eval.reference import ReferenceStatistics
 from diffuse.io import atomic_write_json, atomic_write_text
+from diffuse.outputs import OutputLayout
 from diffuse.plots import plot_lines
 from diffuse.sample import Samples, Stage, generate
 
 PARAMS = ("steps", "cfg", "classifier-scale", "guidance-interval")
-# How a step count becomes a respacing (see diffuse.sample.sampler): even, DDIM's stride,
-# quadratic.
-SPACINGS = {"even": "{}", "ddim": "ddim{}", "quad": "quad{}"}
+# How a step count becomes a respacing (see diffuse.sample.sampler): each sampler's own
+# (quadratic for dpm++2m, even for the others), even, DDIM's stride, quadratic.
+SPACINGS = {"auto": "{}", "even": "even{}", "ddim": "ddim{}", "quad": "quad{}"}
 AXIS_LABELS = {
     "steps": "sampling steps",
     "cfg": "classifier-free guidance weight w",
     "classifier-scale": "classifier scale s",
     "guidance-interval": "upper noise level of the guidance interval (sigma)",
 }
+SWEEP_FILE = "sweep.json"
 IS_SPLITS = 10  # the Inception Score's splits (diffuse.eval.inception_score's default)
 # The plots: file name, y label and the result columns drawn in it.
 PLOTS = (
@@ -52,6 +54,12 @@ PLOTS = (
     ("precision_recall.png", "precision / recall", ("precision", "recall")),
     ("inception_score.png", "Inception Score", ("is",)),
 )
+LAYOUT = OutputLayout(
+    "sweep folder",
+    SWEEP_FILE,
+    (SWEEP_FILE, "sweep.csv", *(name for name, _, _ in PLOTS), "samples", "samples/*.npz"),
+)
+"""A sweep's output folder (``diffuse sweep --out``): what ``--overwrite`` may replace."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,7 @@ def sweep_points(
     values: Sequence[float],
     *,
     samplers: Sequence[str] | None = None,
-    spacing: str = "even",
+    spacing: str = "auto",
 ) -> list[SweepPoint]:
     """The stages of a sweep: ``base`` with ``param`` set to each value, for each sampler.
 
@@ -131,7 +139,9 @@ def sweep_points(
                interval, its lower end kept from ``base`` or 0; ``base`` needs cfg).
     values:    the swept values, as :func:`parse_values` returns them.
     samplers:  sampler names, one series each; None: the base's sampler only.
-    spacing:   for a steps sweep, ``even``, ``ddim`` (constant stride) or ``quad``.
+    spacing:   for a steps sweep, ``auto`` (each sampler's own: quadratic for
+               ``dpm++2m``, even for the others), ``even``, ``ddim`` (constant stride)
+               or ``quad``.
     """
     check_param(param)
     values = parse_values(param, values)
@@ -258,13 +268,13 @@ def save_sweep(folder: str | Path, rows: Sequence[dict], param: str, info: dict)
     """Write sweep.json (``info`` and the rows), sweep.csv and a plot per metric present
     into ``folder``; returns the names of the files written."""
     folder = Path(folder)
-    atomic_write_json(folder / "sweep.json", {**info, "param": param, "points": list(rows)})
+    atomic_write_json(folder / SWEEP_FILE, {**info, "param": param, "points": list(rows)})
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(folder / "sweep.csv", buffer.getvalue())
-    written = ["sweep.json", "sweep.csv"]
+    written = [SWEEP_FILE, "sweep.csv"]
     samplers = list(dict.fromkeys(row["sampler"] for row in rows))
     for name, ylabel, columns in PLOTS:
         if columns[0] not in rows[0]:

@@ -48,8 +48,9 @@ def load_classifier(
     *,
     weights: str = "auto",
     device: str | torch.device = "cpu",
-) -> torch.nn.Module:
-    """Load a noisy classifier trained on the noise schedule of ``diffusion``."""
+) -> LoadedCheckpoint:
+    """Load a noisy classifier trained on the noise schedule of ``diffusion`` (the network
+    is ``.model``)."""
     kind, config = _kind(path)
     if kind != "classifier":
         raise CheckpointError(f"{path} holds a {kind!r} network, not a noisy classifier")
@@ -63,4 +64,4 @@ def load_classifier(
             f"{own.get('timesteps')} steps, the model on the {diffusion.schedule} schedule with "
             f"{diffusion.timesteps}; a classifier only guides the noise levels it learned"
         )
-    return load_checkpoint(path, weights=weights, device=device).model
+    return load_checkpoint(path, weights=weights, device=device)

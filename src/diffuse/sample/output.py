@@ -18,23 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from diffuse.errors import ConfigError
 from diffuse.images import make_grid, save_png, upscale
 from diffuse.io import atomic_directory, atomic_write_json
+from diffuse.outputs import OutputLayout
 from diffuse.sample.pipeline import Samples
 
 GRID_LIMIT = 64
 GRID_MIN_PIXELS = 64
-
-
-def check_output(path: str | Path, overwrite: bool) -> Path:
-    """Raise :class:`ConfigError` if ``path`` exists and may not be replaced (or is a file)."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{path} exists and is not a folder; choose another output folder")
-    if path.exists() and not overwrite:
-        raise ConfigError(f"{path} already exists; choose another folder or pass --overwrite")
-    return path
+INFO_FILE = "info.json"
+LAYOUT = OutputLayout(
+    "sample folder", INFO_FILE, ("samples.npz", "grid.png", "images", "images/*.png", INFO_FILE)
+)
+"""The folder above: what ``overwrite`` may replace."""
 
 
 def sample_grid(images: np.ndarray, limit: int = GRID_LIMIT) -> np.ndarray:
@@ -52,9 +47,9 @@ def save_samples(
     info: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``samples`` as the folder described above; the folder appears complete or not at
-    all, and an existing one is replaced only with ``overwrite``."""
-    folder = check_output(folder, overwrite)
-    with atomic_directory(folder, overwrite=overwrite) as tmp:
+    all, and an existing one is replaced only with ``overwrite`` and only when it is an
+    earlier sample folder and nothing else (:data:`LAYOUT`)."""
+    with atomic_directory(folder, LAYOUT, overwrite=overwrite) as tmp:
         arrays = {"arr_0": samples.images}
         if samples.labels is not None:
             arrays["arr_1"] = samples.labels.astype(np.int64)
@@ -63,5 +58,5 @@ def save_samples(
         (tmp / "images").mkdir()
         for i, image in enumerate(samples.images):
             save_png(tmp / "images" / f"{i:06d}.png", image)
-        atomic_write_json(tmp / "info.json", {"num_samples": len(samples.images), **(info or {})})
-    return folder
+        atomic_write_json(tmp / INFO_FILE, {"num_samples": len(samples.images), **(info or {})})
+    return Path(folder)

@@ -62,7 +62,7 @@ class Stage:
                 "(a U-Net or upsampler with .config)"
             )
         self.diffusion.check_output_channels(self.model.in_channels, self.model.out_channels)
-        space_timesteps(self.diffusion.timesteps, self.sampler.steps)  # bad steps fail here
+        space_timesteps(self.diffusion.timesteps, self.sampler.respacing)  # bad steps fail here
         self._check_cfg()
         self._check_classifier()
 

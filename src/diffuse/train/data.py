@@ -17,8 +17,11 @@ def needs_labels(spec: RunSpec) -> bool:
     return spec.task == "classifier" or getattr(spec.model, "num_classes", None) is not None
 
 
-def load_training_data(spec: RunSpec, split: str = "train") -> ImageDataset:
-    """The ``split`` of the run's data set at the network's size, labelled if needed.
+def load_training_data(
+    spec: RunSpec, split: str = "train", *, progress: bool = True
+) -> ImageDataset:
+    """The ``split`` of the run's data set at the network's size, labelled if needed
+    (``progress``: a bar while a folder's images are decoded).
 
     A named data set must have the network's image size, be padded to it (28 -> 32) or be
     shrunk to it by a whole factor (28 -> 14: each pixel the mean of a 2x2 block, as the
@@ -31,6 +34,7 @@ def load_training_data(spec: RunSpec, split: str = "train") -> ImageDataset:
         data_dir=spec.data.data_dir,
         class_cond=needs_labels(spec),
         download=spec.data.download,
+        progress=progress,
     )
     if canonical_name(spec.data.name) is None:
         dataset = load_dataset(spec.data.name, image_size=size, **options)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from diffuse.errors import ConfigError
+from diffuse.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -52,22 +52,13 @@ class ProcessGroup:
             dist.barrier()
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def setup(device: str | torch.device | None = None) -> ProcessGroup:
     """Join the process group described by the environment, or run as a single process.
 
     device: "cpu", "cuda", "cuda:1", ... (None: CUDA when available). In a distributed run
             on CUDA each process takes the GPU of its LOCAL_RANK.
     """
-    try:
-        device = torch.device(device) if device is not None else default_device()
-    except RuntimeError as error:
-        raise ConfigError(f"invalid device {device!r}: {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("CUDA was asked for but is not available; use --device cpu")
+    device = resolve_device(device)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1 and not dist.is_initialized():
         return ProcessGroup(0, 1, device)

@@ -56,7 +56,7 @@ def train(
     overwrite: delete the run already in ``out`` (its checkpoints too) and start again.
     dataset:   the training images, instead of loading ``spec.data``.
     device:    "cpu", "cuda", ... (None: CUDA when available).
-    progress:  show a progress bar.
+    progress:  show progress bars (the images decoded, the steps trained).
     """
     run = RunFolder(out)
     run.check_new(overwrite)
@@ -123,7 +123,7 @@ def resume(
 def _trainer(spec, run, dataset, group, progress) -> Trainer:
     """The trainer of ``spec``; a classifier is evaluated on the held-out split at the end."""
     if dataset is None:
-        dataset = load_training_data(spec)
+        dataset = load_training_data(spec, progress=progress and group.is_main)
     else:
         check_compatible(spec, dataset)
     validation = None

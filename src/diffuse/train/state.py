@@ -18,7 +18,7 @@ unpickles anything.
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from diffuse.checkpoint import LAYOUT as CHECKPOINT_LAYOUT
 from diffuse.checkpoint import (
     load_checkpoint,
     read_checkpoint_config,
@@ -40,6 +41,12 @@ TRAINER_FILE = "trainer.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 SAMPLER_FILE = "sampler.safetensors"
 TRAINER_FORMAT = "diffuse-trainer-state"
+LAYOUT = replace(
+    CHECKPOINT_LAYOUT,
+    what="training checkpoint",
+    entries=(*CHECKPOINT_LAYOUT.entries, TRAINER_FILE, OPTIMIZER_FILE, SAMPLER_FILE),
+)
+"""A training checkpoint folder: what saving the same step again may replace."""
 
 
 @dataclass
@@ -101,7 +108,7 @@ def save_training_checkpoint(
     extra:     more entries for ``trainer.json`` (seed, data set size).
     """
     ema = {rate: state.ema.state(rate) for rate in state.ema.rates}
-    with atomic_directory(folder, overwrite=True) as tmp:
+    with atomic_directory(folder, LAYOUT, overwrite=True) as tmp:
         write_checkpoint_files(
             tmp,
             state.model,
