@@ -28,3 +28,7 @@ class CheckpointError(DiffuseError, ValueError):
 
 class OutputExistsError(DiffuseError, FileExistsError):
     """An output file or folder exists already and replacing it was not asked for."""
+
+
+class DiskFullError(DiffuseError, OSError):
+    """A write that failed because its disk is full or its quota exceeded."""
