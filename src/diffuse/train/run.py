@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from diffuse.checkpoint import run_checkpoints
 from diffuse.errors import ConfigError, MissingFileError
 from diffuse.io import atomic_write_json, atomic_write_text
 from diffuse.train.spec import RunSpec
@@ -101,7 +102,7 @@ class RunFolder:
 
     def checkpoint_steps(self) -> list[Path]:
         """The step folders holding a checkpoint, oldest first."""
-        return sorted(p for p in self.checkpoints.glob("step-*") if (p / "config.json").is_file())
+        return run_checkpoints(self.path)
 
     def truncate_metrics(self, step: int) -> None:
         """Drop metrics lines logged after ``step`` (a resumed run logs them again)."""
