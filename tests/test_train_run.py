@@ -38,6 +38,7 @@ from diffuse.train import (
     train,
 )
 from diffuse.train.distributed import setup
+from diffuse.train.lock import LOCK_FILE
 from diffuse.train.run import RunFolder
 from diffuse.train.trainer import Trainer
 from sample_models import SMALL
@@ -57,11 +58,12 @@ def tiny_spec(steps: int = 4, **overrides) -> RunSpec:
 
 
 def digest(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` with the SHA-256 of its bytes."""
+    """Every file under ``folder`` with the SHA-256 of its bytes, but the lock file (it
+    holds the id of the last process that trained there)."""
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != LOCK_FILE
     }
 
 
@@ -208,7 +210,7 @@ def finished_run(tmp_path_factory) -> Path:
 
 def test_a_run_folder_holds_checkpoints_metrics_samples_and_its_config(finished_run):
     names = {p.name for p in finished_run.iterdir()}
-    assert names == {"run.json", "metrics.jsonl", "checkpoints", "samples"}
+    assert names == {"run.json", "metrics.jsonl", "checkpoints", "samples", LOCK_FILE}
     assert [p.name for p in RunFolder(finished_run).checkpoint_steps()] == [
         "step-00000002",
         "step-00000004",

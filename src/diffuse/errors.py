@@ -35,6 +35,10 @@ class OutputExistsError(DiffuseError, FileExistsError):
     """An output file or folder exists already and replacing it was not asked for."""
 
 
+class OutputInUseError(DiffuseError):
+    """An output folder that another process is writing (a training run in progress)."""
+
+
 class DiskFullError(DiffuseError, OSError):
     """A write that failed because its disk is full or its quota exceeded."""
 

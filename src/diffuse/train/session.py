@@ -3,12 +3,13 @@
 ``train(spec, out)`` starts a run in the folder ``out``; ``resume(out)`` continues the run
 there from its latest readable checkpoint with the settings saved in ``out/run.json``.
 Both work on one process or under ``torchrun`` (every process calls them; process 0
-writes). Every input is checked before anything is written, so a bad input leaves an
-existing run as it was.
+writes, holding the run folder's lock). Every input is checked before anything is
+written, so a bad input leaves an existing run as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Mapping
 from dataclasses import replace
@@ -20,7 +21,8 @@ import torch
 from diffuse.data import ImageDataset
 from diffuse.errors import ConfigError, CorruptCheckpointError, DiffuseWarning
 from diffuse.train.data import check_compatible, load_training_data, load_validation_data
-from diffuse.train.distributed import setup, teardown
+from diffuse.train.distributed import ProcessGroup, setup, teardown
+from diffuse.train.lock import check_run_unlocked, hold_run_lock
 from diffuse.train.run import RunFolder
 from diffuse.train.spec import RunSpec, split_key
 from diffuse.train.trainer import Trainer, TrainResult
@@ -60,15 +62,19 @@ def train(
     progress:  show a progress bar.
     """
     run = RunFolder(out)
+    check_run_unlocked(run.path)
     run.check_new(overwrite)
     group = setup(device)
     try:
         trainer = _trainer(spec, run, dataset, group, progress)
-        group.barrier()
-        if group.is_main:
-            run.start(spec, overwrite)
-        group.barrier()
-        return trainer.fit()
+        with _run_lock(run, group):
+            if group.is_main:
+                run.check_new(overwrite)  # again: a run may have started since
+            group.barrier()
+            if group.is_main:
+                run.start(spec, overwrite)
+            group.barrier()
+            return trainer.fit()
     finally:
         teardown(group)
 
@@ -94,6 +100,7 @@ def resume(
     """
     run = RunFolder(out)
     spec = run.read_spec()
+    check_run_unlocked(run.path)
     changes = dict(changes or {})
     refused = sorted(set(changes) - RESUMABLE_CHANGES)
     for key in refused:
@@ -109,16 +116,22 @@ def resume(
     group = setup(device)
     try:
         trainer = _trainer(spec, run, dataset, group, progress)
-        _resume_from_latest_readable(trainer, run.checkpoint_steps(), group.is_main)
-        group.barrier()
-        if group.is_main:
-            if changes or data_dir is not None:
-                run.start(spec, overwrite=False)
-            run.truncate_metrics(trainer.state.progress.step)
-        group.barrier()
-        return trainer.fit()
+        with _run_lock(run, group):
+            _resume_from_latest_readable(trainer, run.checkpoint_steps(), group.is_main)
+            group.barrier()
+            if group.is_main:
+                if changes or data_dir is not None:
+                    run.start(spec, overwrite=False)
+                run.truncate_metrics(trainer.state.progress.step)
+            group.barrier()
+            return trainer.fit()
     finally:
         teardown(group)
+
+
+def _run_lock(run: RunFolder, group: ProcessGroup) -> contextlib.AbstractContextManager:
+    """The run folder's lock, held by the process that writes (process 0)."""
+    return hold_run_lock(run.path) if group.is_main else contextlib.nullcontext()
 
 
 def _resume_from_latest_readable(trainer: Trainer, checkpoints: list[Path], warn: bool) -> None:
