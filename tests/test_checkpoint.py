@@ -15,9 +15,10 @@ from diffuse.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
     write_checkpoint_files,
+    write_tensors,
 )
 from diffuse.diffusion.config import DiffusionConfig
-from diffuse.errors import CheckpointError, ConfigError, MissingFileError
+from diffuse.errors import CheckpointError, ConfigError, CorruptCheckpointError, MissingFileError
 from diffuse.nn import ClassifierConfig, SuperResConfig, UNetConfig, build_network
 
 UNET = UNetConfig(
@@ -168,6 +169,23 @@ def test_corrupt_or_incomplete_files_give_checkpoint_errors(tmp_path):
     (path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not readable JSON"):
         load_checkpoint(path)
+
+
+def test_a_truncated_weights_file_is_named_whichever_weights_are_loaded(tmp_path):
+    path = save_checkpoint(
+        tmp_path / "c", trained_model(), ema={0.99: random_state(trained_model(), 1)}
+    )
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4])  # the tensors no longer fill the file
+    with pytest.raises(CorruptCheckpointError, match=rf"^{weights} is not a readable safetensors"):
+        load_checkpoint(path, weights="ema_0.99")
+
+
+def test_an_io_failure_while_writing_tensors_is_the_os_error_it_is(tmp_path):
+    file = tmp_path / "no-such-folder" / "x.safetensors"
+    with pytest.raises(FileNotFoundError) as caught:
+        write_tensors(file, {"w": torch.zeros(3)})
+    assert caught.value.errno == 2 and caught.value.filename == str(file)
 
 
 def test_unknown_kind_or_version_is_named(tmp_path):

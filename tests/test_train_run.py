@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -20,7 +21,13 @@ from safetensors.torch import load_file
 from diffuse.checkpoint import load_checkpoint
 from diffuse.data import ImageDataset
 from diffuse.diffusion.config import DiffusionConfig
-from diffuse.errors import CheckpointError, ConfigError, DataError, MissingFileError
+from diffuse.errors import (
+    ConfigError,
+    CorruptCheckpointError,
+    DataError,
+    DiffuseWarning,
+    MissingFileError,
+)
 from diffuse.nn import SuperResConfig, UNetConfig
 from diffuse.train import (
     DataSpec,
@@ -32,6 +39,7 @@ from diffuse.train import (
     train,
 )
 from diffuse.train.distributed import setup
+from diffuse.train.lock import LOCK_FILE
 from diffuse.train.run import RunFolder
 from diffuse.train.trainer import Trainer
 from sample_models import SMALL
@@ -51,11 +59,12 @@ def tiny_spec(steps: int = 4, **overrides) -> RunSpec:
 
 
 def digest(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` with the SHA-256 of its bytes."""
+    """Every file under ``folder`` with the SHA-256 of its bytes, but the lock file (it
+    holds the id of the last process that trained there)."""
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != LOCK_FILE
     }
 
 
@@ -202,7 +211,7 @@ def finished_run(tmp_path_factory) -> Path:
 
 def test_a_run_folder_holds_checkpoints_metrics_samples_and_its_config(finished_run):
     names = {p.name for p in finished_run.iterdir()}
-    assert names == {"run.json", "metrics.jsonl", "checkpoints", "samples"}
+    assert names == {"run.json", "metrics.jsonl", "checkpoints", "samples", LOCK_FILE}
     assert [p.name for p in RunFolder(finished_run).checkpoint_steps()] == [
         "step-00000002",
         "step-00000004",
@@ -223,8 +232,6 @@ def test_old_checkpoints_are_pruned(tmp_path):
 
 
 def copy_run(source: Path, target: Path) -> Path:
-    import shutil
-
     shutil.copytree(source, target)
     return target
 
@@ -290,7 +297,7 @@ def corrupt(run: Path, name: str) -> None:
     file.write_bytes(file.read_bytes()[: len(file.read_bytes()) // 2])
 
 
-@pytest.mark.parametrize(
+DAMAGES = pytest.mark.parametrize(
     ("damage", "message"),
     [
         (lambda run: corrupt(run, "model.safetensors"), "model.safetensors"),
@@ -300,15 +307,37 @@ def corrupt(run: Path, name: str) -> None:
     ],
     ids=["weights", "optimizer", "trainer-state", "missing-ema"],
 )
-def test_a_corrupt_checkpoint_is_named_on_resume_and_nothing_is_touched(
+
+
+@DAMAGES
+def test_a_corrupt_latest_checkpoint_is_named_and_the_one_before_resumed(
+    finished_run, tmp_path, damage, message
+):
+    """The damaged step-4 checkpoint is passed over with a warning that names the file;
+    nothing of it reaches the resumed state: the run's new step 4 is bit for bit the
+    uninterrupted run's."""
+    run = copy_run(finished_run, tmp_path / "run")
+    damage(run)
+    with pytest.warns(DiffuseWarning, match=rf"{message}.*resuming from .*step-00000002 instead"):
+        result = resume(run, progress=False)
+    assert (result.first_step, result.step) == (2, 4)
+    for name in ("model.safetensors", "ema_0.99.safetensors", "optimizer.safetensors"):
+        a = weights(finished_run / "checkpoints/step-00000004", name)
+        b = weights(result.checkpoint, name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+@DAMAGES
+def test_a_corrupt_only_checkpoint_is_named_on_resume_and_nothing_is_touched(
     finished_run, tmp_path, damage, message
 ):
     run = copy_run(finished_run, tmp_path / "run")
+    shutil.rmtree(run / "checkpoints/step-00000002")
     damage(run)
     before = digest(run)
-    with pytest.raises(CheckpointError, match=message) as caught:
+    with pytest.raises(CorruptCheckpointError, match=message) as caught:
         resume(run, changes={"train.steps": 6}, progress=False)
-    assert "move" in str(caught.value)  # how to fall back to the previous checkpoint
+    assert "no earlier checkpoint" in str(caught.value)
     assert digest(run) == before
 
 

@@ -14,26 +14,36 @@ Layout of a checkpoint folder::
 A training run keeps its checkpoints as ``RUN/checkpoints/step-<8-digit step>/`` (the
 trainer adds its optimizer and random states there); :func:`resolve_checkpoint` accepts a
 run folder and takes its latest checkpoint. Writes are atomic (:mod:`diffuse.io`); loading
-reads JSON and safetensors only, so it never executes code from the file.
+reads JSON and safetensors only, so it never executes code from the file. A file that is
+missing, truncated or unreadable is named (:class:`~diffuse.errors.CorruptCheckpointError`),
+with the run's checkpoint before it when a run folder was given.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from diffuse.diffusion.config import DiffusionConfig
-from diffuse.errors import CheckpointError, ConfigError, DiffuseError, MissingFileError
+from diffuse.errors import (
+    CheckpointError,
+    ConfigError,
+    CorruptCheckpointError,
+    DiffuseError,
+    MissingFileError,
+)
 from diffuse.io import atomic_directory, atomic_write_json
 from diffuse.nn import build_network, config_from_dict
 from diffuse.outputs import OutputLayout
@@ -138,9 +148,9 @@ def write_checkpoint_files(
         json.dumps(config, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"checkpoint metadata must be plain JSON: {error}") from None
-    save_file(weights, str(folder / MODEL_FILE), metadata={"format": "pt"})
+    write_tensors(folder / MODEL_FILE, weights)
     for rate, state in ema_weights.items():
-        save_file(state, str(folder / ema_file(rate)), metadata={"format": "pt"})
+        write_tensors(folder / ema_file(rate), state)
     atomic_write_json(folder / CONFIG_FILE, config)
 
 
@@ -169,6 +179,16 @@ def save_checkpoint(
     return path
 
 
+def run_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The checkpoint folders ``checkpoints/step-XXXXXXXX`` of a run folder that hold a
+    ``config.json``, oldest first (a temporary or partly deleted folder is not one)."""
+    return sorted(
+        child
+        for child in (Path(run_dir) / "checkpoints").glob("step-*")
+        if STEP_FOLDER.fullmatch(child.name) and (child / CONFIG_FILE).is_file()
+    )
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder ``path`` names: itself if it holds ``config.json``, or the
     latest ``checkpoints/step-XXXXXXXX`` of a run folder."""
@@ -177,11 +197,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise MissingFileError(f"checkpoint {path} does not exist")
     if (path / CONFIG_FILE).is_file():
         return path
-    steps = sorted(
-        child
-        for child in (path / "checkpoints").glob("step-*")
-        if STEP_FOLDER.fullmatch(child.name) and (child / CONFIG_FILE).is_file()
-    )
+    steps = run_checkpoints(path)
     if not steps:
         raise MissingFileError(
             f"{path} is neither a checkpoint folder (with {CONFIG_FILE}) nor a run folder "
@@ -195,9 +211,9 @@ def read_format_json(file: Path, format_name: str) -> dict[str, Any]:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(f"{file} is missing; the checkpoint is incomplete") from None
+        raise CorruptCheckpointError(f"{file} is missing; the checkpoint is incomplete") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(
+        raise CorruptCheckpointError(
             f"{file} is not readable JSON ({error}); the checkpoint is corrupt"
         ) from None
     if not isinstance(data, dict) or data.get("format") != format_name:
@@ -207,8 +223,10 @@ def read_format_json(file: Path, format_name: str) -> dict[str, Any]:
 
 def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     """The validated ``config.json`` of the checkpoint at ``path`` (see :func:`resolve_checkpoint`)."""
-    file = resolve_checkpoint(path) / CONFIG_FILE
-    config = read_format_json(file, FORMAT)
+    folder = resolve_checkpoint(path)
+    file = folder / CONFIG_FILE
+    with _naming_an_earlier_checkpoint(path, folder):
+        config = read_format_json(file, FORMAT)
     if config.get("version") != VERSION:
         raise CheckpointError(
             f"{file} has format version {config.get('version')!r}; this diffuse reads {VERSION}"
@@ -228,8 +246,18 @@ def load_checkpoint(
     weights: "auto" (the EMA weights of the largest rate if any, else the raw weights),
              "model", or "ema_<rate>" as listed in ``ema_rates``.
     device:  where the model is placed.
+
+    Every weights file of the checkpoint must be whole (a truncated one is named even when
+    other weights are asked for: the checkpoint is damaged).
     """
     folder = resolve_checkpoint(path)
+    with _naming_an_earlier_checkpoint(path, folder):
+        return _load_checkpoint_folder(folder, weights, device)
+
+
+def _load_checkpoint_folder(
+    folder: Path, weights: str, device: str | torch.device
+) -> LoadedCheckpoint:
     config = read_checkpoint_config(folder)
     try:
         model_config = config_from_dict(config["model"])
@@ -250,6 +278,8 @@ def load_checkpoint(
             f"checkpoint {folder} has no weights {weights!r}; available: {sorted(available)}"
         )
     state = read_tensors(folder / available[weights])
+    for name in sorted(set(available.values()) - {available[weights]}):
+        check_tensors_file(folder / name)
     with torch.device("meta"):
         model = build_network(model_config)
     _check_state_dict(state, model.state_dict(), f"{folder / available[weights]}")
@@ -275,14 +305,59 @@ def load_pretrained(
 
 
 def read_tensors(file: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file; :class:`CheckpointError` if missing or corrupt."""
-    file = Path(file)
-    if not file.is_file():
-        raise CheckpointError(f"{file} is missing; the checkpoint is incomplete")
-    try:
+    """The tensors of a safetensors file; :class:`CorruptCheckpointError` if missing or corrupt."""
+    with _corrupt_tensors_named(Path(file)):
         return load_file(str(file))
+
+
+def check_tensors_file(file: str | Path) -> None:
+    """Raise :class:`CorruptCheckpointError` unless ``file`` is a whole safetensors file: its
+    header reads and its tensors fill the file exactly (reads the header only)."""
+    with _corrupt_tensors_named(Path(file)), safe_open(str(file), "pt"):
+        pass
+
+
+def write_tensors(file: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Save ``tensors`` as the safetensors file ``file``. An I/O failure is raised as the
+    :class:`OSError` it is (safetensors reports it as a SafetensorError quoting the OS
+    error number), so that a full disk is recognised as one."""
+    try:
+        save_file(dict(tensors), str(file), metadata={"format": "pt"})
+    except SafetensorError as error:
+        number = re.search(r"\(os error (\d+)\)", str(error))
+        if number is None:
+            raise
+        code = int(number.group(1))
+        raise OSError(code, os.strerror(code), str(file)) from None
+
+
+@contextlib.contextmanager
+def _corrupt_tensors_named(file: Path) -> Iterator[None]:
+    """Raise a missing ``file``, or a failure to read it in the block, as a
+    :class:`CorruptCheckpointError` naming it."""
+    if not file.is_file():
+        raise CorruptCheckpointError(f"{file} is missing; the checkpoint is incomplete")
+    try:
+        yield
     except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{file} is not a readable safetensors file ({error})") from None
+        raise CorruptCheckpointError(
+            f"{file} is not a readable safetensors file ({error}); the checkpoint is corrupt"
+        ) from None
+
+
+@contextlib.contextmanager
+def _naming_an_earlier_checkpoint(path: str | Path, folder: Path) -> Iterator[None]:
+    """When ``path`` is a run folder whose latest checkpoint ``folder`` is damaged, name the
+    checkpoint before it in the error: a user gives that one to use it instead."""
+    try:
+        yield
+    except CorruptCheckpointError as error:
+        earlier = [p for p in run_checkpoints(path) if p < folder] if Path(path) != folder else []
+        if not earlier:
+            raise
+        raise CorruptCheckpointError(
+            f"{error}; to use the checkpoint before it, give {earlier[-1]}"
+        ) from None
 
 
 def _check_state_dict(

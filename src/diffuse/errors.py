@@ -1,4 +1,4 @@
-"""Errors caused by what a user asked for.
+"""Errors (and warnings) caused by what a user asked for.
 
 Every error a user can trigger with bad input derives from :class:`DiffuseError` and
 carries a message that names the offending thing and the fix. The command line prints
@@ -26,6 +26,24 @@ class CheckpointError(DiffuseError, ValueError):
     """A checkpoint that is corrupt, incomplete or of another architecture."""
 
 
+class CorruptCheckpointError(CheckpointError):
+    """A file of a checkpoint that is missing, truncated or unreadable: the checkpoint is
+    damaged, while an earlier one of the same run may still serve."""
+
+
 class OutputExistsError(ConfigError, FileExistsError):
     """An output file or folder exists already and replacing it was not asked for (a
     :class:`ConfigError` too: the output option and the missing overwrite disagree)."""
+
+
+class OutputInUseError(DiffuseError):
+    """An output folder that another process is writing (a training run in progress)."""
+
+
+class DiskFullError(DiffuseError, OSError):
+    """A write that failed because its disk is full or its quota exceeded."""
+
+
+class DiffuseWarning(UserWarning):
+    """Something a user should know that did not stop the work, such as a damaged
+    checkpoint passed over; the command line prints it as one line."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
-from diffuse.errors import DiffuseError
+from diffuse.errors import DiffuseError, DiffuseWarning
 
 # Modules of this package that define sub-commands, in the order --help lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -42,11 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except DiffuseError as error:
-        print(f"diffuse {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DiffuseWarning)
+        show = warnings.showwarning
+
+        def show_warning(message, category, *rest, **kwargs) -> None:
+            """Our warnings as one line each, like our errors; others as Python shows them."""
+            if issubclass(category, DiffuseWarning):
+                print(f"diffuse {args.command}: warning: {message}", file=sys.stderr)
+            else:
+                show(message, category, *rest, **kwargs)
+
+        warnings.showwarning = show_warning
+        try:
+            return int(args.func(args) or 0)
+        except DiffuseError as error:
+            print(f"diffuse {args.command}: error: {error}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ torchrun every process runs this command and process 0 writes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import fields
 
 import torch
@@ -24,7 +26,7 @@ import torch
 from diffuse import presets
 from diffuse.cli import common
 from diffuse.diffusion.config import LOSSES, PREDICTIONS, SCHEDULES, VARIANCES
-from diffuse.errors import ConfigError
+from diffuse.errors import ConfigError, DiskFullError
 from diffuse.nn import ClassifierConfig, SuperResConfig
 from diffuse.train import field_help, parse_override, resume, spec_from_preset, train
 from diffuse.train.preview import grid_caption
@@ -147,7 +149,8 @@ def run(args, task: str) -> int:
         _check_same(args, spec, task)
         if args.show_config:
             return _show(spec.with_overrides(overrides))
-        result = resume(args.out, changes=overrides, data_dir=args.data_dir, **options)
+        with _continue_hint_on_disk_full(spec, args.out):
+            result = resume(args.out, changes=overrides, data_dir=args.data_dir, **options)
     else:
         if not args.preset or not args.data:
             raise ConfigError("a new run needs --preset and --data (or add --resume)")
@@ -155,7 +158,8 @@ def run(args, task: str) -> int:
         spec = spec_from_preset(args.preset, data, task=task, overrides=overrides)
         if args.show_config:
             return _show(spec)
-        result = train(spec, args.out, overwrite=args.overwrite, **options)
+        with _continue_hint_on_disk_full(spec, args.out):
+            result = train(spec, args.out, overwrite=args.overwrite, **options)
     if result.rank != 0:
         return 0
     report(result, spec)
@@ -173,6 +177,17 @@ def _check_same(args, spec, task: str) -> None:
     if spec.task != task:
         command = "train-classifier" if spec.task == "classifier" else "train"
         raise ConfigError(f"{args.out} is a {spec.task} run; resume it with `diffuse {command}`")
+
+
+@contextlib.contextmanager
+def _continue_hint_on_disk_full(spec, out) -> Iterator[None]:
+    """A disk that fills up during a run: the error also says how to continue it."""
+    try:
+        yield
+    except DiskFullError as error:
+        if not RunFolder(out).run_file.is_file():
+            raise
+        raise DiskFullError(f"{error}, then continue with: {resume_command(spec, out)}") from None
 
 
 def _show(spec) -> int:
@@ -205,8 +220,13 @@ def report(result, spec) -> None:
         )
     if result.interrupted:
         print(
-            f"interrupted by {result.interrupted}; continue with: diffuse "
-            f"{'train-classifier' if spec.task == 'classifier' else 'train'} --out "
-            f"{result.run_dir} --resume",
+            f"interrupted by {result.interrupted}; continue with: "
+            f"{resume_command(spec, result.run_dir)}",
             file=sys.stderr,
         )
+
+
+def resume_command(spec, out) -> str:
+    """The command that continues the run of ``spec`` in ``out``."""
+    command = "train-classifier" if spec.task == "classifier" else "train"
+    return f"diffuse {command} --out {out} --resume"

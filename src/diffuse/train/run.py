@@ -7,6 +7,7 @@ Layout::
     RUN/checkpoints/step-XXXXXXXX/    checkpoints (the last K kept), see diffuse.train.state
     RUN/samples/step-XXXXXXXX.png     sample grids
     RUN/tensorboard/                  TensorBoard events, when tensorboard is installed
+    RUN/.lock                         held by the process training there (diffuse.train.lock)
 
 A new run refuses an existing non-empty folder unless asked to overwrite it, and then
 only if that folder is a run (it holds ``run.json``): the run's own entries are removed,
@@ -21,8 +22,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from diffuse.checkpoint import run_checkpoints
 from diffuse.errors import ConfigError, MissingFileError
 from diffuse.io import atomic_write_json, atomic_write_text
+from diffuse.train.lock import LOCK_FILE
 from diffuse.train.spec import RunSpec
 
 RUN_FILE = "run.json"
@@ -59,7 +62,7 @@ class RunFolder:
         """Raise unless a new run may start here (read-only)."""
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.path} is a file; give a folder for the run's output")
-        if not self.path.exists() or not any(self.path.iterdir()):
+        if not self.path.exists() or all(p.name == LOCK_FILE for p in self.path.iterdir()):
             return
         if not self.run_file.is_file():
             raise ConfigError(
@@ -101,7 +104,7 @@ class RunFolder:
 
     def checkpoint_steps(self) -> list[Path]:
         """The step folders holding a checkpoint, oldest first."""
-        return sorted(p for p in self.checkpoints.glob("step-*") if (p / "config.json").is_file())
+        return run_checkpoints(self.path)
 
     def truncate_metrics(self, step: int) -> None:
         """Drop metrics lines logged after ``step`` (a resumed run logs them again)."""

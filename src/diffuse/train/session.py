@@ -1,14 +1,16 @@
 """Start or resume a training run: the functions behind ``diffuse train``.
 
 ``train(spec, out)`` starts a run in the folder ``out``; ``resume(out)`` continues the run
-there from its latest checkpoint with the settings saved in ``out/run.json``. Both work
-on one process or under ``torchrun`` (every process calls them; process 0 writes). Every
-input is checked before anything is written, so a bad input leaves an existing run as
-it was.
+there from its latest readable checkpoint with the settings saved in ``out/run.json``.
+Both work on one process or under ``torchrun`` (every process calls them; process 0
+writes, holding the run folder's lock). Every input is checked before anything is
+written, so a bad input leaves an existing run as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -17,9 +19,10 @@ from typing import Any
 import torch
 
 from diffuse.data import ImageDataset
-from diffuse.errors import ConfigError
+from diffuse.errors import ConfigError, CorruptCheckpointError, DiffuseWarning
 from diffuse.train.data import check_compatible, load_training_data, load_validation_data
-from diffuse.train.distributed import setup, teardown
+from diffuse.train.distributed import ProcessGroup, setup, teardown
+from diffuse.train.lock import check_run_unlocked, hold_run_lock
 from diffuse.train.run import RunFolder
 from diffuse.train.spec import RunSpec, split_key
 from diffuse.train.trainer import Trainer, TrainResult
@@ -59,15 +62,19 @@ def train(
     progress:  show progress bars (the images decoded, the steps trained).
     """
     run = RunFolder(out)
+    check_run_unlocked(run.path)
     run.check_new(overwrite)
     group = setup(device)
     try:
         trainer = _trainer(spec, run, dataset, group, progress)
-        group.barrier()
-        if group.is_main:
-            run.start(spec, overwrite)
-        group.barrier()
-        return trainer.fit()
+        with _run_lock(run, group):
+            if group.is_main:
+                run.check_new(overwrite)  # again: a run may have started since
+            group.barrier()
+            if group.is_main:
+                run.start(spec, overwrite)
+            group.barrier()
+            return trainer.fit()
     finally:
         teardown(group)
 
@@ -82,7 +89,9 @@ def resume(
     progress: bool = True,
 ) -> TrainResult:
     """Continue the run in ``out`` from its latest checkpoint (or from the start if it has
-    none), with the settings of ``out/run.json``.
+    none), with the settings of ``out/run.json``. A damaged latest checkpoint (a file
+    missing, truncated or unreadable) is passed over for the one before it, with a
+    :class:`~diffuse.errors.DiffuseWarning` naming the file.
 
     changes:  new values for the settings in ``RESUMABLE_CHANGES`` (e.g. a larger
               ``train.steps``); any other change is refused.
@@ -91,6 +100,7 @@ def resume(
     """
     run = RunFolder(out)
     spec = run.read_spec()
+    check_run_unlocked(run.path)
     changes = dict(changes or {})
     refused = sorted(set(changes) - RESUMABLE_CHANGES)
     for key in refused:
@@ -106,18 +116,41 @@ def resume(
     group = setup(device)
     try:
         trainer = _trainer(spec, run, dataset, group, progress)
-        checkpoints = run.checkpoint_steps()
-        if checkpoints:
-            trainer.resume(checkpoints[-1])
-        group.barrier()
-        if group.is_main:
-            if changes or data_dir is not None:
-                run.start(spec, overwrite=False)
-            run.truncate_metrics(trainer.state.progress.step)
-        group.barrier()
-        return trainer.fit()
+        with _run_lock(run, group):
+            _resume_from_latest_readable(trainer, run.checkpoint_steps(), group.is_main)
+            group.barrier()
+            if group.is_main:
+                if changes or data_dir is not None:
+                    run.start(spec, overwrite=False)
+                run.truncate_metrics(trainer.state.progress.step)
+            group.barrier()
+            return trainer.fit()
     finally:
         teardown(group)
+
+
+def _run_lock(run: RunFolder, group: ProcessGroup) -> contextlib.AbstractContextManager:
+    """The run folder's lock, held by the process that writes (process 0)."""
+    return hold_run_lock(run.path) if group.is_main else contextlib.nullcontext()
+
+
+def _resume_from_latest_readable(trainer: Trainer, checkpoints: list[Path], warn: bool) -> None:
+    """Resume from the latest of ``checkpoints`` (oldest first) that reads: a damaged one
+    is named (a warning when ``warn``) and the one before it tried. No checkpoint at all
+    leaves the run at its start."""
+    for index in reversed(range(len(checkpoints))):
+        try:
+            trainer.resume(checkpoints[index])
+            return
+        except CorruptCheckpointError as error:
+            if index == 0:
+                raise CorruptCheckpointError(
+                    f"{error}; no earlier checkpoint to resume from (move "
+                    f"{checkpoints[0]} away to train the run again from step 0)"
+                ) from None
+            if warn:
+                message = f"{error}; resuming from {checkpoints[index - 1]} instead"
+                warnings.warn(message, DiffuseWarning, stacklevel=2)
 
 
 def _trainer(spec, run, dataset, group, progress) -> Trainer:

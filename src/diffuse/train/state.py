@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from diffuse.checkpoint import LAYOUT as CHECKPOINT_LAYOUT
@@ -33,6 +32,7 @@ from diffuse.checkpoint import (
     read_format_json,
     read_tensors,
     write_checkpoint_files,
+    write_tensors,
 )
 from diffuse.errors import CheckpointError
 from diffuse.io import atomic_directory, atomic_write_json
@@ -117,12 +117,10 @@ def save_training_checkpoint(
             step=state.progress.step,
             metadata=metadata,
         )
-        save_file(_optimizer_tensors(state.model, state.optimizer), str(tmp / OPTIMIZER_FILE))
+        write_tensors(tmp / OPTIMIZER_FILE, _optimizer_tensors(state.model, state.optimizer))
         sampler_state = state.sampler.state_dict()
         if sampler_state:
-            save_file(
-                {k: v.contiguous() for k, v in sampler_state.items()}, str(tmp / SAMPLER_FILE)
-            )
+            write_tensors(tmp / SAMPLER_FILE, {k: v.contiguous() for k, v in sampler_state.items()})
         groups = [
             {k: v for k, v in group.items() if k != "params"}
             for group in state.optimizer.state_dict()["param_groups"]
@@ -144,8 +142,10 @@ def save_training_checkpoint(
 def load_training_checkpoint(folder: Path, state: TrainingState) -> dict[str, Any]:
     """Restore ``state`` in place from the checkpoint ``folder``; return its ``trainer.json``.
 
-    Raises :class:`CheckpointError` naming the file when anything is missing, corrupt or
-    of another architecture; ``state`` is then partly restored and must be discarded.
+    Every file is read before anything is restored, so when one is missing, corrupt
+    (:class:`~diffuse.errors.CorruptCheckpointError`) or of another architecture
+    (:class:`CheckpointError`) the error names it and ``state`` is untouched: an earlier
+    checkpoint can be loaded into it instead.
     """
     config = read_checkpoint_config(folder)
     expected = state.model.config.to_dict()
@@ -156,23 +156,24 @@ def load_training_checkpoint(folder: Path, state: TrainingState) -> dict[str, An
             "resume with the run's own settings"
         )
     trainer = read_format_json(folder / TRAINER_FILE, TRAINER_FORMAT)
-    state.model.load_state_dict(load_checkpoint(folder, weights="model").model.state_dict())
-    state.ema.load(
-        {
-            rate: load_checkpoint(folder, weights=f"ema_{rate}").model.state_dict()
-            for rate in state.ema.rates
-        }
-    )
-    state.optimizer.load_state_dict(
-        _optimizer_state(state.model, state.optimizer, folder / OPTIMIZER_FILE, trainer)
-    )
-    if state.sampler.state_dict():
-        state.sampler.load_state_dict(read_tensors(folder / SAMPLER_FILE))
-    state.precision.load_state_dict(trainer.get("scaler", {}))
+    model = load_checkpoint(folder, weights="model").model.state_dict()
+    ema = {
+        rate: load_checkpoint(folder, weights=f"ema_{rate}").model.state_dict()
+        for rate in state.ema.rates
+    }
+    optimizer = _optimizer_state(state.model, state.optimizer, folder / OPTIMIZER_FILE, trainer)
+    sampler = read_tensors(folder / SAMPLER_FILE) if state.sampler.state_dict() else None
     try:
-        state.progress = Progress(**{k: int(trainer[k]) for k in asdict(Progress())})
+        progress = Progress(**{k: int(trainer[k]) for k in asdict(Progress())})
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{folder / TRAINER_FILE} lacks its counters ({error})") from None
+    state.model.load_state_dict(model)
+    state.ema.load(ema)
+    state.optimizer.load_state_dict(optimizer)
+    if sampler is not None:
+        state.sampler.load_state_dict(sampler)
+    state.precision.load_state_dict(trainer.get("scaler", {}))
+    state.progress = progress
     return trainer
 
 

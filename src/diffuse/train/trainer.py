@@ -136,13 +136,7 @@ class Trainer:
 
     def resume(self, folder: Path) -> None:
         """Continue from the checkpoint ``folder`` of this run."""
-        try:
-            trainer = load_training_checkpoint(folder, self.state)
-        except CheckpointError as error:
-            raise CheckpointError(
-                f"{error}. To resume from an earlier checkpoint, move {folder} out of "
-                f"{folder.parent}"
-            ) from None
+        trainer = load_training_checkpoint(folder, self.state)
         if trainer.get("dataset_size") != len(self.dataset):
             raise CheckpointError(
                 f"{folder} was trained on {trainer.get('dataset_size')} images, the data set now "
