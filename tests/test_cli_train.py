@@ -4,12 +4,10 @@ end, its messages, SIGTERM in a real process, and two processes under torchrun."
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +17,7 @@ from safetensors.torch import load_file
 
 from diffuse.checkpoint import load_checkpoint
 from diffuse.cli import build_parser, main
-
-DIFFUSE = str(Path(sys.executable).parent / "diffuse")
-QUICK = ["--set", "train.sample_steps=3", "--set", "train.sample_columns=2", "--no-progress"]
-
-
-def tiny_run(out: Path, *extra: str) -> list[str]:
-    return ["train", "--preset", "tiny", "--data", "digits", "--out", str(out), *QUICK, *extra]
-
-
-def quiet_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+from train_processes import DIFFUSE, QUICK, one_thread_env, start_endless_training, tiny_run
 
 
 def test_train_prints_where_the_checkpoint_and_the_grid_are(tmp_path, capsys):
@@ -114,16 +102,7 @@ def test_help_explains_every_option_and_every_setting(command):
 
 def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(tmp_path):
     run = tmp_path / "run"
-    argv = tiny_run(run, "--steps", "100000", "--batch-size", "8")
-    argv += ["--set", "train.log_every=1", "--set", "train.checkpoint_every=100000"]
-    process = subprocess.Popen(
-        [DIFFUSE, *argv], env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    metrics = run / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (metrics.exists() and metrics.stat().st_size):
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
+    process, _ = start_endless_training(run)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err.decode()
@@ -169,7 +148,7 @@ def test_two_gloo_processes_match_one_process_and_resume(tmp_path):
     workers = [
         subprocess.Popen(
             [*command, str(rank), ports, *("|".join(argv) for argv in runs)],
-            env=quiet_env(),
+            env=one_thread_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -200,7 +179,7 @@ def test_torchrun_launches_two_processes(tmp_path):
     torchrun += ["--nproc_per_node=2", "--no-python", DIFFUSE]
     argv = tiny_run(tmp_path / "two", "--steps", "2", *TWO_STEPS)
     done = subprocess.run(
-        [*torchrun, *argv], env=quiet_env(), capture_output=True, text=True, timeout=300
+        [*torchrun, *argv], env=one_thread_env(), capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("trained steps") == 1  # only process 0 reports

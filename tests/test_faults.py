@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,24 +23,16 @@ from diffuse.checkpoint import load_checkpoint
 from diffuse.cli import main
 from diffuse.errors import OutputInUseError
 from diffuse.train.lock import LOCK_FILE, check_run_unlocked, hold_run_lock
+from train_processes import (
+    one_thread_env,
+    resume_run,
+    start_endless_training,
+    tiny_run,
+)
 
-DIFFUSE = str(Path(sys.executable).parent / "diffuse")
-QUICK = ["--set", "train.sample_steps=3", "--set", "train.sample_columns=2", "--no-progress"]
 # Steps of 8 images with a checkpoint after each (three kept).
 EVERY_STEP = ["--batch-size", "8", "--set", "train.checkpoint_every=1"]
 THREE_STEPS = ["--steps", "3", *EVERY_STEP]
-
-
-def tiny_run(out: Path, *extra: str) -> list[str]:
-    return ["train", "--preset", "tiny", "--data", "digits", "--out", str(out), *QUICK, *extra]
-
-
-def resume_run(out: Path, *extra: str) -> list[str]:
-    return ["train", "--out", str(out), "--resume", "--no-progress", *extra]
-
-
-def one_thread_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def differing(folder: Path, reference: Path) -> list[str]:
@@ -279,16 +270,7 @@ def test_a_damaged_latest_checkpoint_is_named_by_sample_and_passed_over_by_resum
 
 def test_a_second_train_on_a_running_folder_is_refused_and_the_first_unharmed(tmp_path, capsys):
     run = tmp_path / "run"
-    argv = tiny_run(run, "--steps", "100000", "--batch-size", "8")
-    argv += ["--set", "train.log_every=1", "--set", "train.checkpoint_every=100000"]
-    first = subprocess.Popen(
-        [DIFFUSE, *argv], env=one_thread_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    metrics = run / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (metrics.exists() and metrics.stat().st_size):
-        assert first.poll() is None, first.communicate()
-        time.sleep(0.05)
+    first, argv = start_endless_training(run)
     spec = (run / "run.json").read_bytes()
     for second in (argv, [*argv, "--overwrite"], resume_run(run)):
         assert main(second) == 2
