@@ -69,6 +69,54 @@ def test_decoder_bins_are_a_distribution_matching_the_normal_cdf(mean, scale):
     np.testing.assert_allclose(log_p.exp().numpy()[mask], expected[mask], rtol=1e-6, atol=1e-12)
 
 
+def independent_abar(p: GaussianDiffusion) -> np.ndarray:
+    """abar_t = prod_{s<=t} (1 - beta_s), summed in log space (not the process's cumprod)."""
+    return np.exp(np.cumsum(np.log1p(-p.betas)))
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_alpha_sigma_are_the_scales_of_q_xt_given_x0(schedule):
+    p = process(schedule)
+    t = torch.tensor([0, 1, 500, 999])
+    like = torch.zeros(4, 3, 2, 2, dtype=F64)
+    alpha, sigma = p.alpha_sigma(t, like)
+    assert alpha.shape == sigma.shape == (4, 1, 1, 1)
+    abar = independent_abar(p)[t.numpy()]
+    # DDPM eq. 4: alpha = sqrt(abar), sigma = sqrt(1 - abar); float64 roundoff only.
+    np.testing.assert_allclose(alpha.flatten().numpy(), np.sqrt(abar), rtol=1e-12)
+    np.testing.assert_allclose(sigma.flatten().numpy(), np.sqrt(1 - abar), rtol=1e-9)
+    torch.testing.assert_close(alpha**2 + sigma**2, torch.ones_like(alpha), rtol=0, atol=1e-12)
+    # The scales of the step a reverse step lands on: t - 1, and the data itself at t = 0.
+    alpha_prev, sigma_prev = p.alpha_sigma(t, like, previous=True)
+    assert (alpha_prev[0].item(), sigma_prev[0].item()) == (1.0, 0.0)
+    before = p.alpha_sigma(t[1:] - 1, like[1:])
+    torch.testing.assert_close((alpha_prev[1:], sigma_prev[1:]), before, rtol=0, atol=0)
+    # In the dtype of ``like``: the float64 values rounded once (a cast, exact on any CPU).
+    alpha32, sigma32 = p.alpha_sigma(t, like.float())
+    assert alpha32.dtype == torch.float32
+    assert torch.equal(alpha32, alpha.float()) and torch.equal(sigma32, sigma.float())
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_edm_sigmas_are_the_noise_to_signal_ratio(schedule):
+    p = process(schedule)
+    alpha, sigma = p.alpha_sigma(torch.arange(1000), torch.zeros(1000, dtype=F64))
+    ratio = (sigma / alpha).numpy()
+    # float64 roundoff only: the cosine schedule's abar_T ~ 2e-9 summed in log space over
+    # 1000 steps differs from the running product by ~2e-9 relative.
+    np.testing.assert_allclose(p.edm_sigmas, ratio, rtol=1e-12)
+    np.testing.assert_allclose(p.edm_sigmas, np.sqrt(1 / independent_abar(p) - 1), rtol=1e-8)
+    # At the first step abar = 1 - beta_1: sigma = sqrt(beta_1 / (1 - beta_1)).
+    assert p.edm_sigmas[0] == pytest.approx(np.sqrt(p.betas[0] / (1 - p.betas[0])), rel=1e-12)
+    assert (np.diff(p.edm_sigmas) > 0).all()
+    kept = [0, 10, 500, 999]
+    # Respacing rebuilds abar from its own betas: the same roundoff as above.
+    np.testing.assert_allclose(p.respace(kept).edm_sigmas, p.edm_sigmas[kept], rtol=1e-8)
+    # A copy: changing it leaves the process alone.
+    p.edm_sigmas[:] = 0.0
+    assert (p.edm_sigmas > 0).all()
+
+
 @pytest.mark.parametrize("prediction", ["eps", "x0", "mean", "v"])
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_every_parameterization_recovers_x0_and_eps(prediction, schedule):

@@ -165,6 +165,39 @@ class GaussianDiffusion:
             self._device_tables[key] = tables
         return tables[name][t].reshape(-1, *([1] * (like.dim() - 1)))
 
+    # ------------------------------------------------------------ noise levels
+
+    def alpha_sigma(
+        self, t: torch.Tensor, like: torch.Tensor, *, previous: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The signal and noise scales (alpha_t, sigma_t) of q(x_t | x0) at process steps ``t``.
+
+        q(x_t | x0) = N(alpha_t x0, sigma_t^2 I) with alpha_t = sqrt(abar_t) and
+        sigma_t = sqrt(1 - abar_t) (DDPM eq. 4), so alpha_t^2 + sigma_t^2 = 1: the process
+        preserves variance. Each is shaped [N, 1, ...] to broadcast against ``like`` and
+        has its dtype (and ``t``'s device); the values come from float64 tables.
+
+        previous: the scales of the step before ``t`` instead, the one a reverse step from
+                  ``t`` lands on (abar_{t-1}; at index 0 the data itself: alpha = 1, sigma = 0).
+        """
+        suffix = "_prev" if previous else ""
+        return (
+            self._coef(f"sqrt_abar{suffix}", t, like),
+            self._coef(f"sqrt_one_minus_abar{suffix}", t, like),
+        )
+
+    @property
+    def edm_sigmas(self) -> np.ndarray:
+        """The noise level sigma_t / alpha_t = sqrt((1 - abar_t) / abar_t) of every step,
+        float64 [T], rising with t.
+
+        It is EDM's sigma (Karras et al. 2022, section 2 and Table 1's VP column): x_t /
+        alpha_t = x0 + sigma eps, the noise scale once the signal is scaled back to the data;
+        k-diffusion's discrete schedules call these ``sigmas``. Indexed by process step (on
+        a respaced process, the kept steps'; ``timestep_map`` gives their original indices).
+        """
+        return self._tables["sqrt_recipm1_abar"].copy()
+
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """The original timestep indices for process indices ``t``: what the network sees."""
         table = self._timestep_maps.get(t.device)
@@ -207,9 +240,8 @@ class GaussianDiffusion:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (DDPM eq. 4)."""
         if noise is None:
             noise = randn_like(x0, generator)
-        return (
-            self._coef("sqrt_abar", t, x0) * x0 + self._coef("sqrt_one_minus_abar", t, x0) * noise
-        )
+        alpha, sigma = self.alpha_sigma(t, x0)
+        return alpha * x0 + sigma * noise
 
     def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """Mean, variance and clipped log variance of q(x_{t-1} | x_t, x0) (DDPM eqs. 6, 7)."""
@@ -235,7 +267,8 @@ class GaussianDiffusion:
 
     def v_target(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, section 4)."""
-        return self._coef("sqrt_abar", t, x0) * eps - self._coef("sqrt_one_minus_abar", t, x0) * x0
+        alpha, sigma = self.alpha_sigma(t, x0)
+        return alpha * eps - sigma * x0
 
     def _x0_from_prediction(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         if self.prediction == "eps":
@@ -244,10 +277,8 @@ class GaussianDiffusion:
             return output
         if self.prediction == "v":
             # x0 = sqrt(abar) x_t - sqrt(1 - abar) v
-            return (
-                self._coef("sqrt_abar", t, x_t) * x_t
-                - self._coef("sqrt_one_minus_abar", t, x_t) * output
-            )
+            alpha, sigma = self.alpha_sigma(t, x_t)
+            return alpha * x_t - sigma * output
         # mean: invert mu~ = coef1 x0 + coef2 x_t of the chain the network was trained on
         return (output - self._coef("trained_coef2", t, x_t) * x_t) / self._coef(
             "trained_coef1", t, x_t
@@ -333,22 +364,20 @@ class GaussianDiffusion:
         """One DDIM step from ``pred_x0`` and ``pred_eps`` (DDIM eq. 12 with sigma of eq. 16).
 
         x_{t-1} = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z, with
-        sigma = eta sqrt((1 - abar_prev) / (1 - abar)) sqrt(1 - abar / abar_prev).
+        sigma (``step_sigma``) = eta sqrt((1 - abar_prev) / (1 - abar)) sqrt(1 - abar / abar_prev).
         eta = 0 is deterministic; eta = 1 has DDPM's fixed_small variance.
         """
+        alpha_prev, sigma_prev = self.alpha_sigma(t, x_t, previous=True)
         if eta == 0:
-            return (
-                self._coef("sqrt_abar_prev", t, x_t) * pred["pred_x0"]
-                + self._coef("sqrt_one_minus_abar_prev", t, x_t) * pred["pred_eps"]
-            )
+            return alpha_prev * pred["pred_x0"] + sigma_prev * pred["pred_eps"]
         if noise is None:
             raise ValueError("DDIM with eta > 0 needs noise")
-        sigma = eta * self._coef("ddim_sigma_unit", t, x_t)
+        step_sigma = eta * self._coef("ddim_sigma_unit", t, x_t)
         abar_prev = self._coef("abar_prev", t, x_t)
         return (
-            self._coef("sqrt_abar_prev", t, x_t) * pred["pred_x0"]
-            + torch.sqrt((1.0 - abar_prev - sigma**2).clamp(min=0.0)) * pred["pred_eps"]
-            + sigma * noise
+            alpha_prev * pred["pred_x0"]
+            + torch.sqrt((1.0 - abar_prev - step_sigma**2).clamp(min=0.0)) * pred["pred_eps"]
+            + step_sigma * noise
         )
 
     def ddim_reverse_update(self, pred: dict, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
