@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from diffuse.diffusion import GaussianDiffusion, beta_schedule, ddpm_sample
+from diffuse.diffusion import DiffusionConfig, GaussianDiffusion, beta_schedule, ddpm_sample
 from diffuse.diffusion.distributions import discretized_gaussian_log_likelihood, normal_kl
 from diffuse.diffusion.oracle import GaussianOracle
 from diffuse.errors import ConfigError
@@ -336,6 +336,33 @@ def test_bad_configurations_are_refused():
     p = process(variance="learned_range", loss="hybrid")
     with pytest.raises(ConfigError, match="needs 6"):
         p.p_mean_variance(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), torch.tensor([3]))
+
+
+def test_from_config_builds_the_process_its_settings_describe():
+    config = DiffusionConfig("cosine", 300, "v", "learned_range", "hybrid")
+    built = GaussianDiffusion.from_config(config)
+    # The same float64 computation on both sides: equal on any CPU.
+    np.testing.assert_array_equal(built.betas, beta_schedule("cosine", 300))
+    assert (built.prediction, built.variance, built.loss) == ("v", "learned_range", "hybrid")
+    assert built.learns_variance and built.num_timesteps == 300
+    assert repr(config.build()) == repr(built)
+    # A config holds any known values; building one whose loss cannot train its learned
+    # variance names the fix.
+    with pytest.raises(ConfigError, match="use loss 'hybrid'"):
+        GaussianDiffusion.from_config(DiffusionConfig(variance="learned", loss="mse"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("prediction", "score"), ("variance", "big"), ("loss", "l1"), ("schedule", "quadratic")],
+)
+def test_config_and_process_refuse_unknown_values_with_one_message(name, value):
+    message = rf"diffusion {name} '{value}' is not one of \("
+    with pytest.raises(ConfigError, match=message):
+        DiffusionConfig(**{name: value})
+    if name != "schedule":  # the process takes betas, not a schedule's name
+        with pytest.raises(ConfigError, match=message):
+            process(**{name: value})
 
 
 def test_oracle_is_the_minimum_mse_predictor():

@@ -13,11 +13,11 @@ papers' t = 1, so "abar_prev" at index 0 is 1.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from diffuse.diffusion.config import LOSSES, PREDICTIONS, VARIANCES
 from diffuse.diffusion.distributions import (
     NATS_PER_BIT,
     discretized_gaussian_log_likelihood,
@@ -25,10 +25,28 @@ from diffuse.diffusion.distributions import (
     normal_kl,
 )
 from diffuse.diffusion.noise import Generator, randn_like
-from diffuse.diffusion.schedules import validate_betas
+from diffuse.diffusion.schedules import SCHEDULES, beta_schedule, validate_betas
 from diffuse.errors import ConfigError
 
+if TYPE_CHECKING:  # for annotations only: config.py imports this module, never the reverse
+    from diffuse.diffusion.config import DiffusionConfig
+
 Model = Callable[..., torch.Tensor]
+
+PREDICTIONS = ("eps", "x0", "mean", "v")
+VARIANCES = ("fixed_small", "fixed_large", "learned", "learned_range")
+LEARNED_VARIANCES = ("learned", "learned_range")
+LOSSES = ("mse", "kl", "hybrid")
+# The allowed values of each setting of a process and of its DiffusionConfig.
+CHOICES = {"schedule": SCHEDULES, "prediction": PREDICTIONS, "variance": VARIANCES, "loss": LOSSES}
+
+
+def check_choices(**settings: object) -> None:
+    """Raise :class:`ConfigError` naming the first of ``settings`` (keywords of
+    :data:`CHOICES`, e.g. ``prediction="eps"``) whose value is not one it allows."""
+    for name, value in settings.items():
+        if value not in CHOICES[name]:
+            raise ConfigError(f"diffusion {name} {value!r} is not one of {CHOICES[name]}")
 
 
 class GaussianDiffusion:
@@ -46,6 +64,8 @@ class GaussianDiffusion:
                     ``hybrid`` (L_simple + 0.001 L_vlb with the mean detached in L_vlb,
                     Improved DDPM section 3.1).
     timestep_map:   the original timestep index of each step; set by :meth:`respace`.
+
+    :meth:`from_config` builds one from a checkpoint's :class:`DiffusionConfig`.
     """
 
     def __init__(
@@ -57,27 +77,11 @@ class GaussianDiffusion:
         loss: str = "mse",
         timestep_map: Iterable[int] | None = None,
     ) -> None:
-        for name, value, allowed in (
-            ("prediction", prediction, PREDICTIONS),
-            ("variance", variance, VARIANCES),
-            ("loss", loss, LOSSES),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"{name} {value!r} is not one of {allowed}")
-        learned = variance in ("learned", "learned_range")
-        if learned and loss == "mse":
-            raise ConfigError(
-                f"variance {variance!r} is learned only through the variational bound: "
-                "use loss 'hybrid' (Improved DDPM) or 'kl'"
-            )
-        if not learned and loss == "hybrid":
-            raise ConfigError(
-                "loss 'hybrid' trains a learned variance; with a fixed variance use 'mse' or 'kl'"
-            )
+        self._check_settings(prediction, variance, loss)
         self.prediction = prediction
         self.variance = variance
         self.loss = loss
-        self.learns_variance = learned
+        self.learns_variance = variance in LEARNED_VARIANCES
 
         self.betas = validate_betas(betas)
         T = self.num_timesteps = len(self.betas)
@@ -90,60 +94,50 @@ class GaussianDiffusion:
                     f"timestep_map has {self.timestep_map.size} entries for {T} steps"
                 )
 
-        alphas = 1.0 - self.betas
-        self.alphas_cumprod = np.cumprod(alphas)
-        self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
-        self.alphas_cumprod_next = np.append(self.alphas_cumprod[1:], 0.0)
-        # q(x_{t-1} | x_t, x0) = N(mu~, beta~), DDPM eqs. 6 and 7.
-        self.posterior_variance = (
-            self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        )
-        # beta~ is 0 at the first step; its log is clipped to the second step's value.
-        first = self.posterior_variance[1] if T > 1 else self.betas[0]
-        self.posterior_log_variance_clipped = np.log(np.append(first, self.posterior_variance[1:]))
-        self.posterior_mean_coef1 = (
-            self.betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        )
-        self.posterior_mean_coef2 = (
-            (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
-        )
-        large_variance = np.append(first, self.betas[1:])
-        self._tables = {
-            "sqrt_abar": np.sqrt(self.alphas_cumprod),
-            "sqrt_one_minus_abar": np.sqrt(1.0 - self.alphas_cumprod),
-            "sqrt_recip_abar": np.sqrt(1.0 / self.alphas_cumprod),
-            "sqrt_recipm1_abar": np.sqrt(1.0 / self.alphas_cumprod - 1.0),
-            "abar": self.alphas_cumprod,
-            "abar_prev": self.alphas_cumprod_prev,
-            "abar_next": self.alphas_cumprod_next,
-            "sqrt_abar_prev": np.sqrt(self.alphas_cumprod_prev),
-            "sqrt_one_minus_abar_prev": np.sqrt(1.0 - self.alphas_cumprod_prev),
-            "sqrt_abar_next": np.sqrt(self.alphas_cumprod_next),
-            "sqrt_one_minus_abar_next": np.sqrt(1.0 - self.alphas_cumprod_next),
-            # DDIM eq. 16 at eta = 1: sqrt((1 - abar_prev) / (1 - abar) (1 - abar / abar_prev)).
-            "ddim_sigma_unit": np.sqrt(
-                (1.0 - self.alphas_cumprod_prev)
-                / (1.0 - self.alphas_cumprod)
-                * (1.0 - self.alphas_cumprod / self.alphas_cumprod_prev)
-            ),
-            "posterior_variance": self.posterior_variance,
-            "posterior_log_variance": self.posterior_log_variance_clipped,
-            "coef1": self.posterior_mean_coef1,
-            "coef2": self.posterior_mean_coef2,
-            "log_beta": np.log(self.betas),
-            "large_variance": large_variance,
-            "large_log_variance": np.log(large_variance),
-            # A "mean" network predicts mu~ of the chain it was trained on; respacing keeps
-            # these so that x0 is recovered with the coefficients the network learned.
-            "trained_coef1": self.posterior_mean_coef1,
-            "trained_coef2": self.posterior_mean_coef2,
-        }
+        self._tables = _noise_tables(self.betas)
+        # guided-diffusion's names for the float64 arrays [T] most read from outside.
+        self.alphas_cumprod = self._tables["abar"]
+        self.alphas_cumprod_prev = self._tables["abar_prev"]
+        self.alphas_cumprod_next = self._tables["abar_next"]
+        self.posterior_variance = self._tables["posterior_variance"]
+        self.posterior_log_variance_clipped = self._tables["posterior_log_variance"]
+        self.posterior_mean_coef1 = self._tables["coef1"]
+        self.posterior_mean_coef2 = self._tables["coef2"]
         # Whether each step is the step the network was trained on, so that a "mean"
         # network's output is this process's mean itself; :meth:`respace` clears it.
         self._trained_steps = True
         # The tables as tensors, per (device, dtype) they have been asked for.
         self._device_tables: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
         self._timestep_maps: dict[torch.device, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, config: DiffusionConfig) -> GaussianDiffusion:
+        """The process ``config`` describes: the betas of its named schedule
+        (:func:`~diffuse.diffusion.schedules.beta_schedule` over ``config.timesteps``) with
+        its prediction, variance and loss, checked as the constructor checks them."""
+        return cls(
+            beta_schedule(config.schedule, config.timesteps),
+            prediction=config.prediction,
+            variance=config.variance,
+            loss=config.loss,
+        )
+
+    @staticmethod
+    def _check_settings(prediction: str, variance: str, loss: str) -> None:
+        """Refuse unknown values and a loss that cannot train the variance as asked: a
+        learned variance learns only through the bound (``kl`` or ``hybrid``), and
+        ``hybrid`` adds the bound to L_simple only to train a learned variance."""
+        check_choices(prediction=prediction, variance=variance, loss=loss)
+        learned = variance in LEARNED_VARIANCES
+        if learned and loss == "mse":
+            raise ConfigError(
+                f"variance {variance!r} is learned only through the variational bound: "
+                "use loss 'hybrid' (Improved DDPM) or 'kl'"
+            )
+        if not learned and loss == "hybrid":
+            raise ConfigError(
+                "loss 'hybrid' trains a learned variance; with a fixed variance use 'mse' or 'kl'"
+            )
 
     # ------------------------------------------------------------------ helpers
 
@@ -515,3 +509,44 @@ class GaussianDiffusion:
             respaced._tables[name] = self._tables[name][kept]
         respaced._trained_steps = self._trained_steps and len(kept) == self.num_timesteps
         return respaced
+
+
+def _noise_tables(betas: np.ndarray) -> dict[str, np.ndarray]:
+    """Every per-step coefficient the formulas use, float64 [T], by name."""
+    alphas = 1.0 - betas
+    abar = np.cumprod(alphas)
+    abar_prev = np.append(1.0, abar[:-1])
+    abar_next = np.append(abar[1:], 0.0)
+    # q(x_{t-1} | x_t, x0) = N(mu~, beta~), DDPM eqs. 6 and 7.
+    posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
+    # beta~ is 0 at the first step; its log is clipped to the second step's value.
+    first = posterior_variance[1] if len(betas) > 1 else betas[0]
+    coef1 = betas * np.sqrt(abar_prev) / (1.0 - abar)
+    coef2 = (1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar)
+    large_variance = np.append(first, betas[1:])
+    return {
+        "sqrt_abar": np.sqrt(abar),
+        "sqrt_one_minus_abar": np.sqrt(1.0 - abar),
+        "sqrt_recip_abar": np.sqrt(1.0 / abar),
+        "sqrt_recipm1_abar": np.sqrt(1.0 / abar - 1.0),
+        "abar": abar,
+        "abar_prev": abar_prev,
+        "abar_next": abar_next,
+        "sqrt_abar_prev": np.sqrt(abar_prev),
+        "sqrt_one_minus_abar_prev": np.sqrt(1.0 - abar_prev),
+        "sqrt_abar_next": np.sqrt(abar_next),
+        "sqrt_one_minus_abar_next": np.sqrt(1.0 - abar_next),
+        # DDIM eq. 16 at eta = 1: sqrt((1 - abar_prev) / (1 - abar) (1 - abar / abar_prev)).
+        "ddim_sigma_unit": np.sqrt((1.0 - abar_prev) / (1.0 - abar) * (1.0 - abar / abar_prev)),
+        "posterior_variance": posterior_variance,
+        "posterior_log_variance": np.log(np.append(first, posterior_variance[1:])),
+        "coef1": coef1,
+        "coef2": coef2,
+        "log_beta": np.log(betas),
+        "large_variance": large_variance,
+        "large_log_variance": np.log(large_variance),
+        # A "mean" network predicts mu~ of the chain it was trained on; respacing keeps
+        # these so that x0 is recovered with the coefficients the network learned.
+        "trained_coef1": coef1,
+        "trained_coef2": coef2,
+    }
