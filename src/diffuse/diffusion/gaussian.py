@@ -474,7 +474,10 @@ class GaussianDiffusion:
         return terms
 
     def prediction_target(self, x0, x_t, t, noise) -> torch.Tensor:
-        """What a perfect network outputs for this prediction type."""
+        """What a perfect network outputs for this prediction type, given the x0 and the
+        ``noise`` that made x_t: eps itself (DDPM eq. 14's target), x0, v = sqrt(abar) eps -
+        sqrt(1 - abar) x0 (Salimans & Ho 2022, section 4) or the posterior mean
+        mu~(x_t, x0) (DDPM eq. 7)."""
         if self.prediction == "eps":
             return noise
         if self.prediction == "x0":
