@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from diffuse.diffusion import GaussianDiffusion, beta_schedule, ddpm_sample
+from diffuse.diffusion import DiffusionConfig, GaussianDiffusion, beta_schedule, ddpm_sample
 from diffuse.diffusion.distributions import discretized_gaussian_log_likelihood, normal_kl
 from diffuse.diffusion.oracle import GaussianOracle
 from diffuse.errors import ConfigError
@@ -67,6 +67,54 @@ def test_decoder_bins_are_a_distribution_matching_the_normal_cdf(mean, scale):
     expected = np.diff(stats.norm.cdf(edges, mean, scale))
     mask = expected > 1e-12
     np.testing.assert_allclose(log_p.exp().numpy()[mask], expected[mask], rtol=1e-6, atol=1e-12)
+
+
+def independent_abar(p: GaussianDiffusion) -> np.ndarray:
+    """abar_t = prod_{s<=t} (1 - beta_s), summed in log space (not the process's cumprod)."""
+    return np.exp(np.cumsum(np.log1p(-p.betas)))
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_alpha_sigma_are_the_scales_of_q_xt_given_x0(schedule):
+    p = process(schedule)
+    t = torch.tensor([0, 1, 500, 999])
+    like = torch.zeros(4, 3, 2, 2, dtype=F64)
+    alpha, sigma = p.alpha_sigma(t, like)
+    assert alpha.shape == sigma.shape == (4, 1, 1, 1)
+    abar = independent_abar(p)[t.numpy()]
+    # DDPM eq. 4: alpha = sqrt(abar), sigma = sqrt(1 - abar); float64 roundoff only.
+    np.testing.assert_allclose(alpha.flatten().numpy(), np.sqrt(abar), rtol=1e-12)
+    np.testing.assert_allclose(sigma.flatten().numpy(), np.sqrt(1 - abar), rtol=1e-9)
+    torch.testing.assert_close(alpha**2 + sigma**2, torch.ones_like(alpha), rtol=0, atol=1e-12)
+    # The scales of the step a reverse step lands on: t - 1, and the data itself at t = 0.
+    alpha_prev, sigma_prev = p.alpha_sigma(t, like, previous=True)
+    assert (alpha_prev[0].item(), sigma_prev[0].item()) == (1.0, 0.0)
+    before = p.alpha_sigma(t[1:] - 1, like[1:])
+    torch.testing.assert_close((alpha_prev[1:], sigma_prev[1:]), before, rtol=0, atol=0)
+    # In the dtype of ``like``: the float64 values rounded once (a cast, exact on any CPU).
+    alpha32, sigma32 = p.alpha_sigma(t, like.float())
+    assert alpha32.dtype == torch.float32
+    assert torch.equal(alpha32, alpha.float()) and torch.equal(sigma32, sigma.float())
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_edm_sigmas_are_the_noise_to_signal_ratio(schedule):
+    p = process(schedule)
+    alpha, sigma = p.alpha_sigma(torch.arange(1000), torch.zeros(1000, dtype=F64))
+    ratio = (sigma / alpha).numpy()
+    # float64 roundoff only: the cosine schedule's abar_T ~ 2e-9 summed in log space over
+    # 1000 steps differs from the running product by ~2e-9 relative.
+    np.testing.assert_allclose(p.edm_sigmas, ratio, rtol=1e-12)
+    np.testing.assert_allclose(p.edm_sigmas, np.sqrt(1 / independent_abar(p) - 1), rtol=1e-8)
+    # At the first step abar = 1 - beta_1: sigma = sqrt(beta_1 / (1 - beta_1)).
+    assert p.edm_sigmas[0] == pytest.approx(np.sqrt(p.betas[0] / (1 - p.betas[0])), rel=1e-12)
+    assert (np.diff(p.edm_sigmas) > 0).all()
+    kept = [0, 10, 500, 999]
+    # Respacing rebuilds abar from its own betas: the same roundoff as above.
+    np.testing.assert_allclose(p.respace(kept).edm_sigmas, p.edm_sigmas[kept], rtol=1e-8)
+    # A copy: changing it leaves the process alone.
+    p.edm_sigmas[:] = 0.0
+    assert (p.edm_sigmas > 0).all()
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "mean", "v"])
@@ -288,6 +336,33 @@ def test_bad_configurations_are_refused():
     p = process(variance="learned_range", loss="hybrid")
     with pytest.raises(ConfigError, match="needs 6"):
         p.p_mean_variance(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), torch.tensor([3]))
+
+
+def test_from_config_builds_the_process_its_settings_describe():
+    config = DiffusionConfig("cosine", 300, "v", "learned_range", "hybrid")
+    built = GaussianDiffusion.from_config(config)
+    # The same float64 computation on both sides: equal on any CPU.
+    np.testing.assert_array_equal(built.betas, beta_schedule("cosine", 300))
+    assert (built.prediction, built.variance, built.loss) == ("v", "learned_range", "hybrid")
+    assert built.learns_variance and built.num_timesteps == 300
+    assert repr(config.build()) == repr(built)
+    # A config holds any known values; building one whose loss cannot train its learned
+    # variance names the fix.
+    with pytest.raises(ConfigError, match="use loss 'hybrid'"):
+        GaussianDiffusion.from_config(DiffusionConfig(variance="learned", loss="mse"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("prediction", "score"), ("variance", "big"), ("loss", "l1"), ("schedule", "quadratic")],
+)
+def test_config_and_process_refuse_unknown_values_with_one_message(name, value):
+    message = rf"diffusion {name} '{value}' is not one of \("
+    with pytest.raises(ConfigError, match=message):
+        DiffusionConfig(**{name: value})
+    if name != "schedule":  # the process takes betas, not a schedule's name
+        with pytest.raises(ConfigError, match=message):
+            process(**{name: value})
 
 
 def test_oracle_is_the_minimum_mse_predictor():

@@ -1,16 +1,28 @@
-"""The settings of a diffusion process, as stored in a checkpoint's configuration."""
+"""The settings of a diffusion process, as stored in a checkpoint's configuration.
+
+Plain data: :meth:`GaussianDiffusion.from_config` builds the process from it, and the
+allowed values are the process's own (:data:`diffuse.diffusion.gaussian.CHOICES`), so this
+module imports the process and never the other way round.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from diffuse.diffusion.gaussian import (
+    LEARNED_VARIANCES,
+    LOSSES,
+    PREDICTIONS,
+    VARIANCES,
+    GaussianDiffusion,
+    check_choices,
+)
+from diffuse.diffusion.schedules import SCHEDULES
 from diffuse.errors import ConfigError
 
-PREDICTIONS = ("eps", "x0", "mean", "v")
-VARIANCES = ("fixed_small", "fixed_large", "learned", "learned_range")
-LOSSES = ("mse", "kl", "hybrid")
-SCHEDULES = ("linear", "cosine")
+# The allowed values are re-exported for the command line's help.
+__all__ = ["LOSSES", "PREDICTIONS", "SCHEDULES", "VARIANCES", "DiffusionConfig"]
 
 
 @dataclass(frozen=True)
@@ -32,15 +44,12 @@ class DiffusionConfig:
     loss: str = "mse"
 
     def __post_init__(self) -> None:
-        for name, allowed in (
-            ("schedule", SCHEDULES),
-            ("prediction", PREDICTIONS),
-            ("variance", VARIANCES),
-            ("loss", LOSSES),
-        ):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ConfigError(f"diffusion {name} {value!r} is not one of {allowed}")
+        check_choices(
+            schedule=self.schedule,
+            prediction=self.prediction,
+            variance=self.variance,
+            loss=self.loss,
+        )
         if not isinstance(self.timesteps, int) or self.timesteps < 1:
             raise ConfigError(
                 f"diffusion timesteps must be a positive integer, got {self.timesteps!r}"
@@ -49,7 +58,7 @@ class DiffusionConfig:
     @property
     def learns_variance(self) -> bool:
         """Whether the network outputs twice the image channels (mean and variance)."""
-        return self.variance in ("learned", "learned_range")
+        return self.variance in LEARNED_VARIANCES
 
     def check_output_channels(self, in_channels: int, out_channels: int) -> None:
         """Raise :class:`ConfigError` unless a network with ``out_channels`` outputs fits
@@ -75,14 +84,6 @@ class DiffusionConfig:
             )
         return cls(**data)
 
-    def build(self):
-        """The :class:`GaussianDiffusion` these settings describe."""
-        from diffuse.diffusion.gaussian import GaussianDiffusion
-        from diffuse.diffusion.schedules import beta_schedule
-
-        return GaussianDiffusion(
-            beta_schedule(self.schedule, self.timesteps),
-            prediction=self.prediction,
-            variance=self.variance,
-            loss=self.loss,
-        )
+    def build(self) -> GaussianDiffusion:
+        """The process these settings describe: :meth:`GaussianDiffusion.from_config`."""
+        return GaussianDiffusion.from_config(self)

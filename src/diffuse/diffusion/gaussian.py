@@ -13,11 +13,11 @@ papers' t = 1, so "abar_prev" at index 0 is 1.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from diffuse.diffusion.config import LOSSES, PREDICTIONS, VARIANCES
 from diffuse.diffusion.distributions import (
     NATS_PER_BIT,
     discretized_gaussian_log_likelihood,
@@ -25,10 +25,28 @@ from diffuse.diffusion.distributions import (
     normal_kl,
 )
 from diffuse.diffusion.noise import Generator, randn_like
-from diffuse.diffusion.schedules import validate_betas
+from diffuse.diffusion.schedules import SCHEDULES, beta_schedule, validate_betas
 from diffuse.errors import ConfigError
 
+if TYPE_CHECKING:  # for annotations only: config.py imports this module, never the reverse
+    from diffuse.diffusion.config import DiffusionConfig
+
 Model = Callable[..., torch.Tensor]
+
+PREDICTIONS = ("eps", "x0", "mean", "v")
+VARIANCES = ("fixed_small", "fixed_large", "learned", "learned_range")
+LEARNED_VARIANCES = ("learned", "learned_range")
+LOSSES = ("mse", "kl", "hybrid")
+# The allowed values of each setting of a process and of its DiffusionConfig.
+CHOICES = {"schedule": SCHEDULES, "prediction": PREDICTIONS, "variance": VARIANCES, "loss": LOSSES}
+
+
+def check_choices(**settings: object) -> None:
+    """Raise :class:`ConfigError` naming the first of ``settings`` (keywords of
+    :data:`CHOICES`, e.g. ``prediction="eps"``) whose value is not one it allows."""
+    for name, value in settings.items():
+        if value not in CHOICES[name]:
+            raise ConfigError(f"diffusion {name} {value!r} is not one of {CHOICES[name]}")
 
 
 class GaussianDiffusion:
@@ -46,6 +64,8 @@ class GaussianDiffusion:
                     ``hybrid`` (L_simple + 0.001 L_vlb with the mean detached in L_vlb,
                     Improved DDPM section 3.1).
     timestep_map:   the original timestep index of each step; set by :meth:`respace`.
+
+    :meth:`from_config` builds one from a checkpoint's :class:`DiffusionConfig`.
     """
 
     def __init__(
@@ -57,27 +77,11 @@ class GaussianDiffusion:
         loss: str = "mse",
         timestep_map: Iterable[int] | None = None,
     ) -> None:
-        for name, value, allowed in (
-            ("prediction", prediction, PREDICTIONS),
-            ("variance", variance, VARIANCES),
-            ("loss", loss, LOSSES),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"{name} {value!r} is not one of {allowed}")
-        learned = variance in ("learned", "learned_range")
-        if learned and loss == "mse":
-            raise ConfigError(
-                f"variance {variance!r} is learned only through the variational bound: "
-                "use loss 'hybrid' (Improved DDPM) or 'kl'"
-            )
-        if not learned and loss == "hybrid":
-            raise ConfigError(
-                "loss 'hybrid' trains a learned variance; with a fixed variance use 'mse' or 'kl'"
-            )
+        self._check_settings(prediction, variance, loss)
         self.prediction = prediction
         self.variance = variance
         self.loss = loss
-        self.learns_variance = learned
+        self.learns_variance = variance in LEARNED_VARIANCES
 
         self.betas = validate_betas(betas)
         T = self.num_timesteps = len(self.betas)
@@ -90,60 +94,50 @@ class GaussianDiffusion:
                     f"timestep_map has {self.timestep_map.size} entries for {T} steps"
                 )
 
-        alphas = 1.0 - self.betas
-        self.alphas_cumprod = np.cumprod(alphas)
-        self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
-        self.alphas_cumprod_next = np.append(self.alphas_cumprod[1:], 0.0)
-        # q(x_{t-1} | x_t, x0) = N(mu~, beta~), DDPM eqs. 6 and 7.
-        self.posterior_variance = (
-            self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        )
-        # beta~ is 0 at the first step; its log is clipped to the second step's value.
-        first = self.posterior_variance[1] if T > 1 else self.betas[0]
-        self.posterior_log_variance_clipped = np.log(np.append(first, self.posterior_variance[1:]))
-        self.posterior_mean_coef1 = (
-            self.betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
-        )
-        self.posterior_mean_coef2 = (
-            (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
-        )
-        large_variance = np.append(first, self.betas[1:])
-        self._tables = {
-            "sqrt_abar": np.sqrt(self.alphas_cumprod),
-            "sqrt_one_minus_abar": np.sqrt(1.0 - self.alphas_cumprod),
-            "sqrt_recip_abar": np.sqrt(1.0 / self.alphas_cumprod),
-            "sqrt_recipm1_abar": np.sqrt(1.0 / self.alphas_cumprod - 1.0),
-            "abar": self.alphas_cumprod,
-            "abar_prev": self.alphas_cumprod_prev,
-            "abar_next": self.alphas_cumprod_next,
-            "sqrt_abar_prev": np.sqrt(self.alphas_cumprod_prev),
-            "sqrt_one_minus_abar_prev": np.sqrt(1.0 - self.alphas_cumprod_prev),
-            "sqrt_abar_next": np.sqrt(self.alphas_cumprod_next),
-            "sqrt_one_minus_abar_next": np.sqrt(1.0 - self.alphas_cumprod_next),
-            # DDIM eq. 16 at eta = 1: sqrt((1 - abar_prev) / (1 - abar) (1 - abar / abar_prev)).
-            "ddim_sigma_unit": np.sqrt(
-                (1.0 - self.alphas_cumprod_prev)
-                / (1.0 - self.alphas_cumprod)
-                * (1.0 - self.alphas_cumprod / self.alphas_cumprod_prev)
-            ),
-            "posterior_variance": self.posterior_variance,
-            "posterior_log_variance": self.posterior_log_variance_clipped,
-            "coef1": self.posterior_mean_coef1,
-            "coef2": self.posterior_mean_coef2,
-            "log_beta": np.log(self.betas),
-            "large_variance": large_variance,
-            "large_log_variance": np.log(large_variance),
-            # A "mean" network predicts mu~ of the chain it was trained on; respacing keeps
-            # these so that x0 is recovered with the coefficients the network learned.
-            "trained_coef1": self.posterior_mean_coef1,
-            "trained_coef2": self.posterior_mean_coef2,
-        }
+        self._tables = _noise_tables(self.betas)
+        # guided-diffusion's names for the float64 arrays [T] most read from outside.
+        self.alphas_cumprod = self._tables["abar"]
+        self.alphas_cumprod_prev = self._tables["abar_prev"]
+        self.alphas_cumprod_next = self._tables["abar_next"]
+        self.posterior_variance = self._tables["posterior_variance"]
+        self.posterior_log_variance_clipped = self._tables["posterior_log_variance"]
+        self.posterior_mean_coef1 = self._tables["coef1"]
+        self.posterior_mean_coef2 = self._tables["coef2"]
         # Whether each step is the step the network was trained on, so that a "mean"
         # network's output is this process's mean itself; :meth:`respace` clears it.
         self._trained_steps = True
         # The tables as tensors, per (device, dtype) they have been asked for.
         self._device_tables: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
         self._timestep_maps: dict[torch.device, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, config: DiffusionConfig) -> GaussianDiffusion:
+        """The process ``config`` describes: the betas of its named schedule
+        (:func:`~diffuse.diffusion.schedules.beta_schedule` over ``config.timesteps``) with
+        its prediction, variance and loss, checked as the constructor checks them."""
+        return cls(
+            beta_schedule(config.schedule, config.timesteps),
+            prediction=config.prediction,
+            variance=config.variance,
+            loss=config.loss,
+        )
+
+    @staticmethod
+    def _check_settings(prediction: str, variance: str, loss: str) -> None:
+        """Refuse unknown values and a loss that cannot train the variance as asked: a
+        learned variance learns only through the bound (``kl`` or ``hybrid``), and
+        ``hybrid`` adds the bound to L_simple only to train a learned variance."""
+        check_choices(prediction=prediction, variance=variance, loss=loss)
+        learned = variance in LEARNED_VARIANCES
+        if learned and loss == "mse":
+            raise ConfigError(
+                f"variance {variance!r} is learned only through the variational bound: "
+                "use loss 'hybrid' (Improved DDPM) or 'kl'"
+            )
+        if not learned and loss == "hybrid":
+            raise ConfigError(
+                "loss 'hybrid' trains a learned variance; with a fixed variance use 'mse' or 'kl'"
+            )
 
     # ------------------------------------------------------------------ helpers
 
@@ -164,6 +158,39 @@ class GaussianDiffusion:
             }
             self._device_tables[key] = tables
         return tables[name][t].reshape(-1, *([1] * (like.dim() - 1)))
+
+    # ------------------------------------------------------------ noise levels
+
+    def alpha_sigma(
+        self, t: torch.Tensor, like: torch.Tensor, *, previous: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The signal and noise scales (alpha_t, sigma_t) of q(x_t | x0) at process steps ``t``.
+
+        q(x_t | x0) = N(alpha_t x0, sigma_t^2 I) with alpha_t = sqrt(abar_t) and
+        sigma_t = sqrt(1 - abar_t) (DDPM eq. 4), so alpha_t^2 + sigma_t^2 = 1: the process
+        preserves variance. Each is shaped [N, 1, ...] to broadcast against ``like`` and
+        has its dtype (and ``t``'s device); the values come from float64 tables.
+
+        previous: the scales of the step before ``t`` instead, the one a reverse step from
+                  ``t`` lands on (abar_{t-1}; at index 0 the data itself: alpha = 1, sigma = 0).
+        """
+        suffix = "_prev" if previous else ""
+        return (
+            self._coef(f"sqrt_abar{suffix}", t, like),
+            self._coef(f"sqrt_one_minus_abar{suffix}", t, like),
+        )
+
+    @property
+    def edm_sigmas(self) -> np.ndarray:
+        """The noise level sigma_t / alpha_t = sqrt((1 - abar_t) / abar_t) of every step,
+        float64 [T], rising with t.
+
+        It is EDM's sigma (Karras et al. 2022, section 2 and Table 1's VP column): x_t /
+        alpha_t = x0 + sigma eps, the noise scale once the signal is scaled back to the data;
+        k-diffusion's discrete schedules call these ``sigmas``. Indexed by process step (on
+        a respaced process, the kept steps'; ``timestep_map`` gives their original indices).
+        """
+        return self._tables["sqrt_recipm1_abar"].copy()
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """The original timestep indices for process indices ``t``: what the network sees."""
@@ -207,9 +234,8 @@ class GaussianDiffusion:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (DDPM eq. 4)."""
         if noise is None:
             noise = randn_like(x0, generator)
-        return (
-            self._coef("sqrt_abar", t, x0) * x0 + self._coef("sqrt_one_minus_abar", t, x0) * noise
-        )
+        alpha, sigma = self.alpha_sigma(t, x0)
+        return alpha * x0 + sigma * noise
 
     def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """Mean, variance and clipped log variance of q(x_{t-1} | x_t, x0) (DDPM eqs. 6, 7)."""
@@ -235,7 +261,8 @@ class GaussianDiffusion:
 
     def v_target(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, section 4)."""
-        return self._coef("sqrt_abar", t, x0) * eps - self._coef("sqrt_one_minus_abar", t, x0) * x0
+        alpha, sigma = self.alpha_sigma(t, x0)
+        return alpha * eps - sigma * x0
 
     def _x0_from_prediction(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         if self.prediction == "eps":
@@ -244,10 +271,8 @@ class GaussianDiffusion:
             return output
         if self.prediction == "v":
             # x0 = sqrt(abar) x_t - sqrt(1 - abar) v
-            return (
-                self._coef("sqrt_abar", t, x_t) * x_t
-                - self._coef("sqrt_one_minus_abar", t, x_t) * output
-            )
+            alpha, sigma = self.alpha_sigma(t, x_t)
+            return alpha * x_t - sigma * output
         # mean: invert mu~ = coef1 x0 + coef2 x_t of the chain the network was trained on
         return (output - self._coef("trained_coef2", t, x_t) * x_t) / self._coef(
             "trained_coef1", t, x_t
@@ -333,22 +358,20 @@ class GaussianDiffusion:
         """One DDIM step from ``pred_x0`` and ``pred_eps`` (DDIM eq. 12 with sigma of eq. 16).
 
         x_{t-1} = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z, with
-        sigma = eta sqrt((1 - abar_prev) / (1 - abar)) sqrt(1 - abar / abar_prev).
+        sigma (``step_sigma``) = eta sqrt((1 - abar_prev) / (1 - abar)) sqrt(1 - abar / abar_prev).
         eta = 0 is deterministic; eta = 1 has DDPM's fixed_small variance.
         """
+        alpha_prev, sigma_prev = self.alpha_sigma(t, x_t, previous=True)
         if eta == 0:
-            return (
-                self._coef("sqrt_abar_prev", t, x_t) * pred["pred_x0"]
-                + self._coef("sqrt_one_minus_abar_prev", t, x_t) * pred["pred_eps"]
-            )
+            return alpha_prev * pred["pred_x0"] + sigma_prev * pred["pred_eps"]
         if noise is None:
             raise ValueError("DDIM with eta > 0 needs noise")
-        sigma = eta * self._coef("ddim_sigma_unit", t, x_t)
+        step_sigma = eta * self._coef("ddim_sigma_unit", t, x_t)
         abar_prev = self._coef("abar_prev", t, x_t)
         return (
-            self._coef("sqrt_abar_prev", t, x_t) * pred["pred_x0"]
-            + torch.sqrt((1.0 - abar_prev - sigma**2).clamp(min=0.0)) * pred["pred_eps"]
-            + sigma * noise
+            alpha_prev * pred["pred_x0"]
+            + torch.sqrt((1.0 - abar_prev - step_sigma**2).clamp(min=0.0)) * pred["pred_eps"]
+            + step_sigma * noise
         )
 
     def ddim_reverse_update(self, pred: dict, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -451,7 +474,10 @@ class GaussianDiffusion:
         return terms
 
     def prediction_target(self, x0, x_t, t, noise) -> torch.Tensor:
-        """What a perfect network outputs for this prediction type."""
+        """What a perfect network outputs for this prediction type, given the x0 and the
+        ``noise`` that made x_t: eps itself (DDPM eq. 14's target), x0, v = sqrt(abar) eps -
+        sqrt(1 - abar) x0 (Salimans & Ho 2022, section 4) or the posterior mean
+        mu~(x_t, x0) (DDPM eq. 7)."""
         if self.prediction == "eps":
             return noise
         if self.prediction == "x0":
@@ -486,3 +512,44 @@ class GaussianDiffusion:
             respaced._tables[name] = self._tables[name][kept]
         respaced._trained_steps = self._trained_steps and len(kept) == self.num_timesteps
         return respaced
+
+
+def _noise_tables(betas: np.ndarray) -> dict[str, np.ndarray]:
+    """Every per-step coefficient the formulas use, float64 [T], by name."""
+    alphas = 1.0 - betas
+    abar = np.cumprod(alphas)
+    abar_prev = np.append(1.0, abar[:-1])
+    abar_next = np.append(abar[1:], 0.0)
+    # q(x_{t-1} | x_t, x0) = N(mu~, beta~), DDPM eqs. 6 and 7.
+    posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
+    # beta~ is 0 at the first step; its log is clipped to the second step's value.
+    first = posterior_variance[1] if len(betas) > 1 else betas[0]
+    coef1 = betas * np.sqrt(abar_prev) / (1.0 - abar)
+    coef2 = (1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar)
+    large_variance = np.append(first, betas[1:])
+    return {
+        "sqrt_abar": np.sqrt(abar),
+        "sqrt_one_minus_abar": np.sqrt(1.0 - abar),
+        "sqrt_recip_abar": np.sqrt(1.0 / abar),
+        "sqrt_recipm1_abar": np.sqrt(1.0 / abar - 1.0),
+        "abar": abar,
+        "abar_prev": abar_prev,
+        "abar_next": abar_next,
+        "sqrt_abar_prev": np.sqrt(abar_prev),
+        "sqrt_one_minus_abar_prev": np.sqrt(1.0 - abar_prev),
+        "sqrt_abar_next": np.sqrt(abar_next),
+        "sqrt_one_minus_abar_next": np.sqrt(1.0 - abar_next),
+        # DDIM eq. 16 at eta = 1: sqrt((1 - abar_prev) / (1 - abar) (1 - abar / abar_prev)).
+        "ddim_sigma_unit": np.sqrt((1.0 - abar_prev) / (1.0 - abar) * (1.0 - abar / abar_prev)),
+        "posterior_variance": posterior_variance,
+        "posterior_log_variance": np.log(np.append(first, posterior_variance[1:])),
+        "coef1": coef1,
+        "coef2": coef2,
+        "log_beta": np.log(betas),
+        "large_variance": large_variance,
+        "large_log_variance": np.log(large_variance),
+        # A "mean" network predicts mu~ of the chain it was trained on; respacing keeps
+        # these so that x0 is recovered with the coefficients the network learned.
+        "trained_coef1": coef1,
+        "trained_coef2": coef2,
+    }

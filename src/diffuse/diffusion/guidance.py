@@ -59,7 +59,7 @@ def guidance_interval(
             f"the guidance interval needs 0 <= sigma_low < sigma_high, got ({sigma_low}, "
             f"{sigma_high})"
         )
-    sigma = process._tables["sqrt_recipm1_abar"]
+    sigma = process.edm_sigmas
     inside = ((sigma > sigma_low) & (sigma <= sigma_high)).nonzero()[0]
     if inside.size == 0:
         raise ConfigError(
@@ -188,7 +188,8 @@ class ClassifierGuidance:
         if self.scale == 0.0:
             return pred
         g = self.gradient(process, x_t, t)
-        eps = pred["pred_eps"] - process._coef("sqrt_one_minus_abar", t, x_t) * g
+        _, sigma = process.alpha_sigma(t, x_t)
+        eps = pred["pred_eps"] - sigma * g
         return {
             **pred,
             "mean": pred["mean"] + pred["variance"] * g,

@@ -63,8 +63,7 @@ class GaussianMixtureOracle:
     def _terms(self, x_t: torch.Tensor, t: torch.Tensor):
         """(a, b, v, centred [N, K, ...] = x_t - a mu_k) in float64."""
         x = x_t.double()
-        a = self.process._coef("sqrt_abar", t, x)
-        b = self.process._coef("sqrt_one_minus_abar", t, x)
+        a, b = self.process.alpha_sigma(t, x)
         means = self.means.to(x.device).reshape(1, self.num_classes, *self.means.shape[1:])
         centred = x.unsqueeze(1) - a.unsqueeze(1) * means
         return a, b, a**2 * self.std**2 + b**2, centred

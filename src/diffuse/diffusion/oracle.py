@@ -35,8 +35,7 @@ class GaussianOracle:
 
     def posterior(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(E[x0 | x_t], E[eps | x_t]) at original timesteps ``t``."""
-        a = self.process._coef("sqrt_abar", t, x_t)
-        b = self.process._coef("sqrt_one_minus_abar", t, x_t)
+        a, b = self.process.alpha_sigma(t, x_t)
         centred = (x_t - a * self.mean) / (a**2 * self.std**2 + b**2)
         return self.mean + a * self.std**2 * centred, b * centred
 

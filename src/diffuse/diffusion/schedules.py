@@ -14,6 +14,7 @@ import numpy as np
 
 from diffuse.errors import ConfigError
 
+SCHEDULES = ("linear", "cosine")  # the names beta_schedule knows
 COSINE_OFFSET = 0.008  # s in Improved DDPM eq. 17
 COSINE_MAX_BETA = 0.999  # Improved DDPM section 3.2: betas clipped to avoid singularities at t = T
 

@@ -42,10 +42,9 @@ def dpm_solver_2m_sample(
     history: dict[str, torch.Tensor] = {}
 
     def update(x_t, t, pred):
-        alpha = process._coef("sqrt_abar", t, x_t)
-        sigma = process._coef("sqrt_one_minus_abar", t, x_t)
-        abar_next = process._coef("abar_prev", t, x_t)
-        alpha_next, sigma_next = torch.sqrt(abar_next), torch.sqrt(1.0 - abar_next)
+        alpha, sigma = process.alpha_sigma(t, x_t)
+        # The next step of the reverse chain is the process's previous one.
+        alpha_next, sigma_next = process.alpha_sigma(t, x_t, previous=True)
         h = torch.log(alpha_next / sigma_next) - torch.log(alpha / sigma)
         x0 = pred["pred_x0"]
         last = sigma_next == 0
