@@ -18,13 +18,20 @@ from diffuse.train.config import TrainConfig
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over all of ``model``'s parameters with the settings of ``config``."""
-    return torch.optim.AdamW(
-        model.parameters(),
-        lr=config.lr,
-        betas=config.adam_betas,
-        weight_decay=config.weight_decay,
-    )
+    """AdamW over all of ``model``'s parameters with the settings of ``config``.
+
+    The fused implementation (one kernel over every parameter) is used where the torch
+    release supports it for the parameters' device (CPU since torch 2.4, CUDA): PyTorch's
+    default on the CPU is the per-tensor loop, which on the 7.7 M-parameter bench network
+    takes 243 ms a step against 105 ms fused, a quarter of a batch-16 training step
+    (``benchmarks/bench_unet.py`` prints the effect). Same update rule, other rounding.
+    """
+    settings = {"lr": config.lr, "betas": config.adam_betas, "weight_decay": config.weight_decay}
+    parameters = list(model.parameters())
+    try:
+        return torch.optim.AdamW(parameters, fused=True, **settings)
+    except (RuntimeError, TypeError):  # an older torch, or a device without the fused kernel
+        return torch.optim.AdamW(parameters, **settings)
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:

@@ -201,6 +201,15 @@ def _optimizer_tensors(
     return tensors
 
 
+def _laid_out_like(value: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
+    """A moment tensor with its parameter's memory layout (channels_last for convolution
+    weights): saved contiguous, it must come back strided as its parameter, since the fused
+    AdamW kernel walks a parameter and its moments in memory order."""
+    if value.shape != parameter.shape:  # the step count, a scalar
+        return value
+    return torch.empty_like(parameter, dtype=value.dtype).copy_(value)
+
+
 def _optimizer_state(
     model: nn.Module, optimizer: torch.optim.Optimizer, file: Path, trainer: dict[str, Any]
 ) -> dict[str, Any]:
@@ -217,7 +226,9 @@ def _optimizer_state(
                     f"{tuple(parameter.shape)}; the optimizer state belongs to another network"
                 )
         if entries:
-            state[order[id(parameter)]] = entries
+            state[order[id(parameter)]] = {
+                key: _laid_out_like(value, parameter) for key, value in entries.items()
+            }
     groups = trainer.get("param_groups")
     current = optimizer.state_dict()["param_groups"]
     if not isinstance(groups, list) or len(groups) != len(current):
