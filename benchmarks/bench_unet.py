@@ -38,9 +38,10 @@ Zen 4 it printed 4.2 training images/s for diffusers and 9.9 for ours, where eac
 and run alone gives 14.9 and 14.4): it ran every variant - both networks, float32 and
 bf16 autocast, forward and training - interleaved in ONE process, the float32 and bf16
 variants training the same network with two optimizers, and diffusers' network carried
-our weights (its twin) instead of its own initialisation. ``--one-process`` reproduces
-that scheme. Measured on a 2-core EPYC without AVX-512 (bf16 emulated, so fp32 only;
-23 GiB memory; a loaded shared machine, so ratios within one run only), excluded:
+our weights (its twin) instead of its own initialisation. ``--one-process --warmup 1
+--peers diffusers-twin`` reproduces that scheme. Measured on a 2-core EPYC without
+AVX-512 (bf16 emulated, so fp32 only; 23 GiB memory; a loaded shared machine, so ratios
+within one run only), excluded:
 
 - interleaving fp32 variants in one process: ours / diffusers' twin in training 1.06x in
   one process against 1.16x in fresh processes at batch 64 (1.03x against 1.11x at 16):
@@ -51,6 +52,13 @@ that scheme. Measured on a 2-core EPYC without AVX-512 (bf16 emulated, so fp32 o
 - the optimizer: every library's training script uses torch's AdamW / Adam, which on a
   CPU all run the same single-tensor kernels; memory format: each library its own
   (ours converts to channels_last inside, the peers stay NCHW), as their users run them.
+
+What does show at small size is the warm-up: a fresh network's first training steps map
+their memory (page faults per step at batch 8: 83, 46, 8 thousand, then 0-4 thousand from
+the fourth step; at batch 2, timed after one warm-up step 1.5-2.5 s per step, after three
+0.35-0.40 s), and diffusers' settle later than ours (batch 16, after two warm-up steps: 17-21 thousand faults per step
+against 4 thousand). The earlier scheme timed after one warm-up step, inside that
+transient; each measurement now takes ``--warmup`` 3 steps first.
 
 What one process does change is memory: its peak is that of everything alive together,
 3.7 GB at batch 64 for ours and the twin in fp32 alone (3.0 and 3.4 GB each in a fresh
@@ -66,7 +74,7 @@ ours.
     .venv/bin/python benchmarks/bench_unet.py                        # batch 64, 3 rounds
     GUIDED_DIFFUSION=/path/to/guided-diffusion .venv/bin/python benchmarks/bench_unet.py
     .venv/bin/python benchmarks/bench_unet.py --batch-size 2 --rounds 1 --iterations 1
-    .venv/bin/python benchmarks/bench_unet.py --one-process          # the old way, to compare
+    .venv/bin/python benchmarks/bench_unet.py --one-process --warmup 1  # the old way
     .venv/bin/python benchmarks/bench_unet.py --check                # outputs agree; bf16 error
 """
 
@@ -510,7 +518,7 @@ def main_measure(argv: list[str]) -> None:
     parser.add_argument("--precisions", default="fp32")
     parser.add_argument("--modes", default="forward")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loss-steps", type=int, default=6)
@@ -541,7 +549,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all measurements")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per measurement")
     parser.add_argument("--iterations", type=int, default=3, help="timed steps per measurement")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
     parser.add_argument("--modes", default="forward,training", help="comma-separated")
