@@ -22,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from benchlib import describe_machine, time_call
 from diffuse.data import load_dataset
 from diffuse.eval.features import InceptionExtractor
 from diffuse.eval.metrics import fid
@@ -32,13 +33,6 @@ from diffuse.eval.weights import load_inception_weights
 def read_fashion(split: str, n: int) -> np.ndarray:
     """The first n images of a Fashion-MNIST split, uint8 [n, 28, 28, 1]."""
     return load_dataset("fashion-mnist", split=split, class_cond=False).uint8(range(n))
-
-
-def time_call(call, repeats: int = 1) -> float:
-    start = time.perf_counter()
-    for _ in range(repeats):
-        call()
-    return (time.perf_counter() - start) / repeats
 
 
 def network_variants(batch: torch.Tensor) -> dict[str, callable]:
@@ -117,6 +111,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--fid-shift", type=int, metavar="N", help="measure bf16's FID shift")
     args = parser.parse_args()
+    print(describe_machine())
     if args.fid_shift:
         bench_fid_shift(args.fid_shift, args.batch_size)
     else:

@@ -40,6 +40,7 @@ import time
 import torch
 
 from bench_unet import output_of, randomized
+from benchlib import describe_machine
 from diffuse import presets
 from diffuse.diffusion import ddim_sample, seeded_generators
 from diffuse.diffusion.guidance import (
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--autocast", choices=("bf16", "fp16"), help="mixed precision on both")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(describe_machine())
     device = torch.device(args.device)
 
     preset = presets.get(args.preset)

@@ -1,41 +1,116 @@
-"""Speed of our U-Net against diffusers' UNet2DModel built as the same network, in one run.
+"""Speed and memory of our U-Net against its peers, each built natively by its own library.
 
 The network of issue 3: 32x32 RGB, width 64, multipliers (1, 2, 2), two residual blocks
 per level, attention at 16x16 with 64 channels per head, adaptive GroupNorm and BigGAN
-resampling blocks (ADM style): 7.66 M parameters, 3.59 GFLOP per image forward. For
-float32 and bf16 autocast it measures forward (inference) and training-step (forward,
-backward, AdamW) throughput in images/s, the achieved GFLOP/s against the machine's
-measured matmul peaks, and prints the ratios to diffusers in float32. Variants are timed in
-interleaved rounds so that load from other processes falls on all of them alike; the median
-round counts. It then measures what bf16 costs numerically: the relative error of the
-output against float32, and the diffusion training loss of a short run from the same
-initialisation, data and noise.
+resampling blocks (ADM style): 7.66 M parameters, 3.59 GFLOP per image forward. Peers,
+each built, fed and trained as its own users do:
 
-Needs diffusers (a dev-only tool: ``pip install --no-deps diffusers`` plus its light
-dependencies huggingface_hub, regex, requests, importlib_metadata); without it only our
-network is measured.
+- diffusers: ``UNet2DModel`` with the same architecture (``diffusers_twin.py``) and
+  diffusers' own initialisation; AdamW as its ``train_unconditional.py`` example
+  (betas 0.95/0.999, weight decay 1e-6); ``no_grad`` as its pipelines.
+- guided-diffusion: ``create_model`` of its ``script_util`` with the same settings
+  (``use_fp16=False``), from the checkout named by ``$GUIDED_DIFFUSION`` (skipped when
+  unset; fetched for measuring, never part of this repository); AdamW as its TrainLoop;
+  ``no_grad`` as its samplers. The same network as ours, parameter for parameter. Its
+  attention blocks always use its own gradient checkpointing (hard-coded), which
+  recomputes them in the backward pass outside autocast: its bf16 training fails
+  (reported as such).
+- denoising-diffusion-pytorch: ``Unet(dim=64, dim_mults=(1, 2, 2))``, a lighter network
+  of the same layout (linear attention at every level, full attention in the middle);
+  Adam (betas 0.9/0.99) as its Trainer; ``inference_mode`` as its sampler. Read its
+  ratio per GFLOP too. Installed with ``pip install --no-deps denoising_diffusion_pytorch
+  einops ema-pytorch``; torchvision and accelerate, which its package imports for its
+  Trainer only, are stood in for by empty modules when they are not installed.
 
-    .venv/bin/python benchmarks/bench_unet.py                 # batch 64, 3 rounds
-    .venv/bin/python benchmarks/bench_unet.py --batch-size 16 --rounds 1 --loss-steps 3
+bf16 is autocast for every implementation (what accelerate's ``mixed_precision="bf16"``
+does for the peers' training scripts); float32 and bf16 are compared at equal precision.
+
+Every measurement - one (implementation, precision, mode) - runs in its own fresh process
+(``bench_unet.py measure ...``, answering one JSON line): it builds the network, takes
+``--warmup`` steps, then times ``--iterations`` steps, and reports images/s (median step),
+peak resident memory and page faults per step. Rounds repeat the set with the
+implementations in rotated order, so that drift of a shared machine hits all alike; the
+median round counts. Ratios are ours against the fastest peer at equal precision and
+mode, in images/s and in achieved GFLOP/s (per GFLOP: fair to a lighter network).
+
+What handicapped diffusers in the earlier version of this benchmark (issue 12: on a 2-core
+Zen 4 it printed 4.2 training images/s for diffusers and 9.9 for ours, where each built
+and run alone gives 14.9 and 14.4): it ran every variant - both networks, float32 and
+bf16 autocast, forward and training - interleaved in ONE process, the float32 and bf16
+variants training the same network with two optimizers, and diffusers' network carried
+our weights (its twin) instead of its own initialisation. ``--one-process --warmup 1
+--peers diffusers-twin`` reproduces that scheme. Measured on a 2-core EPYC without
+AVX-512 (bf16 emulated, so fp32 only; 23 GiB memory; a loaded shared machine, so ratios
+within one run only), excluded:
+
+- interleaving fp32 variants in one process: ours / diffusers' twin in training 1.06x in
+  one process against 1.16x in fresh processes at batch 64 (1.03x against 1.11x at 16):
+  no handicap for diffusers, if anything the reverse;
+- our weights in diffusers' network: no denormal number in any activation or gradient
+  over 6 training steps (counted with hooks, batch 8), and the same speed as diffusers'
+  own initialisation within the noise;
+- the optimizer: every library's training script uses torch's AdamW / Adam, which on a
+  CPU all run the same single-tensor kernels; memory format: each library its own
+  (ours converts to channels_last inside, the peers stay NCHW), as their users run them.
+
+What does show at small size is the warm-up: a fresh network's first training steps map
+their memory (page faults per step at batch 8: 83, 46, 8 thousand, then 0-4 thousand from
+the fourth step; at batch 2, timed after one warm-up step 1.5-2.5 s per step, after three
+0.35-0.40 s), and diffusers' settle later than ours (batch 16, after two warm-up steps: 17-21 thousand faults per step
+against 4 thousand). The earlier scheme timed after one warm-up step, inside that
+transient; each measurement now takes ``--warmup`` 3 steps first.
+
+What one process does change is memory: its peak is that of everything alive together,
+3.7 GB at batch 64 for ours and the twin in fp32 alone (3.0 and 3.4 GB each in a fresh
+process), before the bf16 variants, their weight casts and two more optimizer states. On
+a 2-vCPU cloud machine (often 4-8 GiB) that is enough for the kernel to evict code and
+file pages, which come back as major page faults - on whichever variant runs when memory
+is fullest. This could not be verified here (no memory pressure, no bf16 hardware); the
+report's "major" column shows it where it happens. Also measured: at batch 64 every step
+maps 1.2-1.6 GB of fresh pages (300-400 thousand minor faults: freed large tensors go
+back to the kernel), ours and diffusers' alike; diffusers' forward pass 2.6x as many as
+ours.
+
+    .venv/bin/python benchmarks/bench_unet.py                        # batch 64, 3 rounds
+    GUIDED_DIFFUSION=/path/to/guided-diffusion .venv/bin/python benchmarks/bench_unet.py
+    .venv/bin/python benchmarks/bench_unet.py --batch-size 2 --rounds 1 --iterations 1
+    .venv/bin/python benchmarks/bench_unet.py --one-process --warmup 1  # the old way
+    .venv/bin/python benchmarks/bench_unet.py --check                # outputs agree; bf16 error
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
+import importlib.util
+import os
 import statistics
-import time
+import sys
+import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchlib import (
+    describe_machine,
+    emit,
+    page_faults,
+    peak_rss_mib,
+    rotated,
+    run_fresh,
+    time_call,
+)
 from diffuse.diffusion.config import DiffusionConfig
 from diffuse.nn import UNet, UNetConfig
-from diffusers_twin import diffusers_twin
+from diffuse.train import TrainConfig
+from diffuse.train.optim import build_optimizer
+from diffusers_twin import diffusers_twin, unet2d_arguments
 
+SCRIPT = Path(__file__).resolve()
 CONFIG = UNetConfig(
     image_size=32,
     in_channels=3,
@@ -49,45 +124,131 @@ CONFIG = UNetConfig(
     resample="resblock",
 )
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+MODES = {"forward": 1, "training": 3}  # FLOP of a mode's step, in forward passes
 
 
-def diffusers_unet(model: UNet) -> torch.nn.Module | None:
-    """diffusers' UNet2DModel built as ``model`` with its weights, or None without diffusers."""
-    try:
-        import diffusers  # noqa: F401
-    except ImportError:
-        return None
-    return diffusers_twin(model)
+# ---------------------------------------------------------------- implementations
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """A U-Net as its own library's users build, feed and train it.
+
+    build:         the network, with its library's own initialisation.
+    optimizer:     the optimizer its training script makes for the network.
+    no_grad:       how its sampler turns autograd off.
+    channels_last: whether its training code passes channels_last batches.
+    missing:       why it cannot be measured here, or None.
+    """
+
+    build: Callable[[], nn.Module]
+    optimizer: Callable[[nn.Module], torch.optim.Optimizer]
+    no_grad: Callable[[], contextlib.AbstractContextManager]
+    channels_last: bool
+    missing: Callable[[], str | None]
+
+
+def not_installed(*modules: str) -> Callable[[], str | None]:
+    def missing() -> str | None:
+        absent = [m for m in modules if importlib.util.find_spec(m) is None]
+        return f"not installed: {', '.join(absent)}" if absent else None
+
+    return missing
+
+
+def build_diffusers() -> nn.Module:
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(**unet2d_arguments(UNet(CONFIG)))
+
+
+def guided_diffusion_missing() -> str | None:
+    root = os.environ.get("GUIDED_DIFFUSION")
+    if not root:
+        return "set GUIDED_DIFFUSION to a checkout of github.com/openai/guided-diffusion"
+    if not (Path(root) / "guided_diffusion" / "unet.py").is_file():
+        return f"GUIDED_DIFFUSION={root} holds no guided_diffusion/unet.py"
+    return None
+
+
+def build_guided_diffusion() -> nn.Module:
+    sys.path.insert(0, os.environ["GUIDED_DIFFUSION"])
+    from guided_diffusion.script_util import create_model  # imports no MPI
+
+    return create_model(
+        image_size=32,
+        num_channels=64,
+        num_res_blocks=2,
+        channel_mult="1,2,2",
+        attention_resolutions="16",
+        num_head_channels=64,
+        use_scale_shift_norm=True,
+        resblock_updown=True,
+        use_fp16=False,
+    )
+
+
+def build_denoising_diffusion_pytorch() -> nn.Module:
+    for name in ("torchvision", "accelerate"):  # imported by its package for its Trainer
+        if importlib.util.find_spec(name) is None:
+            stand_in = types.ModuleType(name)
+            stand_in.__getattr__ = lambda attribute: None
+            sys.modules[name] = stand_in
+    from denoising_diffusion_pytorch import Unet
+
+    return Unet(dim=64, dim_mults=(1, 2, 2))
+
+
+IMPLEMENTATIONS = {
+    "ours": Implementation(
+        build=lambda: UNet(CONFIG),
+        optimizer=lambda model: build_optimizer(model, TrainConfig()),
+        no_grad=torch.inference_mode,
+        channels_last=True,
+        missing=lambda: None,
+    ),
+    "diffusers": Implementation(
+        build=build_diffusers,
+        optimizer=lambda model: torch.optim.AdamW(
+            model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8
+        ),
+        no_grad=torch.no_grad,
+        channels_last=False,
+        missing=not_installed("diffusers"),
+    ),
+    # diagnosis only (--peers diffusers-twin): diffusers' network carrying our weights
+    "diffusers-twin": Implementation(
+        build=lambda: diffusers_twin(UNet(CONFIG)),
+        optimizer=lambda model: torch.optim.AdamW(
+            model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8
+        ),
+        no_grad=torch.no_grad,
+        channels_last=False,
+        missing=not_installed("diffusers"),
+    ),
+    "guided-diffusion": Implementation(
+        build=build_guided_diffusion,
+        optimizer=lambda model: torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0),
+        no_grad=torch.no_grad,
+        channels_last=False,
+        missing=guided_diffusion_missing,
+    ),
+    "denoising-diffusion-pytorch": Implementation(
+        build=build_denoising_diffusion_pytorch,
+        optimizer=lambda model: torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99)),
+        no_grad=torch.inference_mode,
+        channels_last=False,
+        missing=not_installed("denoising_diffusion_pytorch", "einops", "ema_pytorch"),
+    ),
+}
+
+
+# ---------------------------------------------------------------- steps
 
 
 def output_of(result) -> torch.Tensor:
     """The tensor a network returned (diffusers wraps it in an output object)."""
     return result.sample if hasattr(result, "sample") else result
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of an n x n matrix product in ``dtype`` (best of ``repeats``)."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    a @ b
-    best = min(time_call(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
-
-
-def forward_gflops(model: torch.nn.Module) -> float:
-    """GFLOP of one image's forward pass (matmuls, convolutions, attention), on meta."""
-    meta = copy.deepcopy(model).to("meta")
-    x = torch.zeros(1, 3, 32, 32, device="meta")
-    t = torch.zeros(1, dtype=torch.long, device="meta")
-    with FlopCounterMode(display=False) as counter:
-        meta(x, t)
-    return counter.get_total_flops() / 1e9
-
-
-def time_call(call: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 def autocast(dtype: torch.dtype | None):
@@ -96,52 +257,132 @@ def autocast(dtype: torch.dtype | None):
     return torch.autocast("cpu", dtype=dtype)
 
 
-def forward_step(model, x, t, dtype) -> Callable[[], None]:
-    def run():
-        model.eval()
-        with torch.inference_mode(), autocast(dtype):
-            output_of(model(x, t))
+def inputs(impl: Implementation, batch: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch x_t and its timesteps, in the memory format the implementation's code uses."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, 32, 32, generator=generator)
+    if impl.channels_last and mode == "training":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, torch.randint(0, 1000, (batch,), generator=generator)
 
-    return run
 
+def make_step(impl: Implementation, model: nn.Module, mode: str, precision: str, batch: int):
+    """One step of ``mode``: a forward pass without autograd, or a training step (forward,
+    mean squared error to a noise target, backward, the optimizer's step)."""
+    x, t = inputs(impl, batch, mode)
+    dtype = PRECISIONS[precision]
+    if mode == "forward":
 
-def training_step(model, x, t, dtype) -> Callable[[], None]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        def forward() -> None:
+            model.eval()
+            with impl.no_grad(), autocast(dtype):
+                output_of(model(x, t))
+
+        return forward
+    optimizer = impl.optimizer(model)
     target = torch.randn_like(x)
 
-    def run():
+    def training() -> None:
         model.train()
         with autocast(dtype):
-            loss = (output_of(model(x, t)).float() - target).square().mean()
+            output = output_of(model(x, t))
+        loss = (output.float() - target).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    return run
+    return training
 
 
-def throughput(variants: dict[str, Callable[[], None]], batch: int, rounds: int) -> dict:
-    """Images/s of each variant: one warm-up call, then the median of interleaved rounds."""
-    for run in variants.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, run in variants.items():
-            times[name].append(time_call(run))
-    return {name: batch / statistics.median(values) for name, values in times.items()}
+def measure(name: str, precision: str, mode: str, batch: int, warmup: int, iterations: int):
+    """Images/s, memory and page faults of one (implementation, precision, mode) in this
+    process, which should be a fresh one."""
+    impl = IMPLEMENTATIONS[name]
+    torch.manual_seed(0)
+    model = impl.build()
+    rss_built = peak_rss_mib()
+    step = make_step(impl, model, mode, precision, batch)
+    for _ in range(warmup):
+        step()
+    minor, major = page_faults()
+    seconds = [time_call(step) for _ in range(iterations)]
+    minor_after, major_after = page_faults()
+    return {
+        "images_per_s": batch / statistics.median(seconds),
+        "seconds": seconds,
+        "faults_per_step": (minor_after - minor) / iterations,
+        "major_faults_per_step": (major_after - major) / iterations,
+        "peak_rss_mib": peak_rss_mib(),
+        "step_rss_mib": peak_rss_mib() - rss_built,
+    }
 
 
-def bf16_hardware() -> str:
-    """The CPU's bf16 matrix instructions, from /proc/cpuinfo where there is one."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return "unknown"
-    flags = set(cpuinfo.read_text().split())
-    found = sorted(flags & {"amx_bf16", "avx512_bf16"})
-    return ", ".join(found) if found else "none (no amx_bf16 / avx512_bf16: bf16 is emulated)"
+def measure_in_one_process(names, precisions, modes, batch, warmup, rounds) -> dict:
+    """The earlier benchmark's scheme, for comparison: one network per implementation,
+    shared by its float32 and bf16 variants; per mode, every variant warmed up and then
+    timed in interleaved rounds, all in this one process."""
+    models = {name: IMPLEMENTATIONS[name].build() for name in names}
+    results = {}
+    for mode in modes:
+        steps = {
+            (name, precision): make_step(
+                IMPLEMENTATIONS[name], models[name], mode, precision, batch
+            )
+            for precision in precisions
+            for name in names
+        }
+        for step in steps.values():
+            for _ in range(warmup):
+                step()
+        times = {key: [] for key in steps}
+        faults = {key: [0, 0] for key in steps}
+        for _ in range(rounds):
+            for key, step in steps.items():
+                before = page_faults()
+                times[key].append(time_call(step))
+                for i, (now, then) in enumerate(zip(page_faults(), before, strict=True)):
+                    faults[key][i] += now - then
+        for (name, precision), values in times.items():
+            minor, major = faults[name, precision]
+            results[f"{name}|{precision}|{mode}"] = {
+                "images_per_s": batch / statistics.median(values),
+                "faults_per_step": minor / rounds,
+                "major_faults_per_step": major / rounds,
+                "peak_rss_mib": peak_rss_mib(),
+            }
+    return results
 
 
-def randomized(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+def describe(name: str) -> dict:
+    """Parameters (millions) and forward GFLOP per image of an implementation, counted on
+    the meta device, where attention decomposes into countable matrix products (the
+    CPU's fused attention kernel has no FLOP formula)."""
+    model = IMPLEMENTATIONS[name].build().eval()
+    params = sum(p.numel() for p in model.parameters())
+    x, t = inputs(IMPLEMENTATIONS[name], 1, "forward")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        output_of(model.to("meta")(x.to("meta"), t.to("meta")))
+    return {"params_m": params / 1e6, "gflop": counter.get_total_flops() / 1e9}
+
+
+def matmul_peaks(n: int = 1024, budget: float = 1.0) -> dict:
+    """GFLOP/s of an n x n matrix product in each precision: the best of the calls made
+    within ``budget`` seconds (at least two; emulated bf16 is slow)."""
+    peaks = {}
+    for precision, dtype in PRECISIONS.items():
+        a = torch.randn(n, n).to(dtype or torch.float32)
+        b = torch.randn(n, n).to(dtype or torch.float32)
+        times = [time_call(lambda a=a, b=b: a @ b)]
+        while len(times) < 2 or sum(times) < budget:
+            times.append(time_call(lambda a=a, b=b: a @ b))
+        peaks[precision] = 2 * n**3 / min(times[1:]) / 1e9
+    return peaks
+
+
+# ---------------------------------------------------------------- numerical checks
+
+
+def randomized(model: nn.Module, seed: int) -> nn.Module:
     """Redraw the zero-initialised layers so the output is not identically zero."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -149,18 +390,6 @@ def randomized(model: torch.nn.Module, seed: int) -> torch.nn.Module:
             if not parameter.any():
                 parameter.copy_(0.02 * torch.randn(parameter.shape, generator=generator))
     return model
-
-
-def bf16_output_error(model: UNet, x: torch.Tensor, t: torch.Tensor) -> tuple[float, float]:
-    """Relative RMS and max absolute error of the bf16-autocast output against float32."""
-    model.eval()
-    with torch.inference_mode():
-        reference = model(x, t)
-        with autocast(torch.bfloat16):
-            low = model(x, t).float()
-    return ((low - reference).norm() / reference.norm()).item(), (
-        low - reference
-    ).abs().max().item()
 
 
 def smooth_images(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -191,75 +420,214 @@ def short_training_losses(dtype: torch.dtype | None, steps: int, batch: int) -> 
     return losses
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant")
-    parser.add_argument("--loss-steps", type=int, default=6, help="steps of the bf16 loss run")
-    parser.add_argument("--loss-batch", type=int, default=16)
-    args = parser.parse_args()
-
+def checks(loss_steps: int, loss_batch: int) -> dict:
+    """Our network against diffusers' with the same weights; what bf16 costs numerically."""
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}")
-    print(f"bf16 matrix hardware: {bf16_hardware()}")
-    peaks = {name: matmul_peak(dtype or torch.float32) for name, dtype in PRECISIONS.items()}
-    print("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
+    ours = randomized(UNet(CONFIG), 0).eval()
+    x, t = torch.randn(8, 3, 32, 32), torch.randint(0, 1000, (8,))
+    result = {}
+    with torch.inference_mode():
+        reference = ours(x, t)
+        if IMPLEMENTATIONS["diffusers"].missing() is None:
+            twin = diffusers_twin(ours)
+            result["twin_max_abs_difference"] = (twin(x, t).sample - reference).abs().max().item()
+        with autocast(torch.bfloat16):
+            low = ours(x, t).float()
+    result["bf16_relative_rms_error"] = ((low - reference).norm() / reference.norm()).item()
+    result["bf16_max_abs_error"] = (low - reference).abs().max().item()
+    result["fp32_losses"] = short_training_losses(None, loss_steps, loss_batch)
+    result["bf16_losses"] = short_training_losses(torch.bfloat16, loss_steps, loss_batch)
+    return result
 
-    networks = {"ours": UNet(CONFIG)}
-    theirs = diffusers_unet(networks["ours"])
-    if theirs is None:
-        print("diffusers is not installed: measuring our network only")
-    else:
-        networks["diffusers"] = theirs
-        check = randomized(copy.deepcopy(networks["ours"]), 0).eval()
-        with torch.inference_mode():
-            x, t = torch.randn(2, 3, 32, 32), torch.tensor([10, 900])
-            difference = (check(x, t) - diffusers_unet(check)(x, t).sample).abs().max()
-        print(f"same network: max |ours - diffusers| = {difference:.1e} with the same weights")
-    gflops = {}
-    for name, model in networks.items():
-        gflops[name] = forward_gflops(model)
-        params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"{name:9s} {params:.3f} M parameters, {gflops[name]:.3f} GFLOP per image forward")
 
-    x = torch.randn(args.batch_size, 3, 32, 32)
-    t = torch.randint(0, 1000, (args.batch_size,))
-    results = {}
-    for mode, make, factor in (("forward", forward_step, 1), ("training", training_step, 3)):
-        variants = {
-            (name, precision): make(model, x, t, dtype)
-            for precision, dtype in PRECISIONS.items()
-            for name, model in networks.items()
-        }
-        speeds = throughput(variants, args.batch_size, args.rounds)
-        for (name, precision), speed in speeds.items():
-            achieved = speed * gflops[name] * factor
-            results[mode, name, precision] = speed
-            print(
-                f"{mode:8s} {name:9s} {precision}: {speed:7.1f} images/s, "
-                f"{achieved:6.1f} GFLOP/s = {100 * achieved / peaks[precision]:5.1f}% of the "
-                f"{precision} matmul peak"
-            )
-
-    if theirs is not None:
-        print("ratios (same run):")
-        for mode, bf16_target in (("forward", 2.5), ("training", 2.0)):
-            base = results[mode, "diffusers", "fp32"]
-            fp32 = results[mode, "ours", "fp32"] / base
-            bf16 = results[mode, "ours", "bf16"] / base
-            print(f"  {mode:8s} ours fp32 / diffusers fp32 = {fp32:.2f}x (target >= 1)")
-            print(f"  {mode:8s} ours bf16 / diffusers fp32 = {bf16:.2f}x (target >= {bf16_target})")
-
-    relative, largest = bf16_output_error(randomized(UNet(CONFIG), 0), x[:8], t[:8])
-    print(f"bf16 output vs fp32: relative RMS error {relative:.2e}, max abs error {largest:.2e}")
-    fp32 = short_training_losses(None, args.loss_steps, args.loss_batch)
-    bf16 = short_training_losses(torch.bfloat16, args.loss_steps, args.loss_batch)
-    print(f"training loss, {args.loss_steps} steps of batch {args.loss_batch}:")
+def print_checks(result: dict, loss_steps: int, loss_batch: int) -> None:
+    if "twin_max_abs_difference" in result:
+        print(
+            "same network: max |ours - diffusers| = "
+            f"{result['twin_max_abs_difference']:.1e} with the same weights"
+        )
+    print(
+        f"bf16 output vs fp32: relative RMS error {result['bf16_relative_rms_error']:.2e}, "
+        f"max abs error {result['bf16_max_abs_error']:.2e}"
+    )
+    fp32, bf16 = result["fp32_losses"], result["bf16_losses"]
+    print(f"training loss, {loss_steps} steps of batch {loss_batch}:")
     print("  fp32: " + " ".join(f"{v:.4f}" for v in fp32))
     print("  bf16: " + " ".join(f"{v:.4f}" for v in bf16))
     worst = max(abs(a - b) / a for a, b in zip(fp32, bf16, strict=True))
     print(f"  largest relative difference per step: {worst:.2e}")
 
 
+# ---------------------------------------------------------------- the report
+
+
+def report(results: dict, described: dict, peaks: dict, modes, precisions) -> None:
+    """A table per (mode, precision), then ours against the fastest peer."""
+    print(
+        "\npeak RSS: the measuring process's peak resident memory (imports included); step "
+        "RSS: its growth\nover the steps, after the network was built; faults, major: minor "
+        "and major page faults per timed step"
+    )
+    for mode in modes:
+        for precision in precisions:
+            rows = {
+                name: runs for (name, p, m), runs in results.items() if (p, m) == (precision, mode)
+            }
+            print(f"\n{mode} {precision}")
+            print(
+                f"  {'implementation':28s} {'params':>7s} {'GFLOP':>6s} {'images/s':>9s} "
+                f"{'GFLOP/s':>8s} {'%peak':>6s} {'peak RSS':>9s} {'step RSS':>9s} {'faults':>8s} "
+                f"{'major':>6s}"
+            )
+            speed, achieved = {}, {}
+            for name, runs in rows.items():
+                failed = [r["error"] for r in runs if "error" in r]
+                if failed:
+                    print(f"  {name:28s} failed: {failed[0]}")
+                    continue
+                speed[name] = statistics.median(r["images_per_s"] for r in runs)
+                achieved[name] = speed[name] * described[name]["gflop"] * MODES[mode]
+                growth = [r["step_rss_mib"] for r in runs if "step_rss_mib" in r]
+                step_rss = f"{max(growth):7.0f}Mi" if growth else f"{'-':>9s}"
+                print(
+                    f"  {name:28s} {described[name]['params_m']:6.2f}M "
+                    f"{described[name]['gflop']:6.2f} {speed[name]:9.1f} {achieved[name]:8.1f} "
+                    f"{100 * achieved[name] / peaks[precision]:5.1f}% "
+                    f"{max(r['peak_rss_mib'] for r in runs):7.0f}Mi "
+                    f"{step_rss} "
+                    f"{statistics.median(r['faults_per_step'] for r in runs):8.0f} "
+                    f"{statistics.median(r['major_faults_per_step'] for r in runs):6.0f}"
+                )
+            peers = [name for name in speed if name != "ours"]
+            if "ours" in speed and peers:
+                fastest = max(peers, key=speed.__getitem__)
+                densest = max(peers, key=achieved.__getitem__)
+                print(
+                    f"  ours / fastest peer ({fastest}): {speed['ours'] / speed[fastest]:.2f}x "
+                    f"images/s; per GFLOP, ours / best peer ({densest}): "
+                    f"{achieved['ours'] / achieved[densest]:.2f}x"
+                )
+
+
+def main_measure(argv: list[str]) -> None:
+    """``bench_unet.py measure|one-process|describe|peaks|checks ...``: the work of one
+    fresh process; prints one JSON line."""
+    parser = argparse.ArgumentParser(prog="bench_unet.py (measuring process)")
+    parser.add_argument("task", choices=("measure", "one-process", "describe", "peaks", "checks"))
+    parser.add_argument("--names", default="ours")
+    parser.add_argument("--precisions", default="fp32")
+    parser.add_argument("--modes", default="forward")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loss-steps", type=int, default=6)
+    parser.add_argument("--loss-batch", type=int, default=16)
+    args = parser.parse_args(argv)
+    names, precisions, modes = (s.split(",") for s in (args.names, args.precisions, args.modes))
+    if args.task == "measure":
+        emit(
+            measure(
+                names[0], precisions[0], modes[0], args.batch_size, args.warmup, args.iterations
+            )
+        )
+    elif args.task == "one-process":
+        emit(
+            measure_in_one_process(
+                names, precisions, modes, args.batch_size, args.warmup, args.rounds
+            )
+        )
+    elif args.task == "describe":
+        emit(describe(names[0]))
+    elif args.task == "peaks":
+        emit(matmul_peaks())
+    else:
+        emit(checks(args.loss_steps, args.loss_batch))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all measurements")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per measurement")
+    parser.add_argument("--iterations", type=int, default=3, help="timed steps per measurement")
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
+    parser.add_argument("--modes", default="forward,training", help="comma-separated")
+    parser.add_argument(
+        "--peers",
+        default="diffusers,guided-diffusion,denoising-diffusion-pytorch",
+        help=f"comma-separated, of {', '.join(list(IMPLEMENTATIONS)[1:])}",
+    )
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="measure the earlier way: every variant interleaved in one process",
+    )
+    parser.add_argument("--check", action="store_true", help="also the numerical checks")
+    parser.add_argument("--loss-steps", type=int, default=6, help="steps of the bf16 loss run")
+    parser.add_argument("--loss-batch", type=int, default=16)
+    args = parser.parse_args()
+
+    print(describe_machine())
+    names = ["ours"]
+    for name in args.peers.split(","):
+        why = IMPLEMENTATIONS[name].missing()
+        if why is None:
+            names.append(name)
+        else:
+            print(f"skipping {name}: {why}")
+    precisions, modes = args.precisions.split(","), args.modes.split(",")
+    described = {name: run_fresh(SCRIPT, ["describe", "--names", name]) for name in names}
+    peaks = run_fresh(SCRIPT, ["peaks"])
+    print("matmul peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))
+    common = ["--batch-size", str(args.batch_size), "--warmup", str(args.warmup)]
+    results: dict[tuple[str, str, str], list[dict]] = {}
+    if args.one_process:
+        print(f"batch {args.batch_size}, all variants in ONE process, {args.rounds} rounds")
+        answer = run_fresh(
+            SCRIPT,
+            [
+                "one-process", "--names", ",".join(names), "--precisions", args.precisions,
+                "--modes", args.modes, "--rounds", str(args.rounds), *common,
+            ],
+        )  # fmt: skip
+        results = {tuple(key.split("|")): [value] for key, value in answer.items()}
+    else:
+        print(
+            f"batch {args.batch_size}, each measurement a fresh process ({args.warmup} "
+            f"warm-up + {args.iterations} timed steps), {args.rounds} rounds"
+        )
+        for r in range(args.rounds):
+            for mode in modes:
+                for precision in precisions:
+                    for name in rotated(names, r):
+                        argv = [
+                            "measure", "--names", name, "--precisions", precision,
+                            "--modes", mode, "--iterations", str(args.iterations), *common,
+                        ]  # fmt: skip
+                        try:
+                            answer = run_fresh(SCRIPT, argv)
+                        except RuntimeError as error:
+                            answer = {"error": str(error).strip().splitlines()[-1]}
+                        results.setdefault((name, precision, mode), []).append(answer)
+    report(results, described, peaks, modes, precisions)
+    if args.check:
+        checked = run_fresh(
+            SCRIPT,
+            ["checks", "--loss-steps", str(args.loss_steps), "--loss-batch", str(args.loss_batch)],
+        )
+        print()
+        print_checks(checked, args.loss_steps, args.loss_batch)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] in (
+        "measure",
+        "one-process",
+        "describe",
+        "peaks",
+        "checks",
+    ):
+        main_measure(sys.argv[1:])
+    else:
+        main()

@@ -1,11 +1,14 @@
-"""diffusers' ``UNet2DModel`` built as one of our U-Nets, carrying the same weights.
+"""diffusers' ``UNet2DModel`` built as one of our U-Nets, natively or with the same weights.
 
-The benchmarks compare our stack with diffusers' on the same network: this module builds
-the ``UNet2DModel`` whose architecture is that of a :class:`diffuse.nn.UNet` (the two are
-the same DDPM/ADM design: sinusoidal timestep MLP with cosines first, residual blocks with
-additive or scale-shift conditioning, self-attention after each block of the attention
-levels, a middle block res-attn-res, skips concatenated on the way up) and copies our
-weights into it key by key, so that both give the same output. Dev only: needs diffusers.
+The benchmarks compare our stack with diffusers' on the same network: this module gives
+the ``UNet2DModel`` arguments whose architecture is that of a :class:`diffuse.nn.UNet`
+(the two are the same DDPM/ADM design: sinusoidal timestep MLP with cosines first,
+residual blocks with additive or scale-shift conditioning, self-attention after each
+block of the attention levels, a middle block res-attn-res, skips concatenated on the
+way up). :func:`unet2d_arguments` builds it as diffusers' users do, with diffusers' own
+initialisation (for speed); :func:`diffusers_twin` copies our weights into it key by key,
+so that both give the same output (for checking that they are the same network). Dev
+only: needs diffusers.
 """
 
 from __future__ import annotations
@@ -17,13 +20,24 @@ from diffuse.nn.layers import SelfAttention
 
 
 def diffusers_twin(model: UNet) -> torch.nn.Module:
-    """The ``UNet2DModel`` equivalent to ``model``, holding ``model``'s weights.
+    """The ``UNet2DModel`` equivalent to ``model``, holding ``model``'s weights."""
+    from diffusers import UNet2DModel
+
+    twin = UNet2DModel(**unet2d_arguments(model))
+    state = twin_state_dict(model)
+    missing = set(twin.state_dict()) ^ set(state)
+    if missing:
+        raise ValueError(f"the two layouts differ in {sorted(missing)[:8]}")
+    twin.load_state_dict(state)
+    return twin.to(next(model.parameters()).device).eval()
+
+
+def unet2d_arguments(model: UNet) -> dict:
+    """The ``UNet2DModel(...)`` arguments of the network ``model`` is.
 
     Raises ValueError for what ``UNet2DModel`` cannot express: a timestep scale other
     than 1, or heads of different widths (it takes one ``attention_head_dim``).
     """
-    from diffusers import UNet2DModel
-
     config = model.config
     if config.timestep_scale != 1.0:
         raise ValueError("UNet2DModel embeds the timestep itself: timestep_scale must be 1")
@@ -42,7 +56,7 @@ def diffusers_twin(model: UNet) -> torch.nn.Module:
     biggan = config.resample == "resblock"
     down = "ResnetDownsampleBlock2D" if biggan else "DownBlock2D"
     up = "ResnetUpsampleBlock2D" if biggan else "UpBlock2D"
-    twin = UNet2DModel(
+    return dict(
         sample_size=config.image_size,
         in_channels=model.encoder.stem.in_channels,
         out_channels=config.out_channels,
@@ -60,12 +74,6 @@ def diffusers_twin(model: UNet) -> torch.nn.Module:
         flip_sin_to_cos=True,
         freq_shift=0,
     )
-    state = twin_state_dict(model)
-    missing = set(twin.state_dict()) ^ set(state)
-    if missing:
-        raise ValueError(f"the two layouts differ in {sorted(missing)[:8]}")
-    twin.load_state_dict(state)
-    return twin.to(next(model.parameters()).device).eval()
 
 
 def twin_state_dict(model: UNet) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ import argparse
 import json
 import time
 
+from benchlib import describe_machine
 from diffuse.train.recognition import recognition_rate
 
 
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--weights", default="auto", help="auto, model or ema_<rate>")
     parser.add_argument("--seed", type=int, default=1, help="first seed of the samples' noise")
     args = parser.parse_args()
+    print(describe_machine())
     started = time.perf_counter()
     result = recognition_rate(
         args.run,

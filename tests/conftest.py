@@ -9,9 +9,11 @@ Every test runs hermetically: diffuse's cache (``$DIFFUSE_CACHE``: downloads, re
 statistics) and ``$XDG_CACHE_HOME`` point into fresh temporary folders of the test's own,
 so no test reads what another cached and none writes into the home folder;
 ``$DIFFUSE_DATA`` is unset, the system data-set folder (``/usr/share/datasets``) is hidden,
-``$DIFFUSE_OFFLINE`` turns downloads off (in subprocesses too), and a connection to any
-address other than this machine's loopback fails the test. So the default run behaves the
-same on a machine with every data set installed and on a fresh one. A test that needs a
+``$DIFFUSE_OFFLINE`` turns downloads off (in subprocesses too), the CPU reads as one
+without bf16 instructions (so precision "auto" is fp32 without timing, on every machine; a
+test that wants flags fakes its own), and a connection to any address other than this
+machine's loopback fails the test. So the default run behaves the same on a machine with
+every data set installed and on a fresh one, on Intel and AMD alike. A test that needs a
 full data set says so with ``@pytest.mark.needs_data("fashion-mnist")``: it sees the real
 search places and is skipped, with the reason, where the data set is not installed.
 """
@@ -28,6 +30,7 @@ import pytest
 import torch
 
 import diffuse.data.locate as locate_module
+from diffuse import hardware
 from diffuse.errors import MissingFileError
 
 if "PYTEST_XDIST_WORKER" in os.environ:
@@ -122,6 +125,9 @@ def hermetic(request, monkeypatch, tmp_path_factory) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv(locate_module.CACHE_ENV_VAR, str(tmp_path_factory.mktemp("diffuse-cache")))
     monkeypatch.setenv(locate_module.OFFLINE_VAR, "1")
+    cpuinfo = tmp_path_factory.mktemp("cpu") / "cpuinfo"
+    cpuinfo.write_text("model name\t: CPU of the test suite\nflags\t\t: fpu sse2 avx2\n")
+    monkeypatch.setattr(hardware, "CPUINFO", cpuinfo)
     marker = request.node.get_closest_marker("needs_data")
     if marker is None:
         monkeypatch.delenv(locate_module.ENV_VAR, raising=False)

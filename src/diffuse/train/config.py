@@ -13,7 +13,7 @@ from typing import Any
 
 from diffuse.errors import ConfigError
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LR_DECAYS = ("none", "linear", "cosine")
 TIMESTEP_SAMPLERS = ("auto", "uniform", "loss-aware")
 PREVIEW_SAMPLERS = ("ddim", "ddpm")
@@ -66,9 +66,10 @@ class TrainConfig:
     )
     random_flip: bool = _doc("flip training images left-right with probability 1/2", False)
     precision: str = _doc(
-        "'fp32', 'bf16' (autocast, CPU or CUDA) or 'fp16' (autocast with a gradient "
-        "scaler, CUDA only)",
-        "fp32",
+        "'auto' (bf16 where this device runs it faster, measured once and cached; see "
+        "diffuse.autoprecision), 'fp32', 'bf16' (autocast, CPU or CUDA) or 'fp16' "
+        "(autocast with a gradient scaler, CUDA only)",
+        "auto",
     )
     max_nonfinite: int = _doc(
         "stop with an error after this many consecutive steps with a non-finite loss "

@@ -15,13 +15,15 @@ import contextlib
 import copy
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from diffuse import autoprecision
 from diffuse.data import ImageDataset
 from diffuse.errors import CheckpointError, ConfigError
 from diffuse.images import save_png
@@ -114,7 +116,12 @@ class Trainer:
         self.model = model
         self.process = spec.diffusion.build()
         self.objective = objective_for(spec, self.process)
-        self.precision = Precision(config.precision, self.device)
+        self.rows = randomness.shard(config.batch_size, group.rank, group.world_size)
+        self.image_shape = (dataset.channels, dataset.image_size, dataset.image_size)
+        self.precision = Precision(self._resolve_precision(config.precision), self.device)
+        # The checkpoints record the precision that ran (run.json keeps the request, so a
+        # resumed run decides again on its own machine).
+        self.config = config = replace(config, precision=self.precision.name)
         self.state = TrainingState(
             model=model,
             ema=EMA(model, config.ema_rates, config.ema_warmup),
@@ -129,8 +136,49 @@ class Trainer:
             self.network = DistributedDataParallel(model, device_ids=device_ids)
         self.forward = self.precision.wrap(self.network)
         self.order = randomness.BatchOrder(len(dataset), config.batch_size, config.seed)
-        self.rows = randomness.shard(config.batch_size, group.rank, group.world_size)
-        self.image_shape = (dataset.channels, dataset.image_size, dataset.image_size)
+
+    def _resolve_precision(self, requested: str) -> str:
+        """``requested``, or for "auto" what :func:`diffuse.autoprecision.decide` measures
+        for this network at this process's micro-batch; process 0 prints the decision.
+        The processes of a distributed run train in bf16 only if all of them chose it."""
+        if requested != "auto":
+            return requested
+        rows = self.rows.stop - self.rows.start
+        batch = min(self.config.microbatch or rows, rows)
+        decision = autoprecision.decide(
+            self.device,
+            network=self.spec.model.to_dict(),
+            batch=batch,
+            make_workload=lambda: self._training_workload(batch),
+        )
+        votes = torch.tensor([float(decision.precision == "bf16")], device=self.device)
+        if self.group.all_reduce_sum(votes).item() < self.group.world_size:
+            if decision.precision == "bf16":
+                decision = autoprecision.Decision("fp32", "another process found fp32 faster")
+        if self.group.is_main:
+            print(decision.message(), flush=True)
+        return decision.precision
+
+    def _training_workload(self, batch: int) -> Callable[[str], None]:
+        """One forward and backward pass of a copy of the network on ``batch`` training
+        images in a given precision: what "auto" times. The copy, a private global RNG
+        (dropout) and fixed draws leave the run's weights and random streams untouched."""
+        model = copy.deepcopy(self.model).train()
+        draw = randomness.generator(self.config.seed, randomness.EVALUATION)
+        x, y = self.dataset.batch([i % len(self.dataset) for i in range(batch)], generator=draw)
+        x = x.to(self.device, memory_format=torch.channels_last)
+        y = y.to(self.device)
+        noise = randomness.generator(self.config.seed, randomness.EVALUATION, device=self.device)
+        draws = self.objective.draw(batch, self.image_shape, draw, noise, self.device)
+
+        def step(precision: str) -> None:
+            forward = Precision(precision, self.device).wrap(model)
+            model.zero_grad(set_to_none=True)
+            with randomness.seeded_global_rng(self.config.seed, self.device):
+                loss, _ = self.objective.losses(forward, x, y, draws)
+                loss.sum().backward()
+
+        return step
 
     # ----------------------------------------------------------------- set-up
 
@@ -438,5 +486,6 @@ class Window:
             "images_per_s": self.rate(),
             "epoch": trainer.order.epoch(step),
             "skipped": progress.skipped,
+            "precision": trainer.precision.name,
             "time": time.time(),
         }

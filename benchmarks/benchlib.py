@@ -1,0 +1,81 @@
+"""What the benchmarks share: the machine's description, memory and page-fault counters,
+timing, and measurements in fresh processes.
+
+A measurement that shares its process with others inherits their allocator state, their
+oneDNN kernels and their memory: a benchmark runs each measurement in a fresh process
+(:func:`run_fresh`) that prints its result as one JSON line (:func:`emit`), and orders
+its measurements in rounds that rotate the implementations (:func:`rotated`), so that a
+slow spell of a shared machine falls on all of them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from diffuse.hardware import cpu_info
+
+HERE = Path(__file__).resolve().parent
+
+
+def describe_machine() -> str:
+    """The lines every benchmark prints first: CPU model, bf16 instructions, memory, torch,
+    threads."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"CPU: {cpu_info().describe()}\n"
+        f"{os.cpu_count()} logical CPUs, {memory:.1f} GiB memory, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def page_faults() -> tuple[int, int]:
+    """(minor, major) page faults of this process so far. A minor fault maps a fresh page,
+    e.g. for memory the allocator had returned to the kernel; a major one reads a page
+    back from disk, e.g. code evicted when memory ran short."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt, usage.ru_majflt
+
+
+def time_call(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def emit(result: dict) -> None:
+    """Print ``result`` as the one JSON line a measuring process answers with."""
+    print(json.dumps(result), flush=True)
+
+
+def run_fresh(script: Path, args: Sequence[str], env: dict[str, str] | None = None) -> dict:
+    """Run ``python script args`` in a fresh process; its last stdout line, as JSON."""
+    command = [sys.executable, str(script), *args]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"{' '.join(command)} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
+        )
+    return json.loads(lines[-1])
+
+
+def rotated(names: Sequence[str], round_index: int) -> list[str]:
+    """``names`` rotated by ``round_index``: over rounds each one is first, second, ..."""
+    k = round_index % len(names) if names else 0
+    return [*names[k:], *names[:k]]

@@ -1,0 +1,180 @@
+"""precision "auto": fp32 without bf16 instructions, else the faster of fp32 and bf16 as
+timed once and cached; the trainer runs, prints and records the decision."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from diffuse import autoprecision, hardware
+from diffuse.checkpoint import load_checkpoint
+from diffuse.cli import main
+from diffuse.errors import ConfigError
+from diffuse.train import TrainConfig
+
+EPYC = "AMD EPYC 9R14 96-Core Processor"
+NETWORK = {"kind": "unet", "model_channels": 32}
+
+
+def fake_cpu(tmp_path: Path, monkeypatch, flags: str) -> None:
+    """Make /proc/cpuinfo read as an EPYC with ``flags``."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: {EPYC}\nflags\t\t: fpu sse2 {flags}\n")
+    monkeypatch.setattr(hardware, "CPUINFO", cpuinfo)
+
+
+class FakeTimer:
+    """A clock that advances by ``costs[precision]`` whenever the workload runs."""
+
+    def __init__(self, monkeypatch, costs: dict[str, float]) -> None:
+        self.costs, self.now, self.calls, self.built = costs, 0.0, [], 0
+        monkeypatch.setattr(autoprecision, "clock", lambda: self.now)
+
+    def make_workload(self):
+        self.built += 1
+
+        def workload(precision: str) -> None:
+            self.calls.append(precision)
+            self.now += self.costs[precision]
+
+        return workload
+
+
+def decide(timer: FakeTimer, network=NETWORK, batch: int = 8) -> autoprecision.Decision:
+    return autoprecision.decide(
+        "cpu", network=network, batch=batch, make_workload=timer.make_workload
+    )
+
+
+def test_without_bf16_instructions_auto_is_fp32_and_times_nothing(tmp_path, monkeypatch):
+    fake_cpu(tmp_path, monkeypatch, "avx2 avx512f avx512bw")
+    timer = FakeTimer(monkeypatch, {"fp32": 2.0, "bf16": 1.0})
+    decision = decide(timer)
+    assert decision.precision == "fp32" and timer.built == 0
+    assert decision.message() == f"precision auto -> fp32 (no bf16 instructions on {EPYC})"
+    assert not autoprecision.cache_path().exists()
+
+
+@pytest.mark.parametrize("flag", ["avx512_bf16", "amx_bf16"])
+def test_with_bf16_instructions_the_faster_wins_and_is_timed_once(tmp_path, monkeypatch, flag):
+    fake_cpu(tmp_path, monkeypatch, f"avx512f {flag}")
+    timer = FakeTimer(monkeypatch, {"fp32": 0.2, "bf16": 0.1})
+    first = decide(timer)
+    assert first.precision == "bf16" and timer.built == 1
+    assert sorted(timer.calls) == ["bf16"] * 4 + ["fp32"] * 4  # a warm-up and 3 rounds each
+    assert "fp32 200 ms, bf16 100 ms per step" in first.message()
+    timer.costs = {"fp32": 0.1, "bf16": 0.2}  # the cache answers: nothing is timed again
+    again = decide(timer)
+    assert again.precision == "bf16" and timer.built == 1 and "measured earlier" in again.reason
+    assert decide(timer, batch=16).precision == "fp32"  # another batch: measured anew
+    entries = json.loads(autoprecision.cache_path().read_text())["entries"]
+    assert sorted(e["precision"] for e in entries.values()) == ["bf16", "fp32"]
+
+
+def test_a_tie_keeps_fp32(tmp_path, monkeypatch):
+    fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
+    assert decide(FakeTimer(monkeypatch, {"fp32": 0.1, "bf16": 0.1})).precision == "fp32"
+
+
+def test_the_cache_key_changes_with_the_network_config(tmp_path, monkeypatch):
+    fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
+    cpu = hardware.cpu_info()
+    key = autoprecision.cache_key(cpu, NETWORK, 8, "train")
+    assert key == autoprecision.cache_key(cpu, dict(NETWORK), 8, "train")
+    wider = {**NETWORK, "model_channels": 64}
+    assert key != autoprecision.cache_key(cpu, wider, 8, "train")
+    assert key != autoprecision.cache_key(cpu, NETWORK, 9, "train")
+    timer = FakeTimer(monkeypatch, {"fp32": 0.2, "bf16": 0.1})
+    decide(timer)
+    decide(timer, network=wider)
+    assert timer.built == 2
+
+
+def test_a_damaged_cache_costs_a_measurement_and_is_rewritten(tmp_path, monkeypatch):
+    fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
+    path = autoprecision.cache_path()
+    path.parent.mkdir(parents=True)
+    path.write_text('{"format": 1, "entries": {"x": ')
+    timer = FakeTimer(monkeypatch, {"fp32": 0.2, "bf16": 0.1})
+    assert decide(timer).precision == "bf16" and timer.built == 1
+    assert len(json.loads(path.read_text())["entries"]) == 1
+
+
+def test_on_cuda_bf16_follows_the_device_without_timing(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100")
+    timer = FakeTimer(monkeypatch, {"fp32": 0.1, "bf16": 0.2})
+    for supported, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
+        decision = autoprecision.decide(
+            "cuda", network=NETWORK, batch=8, make_workload=timer.make_workload
+        )
+        assert decision.precision == expected and "NVIDIA H100" in decision.reason
+    assert timer.built == 0
+
+
+def test_auto_is_the_default_and_fp16_bf16_fp32_stay_valid():
+    assert TrainConfig().precision == "auto"
+    for name in ("fp32", "bf16", "fp16"):
+        assert TrainConfig(precision=name).precision == name
+    with pytest.raises(ConfigError, match=r"train\.precision 'fp8' is not one of auto, fp32"):
+        TrainConfig(precision="fp8")
+
+
+# ----------------------------------------------------------------- in a run
+
+
+def tiny_run(out: Path, *extra: str) -> list[str]:
+    return [
+        "train", "--preset", "tiny", "--data", "digits", "--out", str(out), "--steps", "2",
+        "--batch-size", "8", "--set", "train.sample_steps=2", "--set", "train.sample_columns=2",
+        "--set", "train.log_every=1", "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+def recorded(run: Path) -> tuple[str, str, list[str]]:
+    """The precision in run.json, in the checkpoint's configuration and in the metrics."""
+    requested = json.loads((run / "run.json").read_text())["train"]["precision"]
+    checkpoint = load_checkpoint(run).metadata["train"]["precision"]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return requested, checkpoint, [json.loads(line)["precision"] for line in lines]
+
+
+def test_a_run_prints_and_records_what_auto_chose(tmp_path, monkeypatch, capsys):
+    fake_cpu(tmp_path, monkeypatch, "avx2")
+    assert main(tiny_run(tmp_path / "run")) == 0
+    assert f"precision auto -> fp32 (no bf16 instructions on {EPYC})" in capsys.readouterr().out
+    assert recorded(tmp_path / "run") == ("auto", "fp32", ["fp32", "fp32"])
+
+
+def test_auto_choosing_bf16_trains_exactly_as_an_explicit_bf16_run(tmp_path, monkeypatch, capsys):
+    """The timing runs the real network on a copy with its own random streams: the run
+    afterwards is the one --precision bf16 gives."""
+    fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
+    real = autoprecision.time_precisions
+    timed = []
+
+    def bf16_faster(workload, rounds=autoprecision.ROUNDS):
+        timed.append(real(workload, rounds=1))  # the real workload runs; its times are noise
+        return {"fp32": 0.2, "bf16": 0.1}
+
+    monkeypatch.setattr(autoprecision, "time_precisions", bf16_faster)
+    assert main(tiny_run(tmp_path / "auto")) == 0
+    assert "precision auto -> bf16 (measured on" in capsys.readouterr().out
+    assert len(timed) == 1 and recorded(tmp_path / "auto")[1:] == ("bf16", ["bf16", "bf16"])
+    assert main([*tiny_run(tmp_path / "again"), "--steps", "1"]) == 0  # the same key
+    assert "precision auto -> bf16 (measured earlier" in capsys.readouterr().out
+    assert len(timed) == 1
+    assert main(tiny_run(tmp_path / "bf16", "--precision", "bf16")) == 0
+    assert "precision auto" not in capsys.readouterr().out  # said only for "auto"
+    assert recorded(tmp_path / "bf16") == ("bf16", "bf16", ["bf16", "bf16"])
+    for name in ("model.safetensors", "ema_0.99.safetensors"):
+        auto = load_file(str(tmp_path / "auto/checkpoints/step-00000002" / name))
+        explicit = load_file(str(tmp_path / "bf16/checkpoints/step-00000002" / name))
+        for key in auto:
+            # the same kernels on the same inputs in one process: equal up to nothing,
+            # but a tolerance keeps the test independent of kernel determinism
+            torch.testing.assert_close(auto[key], explicit[key], rtol=1e-6, atol=1e-7)
