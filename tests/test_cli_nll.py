@@ -11,6 +11,8 @@ from diffuse import presets
 from diffuse.checkpoint import save_checkpoint
 from diffuse.cli import main
 from diffuse.diffusion import DiffusionConfig
+from diffuse.errors import CheckpointError, ConfigError
+from diffuse.eval.nll import measure_nll, save_nll
 from diffuse.nn import build_network
 from diffuse.nn.config import ClassifierConfig
 from sample_models import SMALL
@@ -65,3 +67,32 @@ def test_nll_refuses_what_it_cannot_evaluate(tiny_checkpoint, tmp_path, capsys):
     save_checkpoint(tmp_path / "no-null", model, diffusion=SHORT)
     assert main(["nll", str(tmp_path / "missing"), "--data", "digits", "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err and not out.exists()
+
+
+def test_python_callers_get_the_commands_checks_and_figures(tiny_checkpoint, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="--n and --batch-size must be positive"):
+        measure_nll(tiny_checkpoint, "digits", n=0)
+    classifier = build_network(
+        ClassifierConfig(image_size=8, in_channels=1, out_channels=10, **SMALL)
+    )
+    save_checkpoint(tmp_path / "classifier", classifier)
+    with pytest.raises(CheckpointError, match="holds a classifier network"):
+        measure_nll(tmp_path / "classifier", "digits")
+
+    measured = measure_nll(tiny_checkpoint, "digits", n=3, batch_size=2, progress=False)
+    summary = measured.summary
+    assert summary["n"] == 3 and summary["split"] == "test" and summary["conditional"]
+    assert len(summary["per_image"]) == 3 and len(measured.rate_distortion) == 26
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    written = save_nll(saved, measured)
+    assert sorted(written) == sorted(path.name for path in saved.iterdir())
+
+    # The command prints and writes the figures the function returns (same seed).
+    out = tmp_path / "cli"
+    args = ["nll", str(tiny_checkpoint), "--data", "digits", "--n", "3", "--batch-size", "2"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "nll.json").read_text()) == json.loads(
+        (saved / "nll.json").read_text()
+    )
+    assert f"{summary['bpd']:.4f}" in capsys.readouterr().out

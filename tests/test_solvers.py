@@ -10,11 +10,19 @@ at few steps is its discretization error.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
 
-from diffuse.diffusion import GaussianDiffusion, beta_schedule, ddim_sample, space_timesteps
+from diffuse.diffusion import (
+    GaussianDiffusion,
+    beta_schedule,
+    ddim_sample,
+    ddpm_sample,
+    space_timesteps,
+)
 from diffuse.diffusion.oracle import GaussianOracle
 from diffuse.diffusion.solvers import dpm_solver_2m_sample
 
@@ -81,3 +89,16 @@ def test_reaches_the_data_mean_and_spread_in_few_steps_where_ddim_does_not(sched
     # Second order: 2.5 times the steps cut the error by more than 2.5^1.5; DDIM's by ~2.5.
     assert errors["dpm++2m", 20] / errors["dpm++2m", 50] > 2.5**1.5
     assert errors["ddim", 20] / errors["ddim", 50] < 2.5**1.5
+
+
+@pytest.mark.parametrize("sampler", [ddpm_sample, ddim_sample, dpm_solver_2m_sample])
+def test_samplers_name_and_document_each_keyword(sampler):
+    """The signature lists every option (no pass-through), and the docstring explains each."""
+    parameters = inspect.signature(sampler).parameters.values()
+    assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in parameters)
+    keywords = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert {"model_kwargs", "clip_denoised", "guide", "progress", "callback"} <= set(keywords)
+    assert all(name in sampler.__doc__ for name in keywords)
+    process = GaussianDiffusion(beta_schedule("cosine", 10))
+    with pytest.raises(TypeError, match="clip_x0"):
+        sampler(GaussianOracle(process, MU, STD), process, torch.zeros(1, 1, 2, 2), clip_x0=False)

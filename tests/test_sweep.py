@@ -20,9 +20,11 @@ from diffuse.eval.reference import ReferenceStatistics
 from diffuse.eval.sweep import (
     iter_sweep,
     parse_values,
+    plan_sweep,
     run_sweep,
     sweep_metrics,
     sweep_points,
+    write_sweep,
 )
 from diffuse.sample import SamplerSettings, Stage, generate
 from sample_models import DIFFUSION, base_unet, classifier
@@ -135,6 +137,42 @@ def test_metrics_default_to_what_the_reference_and_the_sample_count_allow(refere
     ]:
         with pytest.raises(ConfigError, match=message):
             sweep_metrics(metrics, ref, metrics == "is" and n < 10, n)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"samplers": " , "}, "--samplers names no sampler"),
+        ({"classes": [12]}, "out of range"),
+        ({"batch_size": 0}, "batch size must be a positive integer"),
+    ],
+)
+def test_python_callers_get_the_commands_checks(options, message):
+    with pytest.raises(ConfigError, match=message):
+        plan_sweep(stage(), "steps", "2,4", 10, **options)
+
+
+def test_a_planned_sweep_writes_what_the_command_writes(reference, tmp_path):
+    plan = plan_sweep(stage(), "cfg", "0,2", 10, samplers="ddim", classes=[1, 2])
+    assert [point.value for point in plan.points] == [0.0, 2.0] and plan.samplers == ["ddim"]
+    folder = tmp_path / "sweep"
+    rows, written = write_sweep(
+        folder, plan, reference, seed=3, metrics="fid", extractor=ProjectedPixels(),
+        record={"checkpoint": "here"}, progress=False,
+    )  # fmt: skip
+    assert written == ["sweep.json", "sweep.csv", "fid.png"]
+    summary = json.loads((folder / "sweep.json").read_text())
+    assert summary["checkpoint"] == "here" and summary["cfg"] is None
+    assert summary["classes"] == [1, 2] and summary["steps"] == {"ddim": "3"}
+    assert [point["fid"] for point in summary["points"]] == [row["fid"] for row in rows]
+    with np.load(folder / "samples" / "ddim_cfg_2.npz") as npz:
+        assert npz["arr_0"].shape[0] == 10 and list(npz["arr_1"][:3]) == [1, 2, 1]
+
+    # A folder that already holds a sweep is refused before any sampling and kept.
+    before = (folder / "sweep.json").read_bytes()
+    with pytest.raises(ConfigError, match="already exists"):
+        write_sweep(folder, plan, reference, extractor=ProjectedPixels(), progress=False)
+    assert (folder / "sweep.json").read_bytes() == before
 
 
 @pytest.fixture(scope="module")

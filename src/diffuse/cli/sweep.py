@@ -25,25 +25,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from diffuse.cli.common import add_command, add_reference_options, load_reference
 from diffuse.cli.sample import add_model_arguments, load_base, print_spacing
-from diffuse.errors import ConfigError
 from diffuse.eval.evaluate import METRICS
 from diffuse.eval.features import InceptionExtractor
 from diffuse.eval.sweep import (
     LAYOUT,
     PARAMS,
     SPACINGS,
-    iter_sweep,
+    parse_samplers,
     parse_values,
-    save_sweep,
+    plan_sweep,
     sweep_metrics,
-    sweep_points,
+    write_sweep,
 )
 from diffuse.io import atomic_directory
-from diffuse.sample import check_request
 
 COLUMNS = {"fid": "FID", "sfid": "sFID", "is": "IS", "precision": "precision", "recall": "recall"}
 
@@ -79,64 +75,38 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    # What needs no checkpoint is checked before one is loaded.
     values = parse_values(args.param, args.values)
-    samplers = None
-    if args.samplers is not None:
-        samplers = [name.strip() for name in args.samplers.split(",") if name.strip()]
-        if not samplers:
-            raise ConfigError("--samplers names no sampler; give e.g. ddim,dpm++2m")
+    samplers = parse_samplers(args.samplers)
     LAYOUT.check(args.out, args.overwrite)
     loaded = load_base(args)
-    base, classes = loaded.stage, loaded.classes
-    points = sweep_points(base, args.param, values, samplers=samplers, spacing=args.spacing)
-    check_request(base, args.n, classes=classes, batch_size=args.batch_size)
-    print_spacing(*(point.stage.sampler for point in points))
-    extractor = InceptionExtractor(args.inception_weights, device=base.device)
+    plan = plan_sweep(
+        loaded.stage,
+        args.param,
+        values,
+        args.n,
+        samplers=samplers,
+        spacing=args.spacing,
+        classes=loaded.classes,
+        batch_size=args.batch_size,
+    )
+    print_spacing(*(point.stage.sampler for point in plan.points))
+    extractor = InceptionExtractor(args.inception_weights, device=plan.base.device)
     wanted = sweep_metrics(args.metrics, None, extractor.has_logits, args.n, args.k)
     progress = not args.no_progress
-    reference = load_reference(args, wanted, extractor, progress, base.model.image_size)
-    metrics = sweep_metrics(args.metrics, reference, extractor.has_logits, args.n, args.k)
-    rows = []
+    reference = load_reference(args, wanted, extractor, progress, plan.base.model.image_size)
     with atomic_directory(args.out, LAYOUT, overwrite=args.overwrite) as folder:
-        (folder / "samples").mkdir()
-        for point, samples, row in iter_sweep(
-            points,
+        rows, written = write_sweep(
+            folder,
+            plan,
             reference,
-            args.n,
             seed=args.seed,
-            classes=classes,
-            batch_size=args.batch_size,
-            metrics=metrics,
+            metrics=args.metrics,
             extractor=extractor,
             k=args.k,
+            record=loaded.record,
             progress=progress,
-        ):
-            arrays = {"arr_0": samples.images}
-            if samples.labels is not None:
-                arrays["arr_1"] = samples.labels
-            name = f"{point.sampler}_{args.param}_{point.value:g}.npz"
-            np.savez(folder / "samples" / name, **arrays)
-            rows.append(row)
-        info = {
-            **loaded.record,
-            "samplers": list(dict.fromkeys(point.sampler for point in points)),
-            "values": values,
-            "spacing": args.spacing if args.param == "steps" else None,
-            "steps": None
-            if args.param == "steps"
-            else {point.sampler: point.stage.sampler.respacing for point in points},
-            "eta": args.eta,
-            "cfg": args.cfg,
-            "cfg_interval": args.cfg_interval,
-            "classifier_scale": args.classifier_scale if args.classifier else None,
-            "classes": classes,
-            "n": args.n,
-            "seed": args.seed,
-            "reference": reference.info,
-            "network_sha256": extractor.sha256,
-            "k": args.k,
-        }
-        written = save_sweep(folder, rows, args.param, info)
+        )
     print_table(rows, args.param)
     print(f"wrote {args.out}: {', '.join(written)}, samples/")
     return 0

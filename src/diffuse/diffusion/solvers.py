@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 
 from diffuse.diffusion.gaussian import GaussianDiffusion, Model
-from diffuse.diffusion.samplers import reverse_steps, walk
+from diffuse.diffusion.guidance import Guide
+from diffuse.diffusion.samplers import StepCallback, reverse_steps, walk
 
 
 def dpm_solver_2m_sample(
@@ -25,7 +26,11 @@ def dpm_solver_2m_sample(
     x: torch.Tensor,
     *,
     start_step: int | None = None,
-    **options,
+    model_kwargs: dict | None = None,
+    clip_denoised: bool = True,
+    guide: Guide | None = None,
+    progress: bool = False,
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """Deterministic sampling by DPM-Solver++(2M) from x_T (or x_start_step) to x_0.
 
@@ -36,8 +41,11 @@ def dpm_solver_2m_sample(
         D  = (1 + 1 / (2r)) x0_i - 1 / (2r) x0_{i-1},   r = h_{i-1} / h_i,
 
     with D = x0_i at the first step and at the last one, which goes to sigma' = 0 and
-    returns the predicted x0 (as DDIM's last step does). ``options`` are the loop's, as for
-    :func:`~diffuse.diffusion.samplers.ddpm_sample`; the same ``process`` respacing sets the steps.
+    returns the predicted x0 (as DDIM's last step does). The ``process`` respacing sets the
+    steps. It draws no noise, so it takes no generator.
+
+    start_step, model_kwargs, clip_denoised, guide, progress, callback: as for
+    :func:`~diffuse.diffusion.samplers.ddpm_sample`.
     """
     history: dict[str, torch.Tensor] = {}
 
@@ -59,4 +67,16 @@ def dpm_solver_2m_sample(
         return (sigma_next / sigma) * x_t - alpha_next * torch.expm1(-h) * direction
 
     steps = reverse_steps(process, start_step)
-    return walk(model, process, x, steps, update, description="DPM-Solver++(2M)", **options)
+    return walk(
+        model,
+        process,
+        x,
+        steps,
+        update,
+        description="DPM-Solver++(2M)",
+        model_kwargs=model_kwargs,
+        clip_denoised=clip_denoised,
+        guide=guide,
+        progress=progress,
+        callback=callback,
+    )

@@ -9,9 +9,12 @@ guidance), or against the upper noise level of a guidance interval (Kynkaanniemi
 class included), so the points differ only in the swept setting.
 
 - :func:`parse_values` / :func:`sweep_points`: the stages of a sweep, each checked when
-  made, so a bad request fails before any sampling.
+  made, so a bad request fails before any sampling; :func:`plan_sweep`: the whole
+  request (samplers, sample count, classes, batch size) checked the same way.
 - :func:`iter_sweep` / :func:`run_sweep`: generate and evaluate each point.
-- :func:`save_sweep`: sweep.json, sweep.csv and one PNG plot per metric.
+- :func:`save_sweep`: sweep.json, sweep.csv and one PNG plot per metric;
+  :func:`write_sweep`: a planned sweep run into a folder, samples included (what
+  ``diffuse sweep`` writes).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from diffuse.errors import ConfigError
@@ -33,7 +37,7 @@ from diffuse.eval.reference import ReferenceStatistics
 from diffuse.io import atomic_write_json, atomic_write_text
 from diffuse.outputs import OutputLayout
 from diffuse.plots import plot_lines
-from diffuse.sample import Samples, Stage, generate
+from diffuse.sample import Samples, Stage, check_request, generate
 
 PARAMS = ("steps", "cfg", "classifier-scale", "guidance-interval")
 # How a step count becomes a respacing (see diffuse.sample.sampler): each sampler's own
@@ -163,6 +167,78 @@ def sweep_points(
     ]
 
 
+def parse_samplers(text: str | Sequence[str] | None) -> list[str] | None:
+    """Sampler names from ``"ddim,dpm++2m"`` (or a sequence); None stays None (the base's
+    sampler). Names are checked when the points are made."""
+    if text is None:
+        return None
+    parts = text.split(",") if isinstance(text, str) else text
+    samplers = [name.strip() for name in parts if name.strip()]
+    if not samplers:
+        raise ConfigError("--samplers names no sampler; give e.g. ddim,dpm++2m")
+    return samplers
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """A checked sweep request, from :func:`plan_sweep`.
+
+    base:        the stage every point starts from.
+    param:       the swept setting (one of :data:`PARAMS`).
+    values:      the swept values.
+    spacing:     the respacing of a steps sweep (a key of :data:`SPACINGS`).
+    points:      the points, sampler by sampler.
+    n:           samples per point.
+    classes:     labels assigned in turn (None: drawn per sample from its seed).
+    batch_size:  samples per network batch.
+    """
+
+    base: Stage
+    param: str
+    values: list[float]
+    spacing: str
+    points: list[SweepPoint]
+    n: int
+    classes: list[int] | None
+    batch_size: int
+
+    @property
+    def samplers(self) -> list[str]:
+        """The samplers of the points, in order, each once."""
+        return list(dict.fromkeys(point.sampler for point in self.points))
+
+
+def plan_sweep(
+    base: Stage,
+    param: str,
+    values: str | Sequence[float],
+    n: int,
+    *,
+    samplers: str | Sequence[str] | None = None,
+    spacing: str = "auto",
+    classes: Sequence[int] | None = None,
+    batch_size: int = 64,
+) -> SweepPlan:
+    """Check a sweep request and make its points, before any sampling.
+
+    base, param, spacing:  as :func:`sweep_points` takes them.
+    values:                as :func:`parse_values` takes them ("5,10,20" or numbers).
+    n:                     samples per point.
+    samplers:              sampler names ("ddim,dpm++2m" or a sequence), one series each;
+                           None: the base's sampler only.
+    classes:               labels assigned in turn (None: drawn per sample from its seed).
+    batch_size:            samples per network batch.
+
+    Raises :class:`ConfigError` naming the problem for a request that cannot be served.
+    """
+    values = parse_values(param, values)
+    samplers = parse_samplers(samplers)
+    points = sweep_points(base, param, values, samplers=samplers, spacing=spacing)
+    check_request(base, n, classes=classes, batch_size=batch_size)
+    classes = None if classes is None else list(classes)
+    return SweepPlan(base, param, values, spacing, points, n, classes, batch_size)
+
+
 def sweep_metrics(
     metrics: str | Sequence[str] | None,
     reference: ReferenceStatistics | None,
@@ -262,6 +338,71 @@ def iter_sweep(
 def run_sweep(points: Sequence[SweepPoint], reference: ReferenceStatistics, n: int, **options):
     """The rows of :func:`iter_sweep` (same arguments), without the samples."""
     return [row for _, _, row in iter_sweep(points, reference, n, **options)]
+
+
+def write_sweep(
+    folder: str | Path,
+    plan: SweepPlan,
+    reference: ReferenceStatistics,
+    *,
+    seed: int = 0,
+    metrics: str | Sequence[str] | None = None,
+    extractor: InceptionExtractor | None = None,
+    k: int = 3,
+    record: dict | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], list[str]]:
+    """Run a planned sweep into ``folder`` (new or empty, as :data:`LAYOUT` checks it).
+
+    Each point's samples go to ``samples/<sampler>_<param>_<value>.npz`` (arr_0: uint8
+    NHWC images, arr_1: labels) as soon as they are drawn; then sweep.json (the settings,
+    ``record``, the reference's and the network's identity, and the rows), sweep.csv and
+    the plots (:func:`save_sweep`). seed, metrics, extractor, k and progress are as
+    :func:`iter_sweep` takes them; ``record`` names the checkpoints used (e.g.
+    ``LoadedCheckpoint.record()``). Returns the rows and the names of the files written
+    beside ``samples``.
+    """
+    folder = LAYOUT.check(folder, overwrite=False)
+    extractor = extractor or InceptionExtractor()
+    metrics = sweep_metrics(metrics, reference, extractor.has_logits, plan.n, k)
+    (folder / "samples").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for point, samples, row in iter_sweep(
+        plan.points,
+        reference,
+        plan.n,
+        seed=seed,
+        classes=plan.classes,
+        batch_size=plan.batch_size,
+        metrics=metrics,
+        extractor=extractor,
+        k=k,
+        progress=progress,
+    ):
+        arrays = {"arr_0": samples.images}
+        if samples.labels is not None:
+            arrays["arr_1"] = samples.labels
+        np.savez(folder / "samples" / f"{point.sampler}_{plan.param}_{point.value:g}.npz", **arrays)
+        rows.append(row)
+    base, steps = plan.base, plan.param == "steps"
+    info = {
+        **(record or {}),
+        "samplers": plan.samplers,
+        "values": plan.values,
+        "spacing": plan.spacing if steps else None,
+        "steps": None if steps else {p.sampler: p.stage.sampler.respacing for p in plan.points},
+        "eta": base.sampler.eta,
+        "cfg": base.cfg,
+        "cfg_interval": base.cfg_interval,
+        "classifier_scale": None if base.classifier is None else base.classifier_scale,
+        "classes": plan.classes,
+        "n": plan.n,
+        "seed": seed,
+        "reference": reference.info,
+        "network_sha256": extractor.sha256,
+        "k": k,
+    }
+    return rows, save_sweep(folder, rows, plan.param, info)
 
 
 def save_sweep(folder: str | Path, rows: Sequence[dict], param: str, info: dict) -> list[str]:
