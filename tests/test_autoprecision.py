@@ -97,7 +97,7 @@ def test_the_cache_key_changes_with_the_network_config(tmp_path, monkeypatch):
 def test_a_damaged_cache_costs_a_measurement_and_is_rewritten(tmp_path, monkeypatch):
     fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
     path = autoprecision.cache_path()
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text('{"format": 1, "entries": {"x": ')
     timer = FakeTimer(monkeypatch, {"fp32": 0.2, "bf16": 0.1})
     assert decide(timer).precision == "bf16" and timer.built == 1

@@ -10,7 +10,7 @@ than float32. The decision:
 - CPU with them: the caller's workload (the real network at the run's batch size, e.g.
   one forward and backward pass) is timed in both precisions, in a few alternating
   rounds after a warm-up; bf16 only where its median time is lower. The result is
-  cached in ``$XDG_CACHE_HOME/diffuse/precision.json`` per (CPU model and bf16
+  cached in diffuse's cache folder (``precision.json``, see ``user_cache_dir``) per (CPU and bf16
   instructions, threads, torch version, network configuration, batch, workload kind),
   so each such combination is timed once.
 - any other device: float32.
