@@ -44,7 +44,11 @@ SHORTCUTS = {
     "batch_size": ("train.batch_size", int, "images per step over all processes"),
     "lr": ("train.lr", float, "peak learning rate"),
     "seed": ("train.seed", int, "seed of every random draw (data order, noise, dropout)"),
-    "precision": ("train.precision", str, "fp32, bf16 (CPU or CUDA) or fp16 (CUDA)"),
+    "precision": (
+        "train.precision",
+        str,
+        "auto (bf16 where measured faster here), fp32, bf16 (CPU or CUDA) or fp16 (CUDA)",
+    ),
     "microbatch": (
         "train.microbatch",
         int,
