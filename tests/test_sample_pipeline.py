@@ -18,8 +18,8 @@ from diffuse.diffusion import (
 from diffuse.diffusion.mixture import GaussianMixtureOracle
 from diffuse.errors import ConfigError
 from diffuse.images import to_uint8
-from diffuse.sample import SamplerSettings, Stage, generate, quantize
-from diffuse.sample.pipeline import check_request, sample_labels
+from diffuse.sample import SamplerSettings, Stage, generate, generate_batches, quantize
+from diffuse.sample.pipeline import check_request, join_samples, sample_labels
 from sample_models import DIFFUSION, base_unet, classifier, upsampler
 
 DDPM5 = SamplerSettings("ddpm", "5")
@@ -47,6 +47,20 @@ def test_sample_i_is_the_same_whatever_the_batch_size_and_seed_offset(base, up):
     np.testing.assert_array_equal(tail.labels, whole.labels[3:])
     assert np.abs(tail.images.astype(int) - whole.images[3:]).max() <= 1
     assert len(set(whole.images.reshape(5, -1).sum(1).tolist())) == 5  # all different
+
+
+def test_batches_come_one_by_one_and_join_to_the_samples_of_generate(base):
+    batches = generate_batches(base, 5, seed=3, classes=[2, 4], batch_size=2)
+    first = next(batches)
+    assert first.images.shape == (2, 8, 8, 1) and first.labels.tolist() == [2, 4]
+    rest = list(batches)
+    assert [len(batch.images) for batch in rest] == [2, 1]
+    joined = join_samples([first, *rest])
+    whole = generate(base, 5, seed=3, classes=[2, 4], batch_size=2)
+    np.testing.assert_array_equal(joined.images, whole.images)  # the same batches, same run
+    np.testing.assert_array_equal(joined.labels, whole.labels)
+    with pytest.raises(ConfigError, match="batch size"):
+        next(generate_batches(base, 5, batch_size=0))
 
 
 def test_per_sample_generators_make_the_samplers_batch_independent_exactly():

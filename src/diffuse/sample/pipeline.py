@@ -12,7 +12,7 @@ condition of the upsampler stage; each stage keeps its own sampler and step coun
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,6 +120,43 @@ def quantize(images: torch.Tensor) -> torch.Tensor:
     return ((images + 1.0) * 127.5).round().clamp(0, 255) / 127.5 - 1.0
 
 
+def generate_batches(
+    base: Stage,
+    n: int,
+    *,
+    seed: int = 0,
+    classes: Sequence[int] | None = None,
+    batch_size: int = 64,
+    upsampler: Stage | None = None,
+    progress: bool = False,
+) -> Iterator[Samples]:
+    """The ``n`` samples of :func:`generate`, yielded batch by batch as each finishes (so a
+    caller can save them at once, and keep them when the run is interrupted).
+
+    The request is checked before the first batch; the batches are samples ``0 ..`` in
+    order, ``batch_size`` each but the last.
+    """
+    check_request(base, n, classes=classes, batch_size=batch_size, upsampler=upsampler)
+    with tqdm(total=n, desc="samples", unit="img", disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            generators = seeded_generators(range(seed + start, seed + min(start + batch_size, n)))
+            labels = sample_labels(base, generators, start, classes)
+            x = base.sample(generators, labels, progress=progress)
+            if upsampler is not None:
+                x = upsampler.sample(generators, labels, low_res=quantize(x), progress=progress)
+            bar.update(len(generators))
+            yield Samples(to_uint8(x), None if labels is None else labels.numpy())
+
+
+def join_samples(batches: Sequence[Samples]) -> Samples:
+    """Consecutive batches of samples as one :class:`Samples`."""
+    labels = [batch.labels for batch in batches if batch.labels is not None]
+    return Samples(
+        np.concatenate([batch.images for batch in batches]),
+        np.concatenate(labels) if labels else None,
+    )
+
+
 def generate(
     base: Stage,
     n: int,
@@ -142,19 +179,13 @@ def generate(
     upsampler:   the second stage, conditioned on the base samples.
     progress:    show progress bars.
     """
-    check_request(base, n, classes=classes, batch_size=batch_size, upsampler=upsampler)
-    images, labels = [], []
-    with tqdm(total=n, desc="samples", unit="img", disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            generators = seeded_generators(range(seed + start, seed + min(start + batch_size, n)))
-            batch_labels = sample_labels(base, generators, start, classes)
-            x = base.sample(generators, batch_labels, progress=progress)
-            if upsampler is not None:
-                x = upsampler.sample(
-                    generators, batch_labels, low_res=quantize(x), progress=progress
-                )
-            images.append(to_uint8(x))
-            if batch_labels is not None:
-                labels.append(batch_labels.numpy())
-            bar.update(len(generators))
-    return Samples(np.concatenate(images), np.concatenate(labels) if labels else None)
+    batches = generate_batches(
+        base,
+        n,
+        seed=seed,
+        classes=classes,
+        batch_size=batch_size,
+        upsampler=upsampler,
+        progress=progress,
+    )
+    return join_samples(list(batches))
