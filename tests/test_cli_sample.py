@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 
 import numpy as np
 import pytest
@@ -222,3 +224,80 @@ def test_dpm_solver_takes_quadratic_steps_for_a_bare_count_and_says_so(
     # Other samplers keep a bare count evenly spaced.
     assert sample_run(run_folder, tmp_path / "ddim", "--steps", "4") == 0
     assert info_of(tmp_path / "ddim")["steps"] == "4" and "walks" not in capsys.readouterr().out
+
+
+def interrupt_the_second_batch(monkeypatch, signal_name):
+    """Make the second batch of every run stop as Ctrl-C (SIGINT) or ``kill`` (SIGTERM)
+    would stop it: while it is being sampled."""
+    real, calls = Stage.sample, []
+
+    def sample(self, *args, **kwargs):
+        calls.append(None)
+        if len(calls) % 2 == 0:
+            if signal_name == "SIGINT":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal, to the handler installed
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Stage, "sample", sample)
+
+
+def tree(folder):
+    """Every file under ``folder`` with its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.*")}
+
+
+@pytest.mark.parametrize(("signal_name", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupted_run_keeps_its_finished_batches_beside_the_output(
+    checkpoints, tmp_path, capsys, monkeypatch, signal_name, status
+):
+    def run(out, *options):
+        argv = ["--batch-size", "2", "--classes", "1,2,3", "--seed", "4", *options]
+        return sample_run(checkpoints["run"], out, *argv)  # --n 4
+
+    full = tmp_path / "full"
+    assert run(full, "--n", "5") == 0  # streamed, then the same folder as before
+    assert sorted(p.name for p in full.iterdir()) == [
+        "grid.png",
+        "images",
+        "info.json",
+        "samples.npz",
+    ]
+    assert sorted(p.name for p in (full / "images").iterdir()) == [f"{i:06d}.png" for i in range(5)]
+    before = tree(full)
+    capsys.readouterr()
+
+    interrupt_the_second_batch(monkeypatch, signal_name)
+    out = tmp_path / "new"
+    assert run(out, "--n", "5") == status
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{signal_name}: stopped after 2 of 5 samples" in err
+    assert str(tmp_path / "new.partial") in err
+    assert not out.exists() and not list(tmp_path.glob(".new*"))  # no temporary left
+    partial = tmp_path / "new.partial"
+    assert sorted(p.name for p in partial.iterdir()) == ["images", "info.json"]
+    kept = tree(partial / "images")
+    assert kept == {name: before[f"images/{name}"] for name in ("000000.png", "000001.png")}
+    info = info_of(partial)
+    assert [info[key] for key in ("num_samples", "num_requested", "interrupted_by")] == [
+        2,
+        5,
+        signal_name,
+    ]
+    assert "--seed 6 --n 3 --classes 3,1,2" in info["rest"] and info["checkpoint"]
+
+    # An earlier output is left as it was, even with --overwrite; partials never replace
+    # each other.
+    assert run(full, "--n", "5", "--overwrite") == status
+    assert run(full, "--n", "5", "--overwrite") == status
+    assert tree(full) == before
+    for name in ("full.partial", "full.partial-2"):
+        assert tree(tmp_path / name / "images") == kept
+
+    # The advice makes the other samples: the same as the uninterrupted run's.
+    monkeypatch.undo()
+    assert run(tmp_path / "rest", "--seed", "6", "--n", "3", "--classes", "3,1,2") == 0
+    with np.load(full / "samples.npz") as npz, np.load(tmp_path / "rest" / "samples.npz") as rest:
+        np.testing.assert_array_equal(rest["arr_1"], npz["arr_1"][2:])
+        # Within one level: the batches differ, and with them the CPU kernels' rounding.
+        assert np.abs(rest["arr_0"].astype(int) - npz["arr_0"][2:]).max() <= 1

@@ -5,7 +5,9 @@ preferred). Writes DIR/samples.npz (arr_0: uint8 NHWC images, arr_1: labels), DI
 DIR/images/NNNNNN.png and DIR/info.json (how they were made: the checkpoint folder, step
 and weights file used, the sampler and its steps, ...). Sample i uses the seed --seed + i,
 so it is the same whatever --batch-size. --overwrite replaces an earlier sample folder,
-never a folder that holds anything else.
+never a folder that holds anything else. The PNGs are written as each batch finishes; a
+run stopped by Ctrl-C or SIGTERM keeps them in DIR.partial (its info.json says how many
+were made and how to make the rest) and leaves DIR as it was.
 
 Samplers: ddpm (ancestral), ddim (--eta), dpm++2m (DPM-Solver++(2M)). Below 50 steps use
 --sampler dpm++2m --steps N: for dpm++2m a bare count N means quadN (quadratic spacing;
@@ -20,6 +22,7 @@ Upsampling: --upsampler CKPT with its own --upsampler-sampler/--upsampler-steps.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +35,15 @@ from diffuse.errors import ConfigError
 from diffuse.sample import (
     SAMPLERS,
     SamplerSettings,
+    SamplesInterrupted,
     Stage,
     check_request,
-    generate,
+    generate_batches,
     load_classifier,
     load_diffusion_model,
-    save_samples,
+    write_samples,
 )
+from diffuse.sample.interrupt import exit_status, sigterm_interrupts
 from diffuse.sample.output import LAYOUT
 
 STEPS_HELP = (
@@ -238,7 +243,7 @@ def run(args) -> int:
         base.stage, args.n, classes=classes, batch_size=args.batch_size, upsampler=upsampler
     )
     print_spacing(base.stage.sampler, *([] if upsampler is None else [upsampler.sampler]))
-    samples = generate(
+    batches = generate_batches(
         base.stage,
         args.n,
         seed=args.seed,
@@ -263,7 +268,37 @@ def run(args) -> int:
         "seed": args.seed,
         "seeds": f"sample i uses seed {args.seed} + i",
     }
-    save_samples(args.out, samples, overwrite=args.overwrite, info=info)
+    try:
+        with sigterm_interrupts():
+            samples = write_samples(
+                args.out,
+                batches,
+                args.n,
+                overwrite=args.overwrite,
+                info=info,
+                rest=lambda made: rest_advice(args, classes, made),
+            )
+    except SamplesInterrupted as stop:
+        print(
+            f"diffuse sample: {stop.signal}: stopped after {stop.made} of {stop.requested} "
+            f"samples; they are in {stop.folder} ({args.out} was not written)",
+            file=sys.stderr,
+        )
+        return exit_status(stop.signal)
     shape = "x".join(map(str, samples.images.shape[1:]))
     print(f"{len(samples.images)} samples ({shape}) written to {args.out}")
     return 0
+
+
+def rest_advice(args, classes: list[int] | None, made: int) -> str:
+    """How to make the samples an interrupted run did not: the same command from sample
+    ``made`` on (its seed, and --classes rotated so each sample keeps its class)."""
+    options = f"--seed {args.seed + made} --n {args.n - made}"
+    if classes is not None:
+        turn = made % len(classes)
+        options += " --classes " + ",".join(map(str, classes[turn:] + classes[:turn]))
+    made_text = f"samples 0 .. {made - 1} of {args.n} were made" if made else "none was made"
+    return (
+        f"{made_text}; the same command with {options} and another --out makes the other "
+        f"{args.n - made} (its sample i is sample {made} + i of this run)"
+    )

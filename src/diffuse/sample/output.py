@@ -1,4 +1,4 @@
-"""A folder of generated samples, written atomically.
+"""A folder of generated samples, written atomically while they are made.
 
 Layout::
 
@@ -8,20 +8,30 @@ Layout::
     OUT/grid.png         the first samples tiled (enlarged when small)
     OUT/images/NNNNNN.png every sample, numbered by its index i (seed = run seed + i)
     OUT/info.json        how the samples were made
+
+:func:`write_samples` saves each batch's PNGs as the batch finishes, into the temporary
+folder that becomes OUT at the end. Interrupted (Ctrl-C, or SIGTERM under
+:func:`diffuse.sample.interrupt.sigterm_interrupts`), it keeps what was made: the
+temporary folder becomes ``OUT.partial`` (``OUT.partial-2``, ... when that exists), with
+images/ of the samples made and an info.json saying how many and how to make the rest;
+OUT itself is never touched.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from diffuse.images import make_grid, save_png, upscale
-from diffuse.io import atomic_directory, atomic_write_json
-from diffuse.outputs import OutputLayout
-from diffuse.sample.pipeline import Samples
+from diffuse.io import atomic_directory, atomic_write_json, current_umask
+from diffuse.outputs import OutputLayout, check_output_path
+from diffuse.sample.interrupt import signal_name
+from diffuse.sample.pipeline import Samples, join_samples
 
 GRID_LIMIT = 64
 GRID_MIN_PIXELS = 64
@@ -39,6 +49,20 @@ def sample_grid(images: np.ndarray, limit: int = GRID_LIMIT) -> np.ndarray:
     return make_grid(upscale(shown, factor), columns=math.ceil(math.sqrt(len(shown))))
 
 
+class SamplesInterrupted(Exception):
+    """A run of :func:`write_samples` stopped by a signal; its samples were kept.
+
+    folder:     where the samples made were kept (``OUT.partial``).
+    made:       how many (samples 0 .. made - 1).
+    requested:  how many were asked for.
+    signal:     "SIGINT" or "SIGTERM".
+    """
+
+    def __init__(self, folder: Path, made: int, requested: int, signal: str) -> None:
+        super().__init__(f"{signal}: {made} of {requested} samples kept in {folder}")
+        self.folder, self.made, self.requested, self.signal = folder, made, requested, signal
+
+
 def save_samples(
     folder: str | Path,
     samples: Samples,
@@ -49,14 +73,65 @@ def save_samples(
     """Write ``samples`` as the folder described above; the folder appears complete or not at
     all, and an existing one is replaced only with ``overwrite`` and only when it is an
     earlier sample folder and nothing else (:data:`LAYOUT`)."""
-    with atomic_directory(folder, LAYOUT, overwrite=overwrite) as tmp:
-        arrays = {"arr_0": samples.images}
-        if samples.labels is not None:
-            arrays["arr_1"] = samples.labels.astype(np.int64)
-        np.savez(tmp / "samples.npz", **arrays)
-        save_png(tmp / "grid.png", sample_grid(samples.images))
-        (tmp / "images").mkdir()
-        for i, image in enumerate(samples.images):
-            save_png(tmp / "images" / f"{i:06d}.png", image)
-        atomic_write_json(tmp / INFO_FILE, {"num_samples": len(samples.images), **(info or {})})
+    write_samples(folder, [samples], len(samples.images), overwrite=overwrite, info=info)
     return Path(folder)
+
+
+def write_samples(
+    folder: str | Path,
+    batches: Iterable[Samples],
+    requested: int,
+    *,
+    overwrite: bool = False,
+    info: dict[str, Any] | None = None,
+    rest: Callable[[int], str] | None = None,
+) -> Samples:
+    """Write the samples of ``batches`` (consecutive, from sample 0; ``requested`` in all)
+    as the folder described above, each batch's PNGs as soon as it comes, and return
+    them. As :func:`save_samples`, the folder appears complete or not at all. On
+    KeyboardInterrupt (and :class:`~diffuse.sample.interrupt.Terminated`) the samples made
+    so far are kept beside it and :class:`SamplesInterrupted` is raised; ``rest(made)``
+    says how to make the others, for that folder's info.json."""
+    info = info or {}
+    with atomic_directory(folder, LAYOUT, overwrite=overwrite) as tmp:
+        done: list[Samples] = []
+        made = 0
+        try:
+            (tmp / "images").mkdir()
+            for batch in batches:
+                for image in batch.images:
+                    save_png(tmp / "images" / f"{made:06d}.png", image)
+                    made += 1
+                done.append(batch)
+            samples = join_samples(done)
+            arrays = {"arr_0": samples.images}
+            if samples.labels is not None:
+                arrays["arr_1"] = samples.labels.astype(np.int64)
+            np.savez(tmp / "samples.npz", **arrays)
+            save_png(tmp / "grid.png", sample_grid(samples.images))
+            atomic_write_json(tmp / INFO_FILE, {"num_samples": made, **info})
+        except KeyboardInterrupt as interrupt:
+            signal = signal_name(interrupt)
+            note = {
+                "num_samples": made,
+                "num_requested": requested,
+                "interrupted_by": signal,
+                "rest": None if rest is None else rest(made),
+            }
+            atomic_write_json(tmp / INFO_FILE, {**note, **info})
+            kept = keep_partial(tmp, check_output_path(folder))
+            raise SamplesInterrupted(kept, made, requested, signal) from None
+    return samples
+
+
+def keep_partial(tmp: Path, folder: Path) -> Path:
+    """Move the temporary folder ``tmp`` of an interrupted ``folder`` to the first free
+    name of ``folder.partial``, ``folder.partial-2``, ... (never onto anything there) and
+    give it the umask's permissions, as a finished folder gets; return the new path."""
+    kept, k = folder.with_name(f"{folder.name}.partial"), 1
+    while os.path.lexists(kept):
+        k += 1
+        kept = folder.with_name(f"{folder.name}.partial-{k}")
+    os.rename(tmp, kept)
+    kept.chmod(0o777 & ~current_umask())
+    return kept
