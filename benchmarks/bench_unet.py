@@ -104,7 +104,7 @@ from benchlib import (
     run_fresh,
     time_call,
 )
-from diffuse.diffusion.config import DiffusionConfig
+from diffuse.diffusion.diffusion_config import DiffusionConfig
 from diffuse.nn import UNet, UNetConfig
 from diffuse.train import TrainConfig
 from diffuse.train.optim import build_optimizer

@@ -17,7 +17,7 @@ from diffuse.checkpoint import (
     write_checkpoint_files,
     write_tensors,
 )
-from diffuse.diffusion.config import DiffusionConfig
+from diffuse.diffusion.diffusion_config import DiffusionConfig
 from diffuse.errors import CheckpointError, ConfigError, CorruptCheckpointError, MissingFileError
 from diffuse.nn import ClassifierConfig, SuperResConfig, UNetConfig, build_network
 

@@ -15,7 +15,7 @@ from diffuse.cli import main
 from diffuse.diffusion import seeded_generators
 from diffuse.diffusion.samplers import slerp
 from diffuse.errors import ConfigError
-from diffuse.images import to_uint8
+from diffuse.rendering import to_uint8
 from diffuse.sample import (
     Figure,
     SamplerSettings,

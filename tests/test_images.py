@@ -4,7 +4,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from diffuse.images import add_column_labels, add_row_labels, make_grid, save_png, to_uint8, upscale
+from diffuse.rendering import (
+    add_column_labels,
+    add_row_labels,
+    make_grid,
+    save_png,
+    to_uint8,
+    upscale,
+)
 
 
 def test_to_uint8_maps_the_unit_range_to_bytes():

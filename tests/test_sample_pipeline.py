@@ -17,7 +17,7 @@ from diffuse.diffusion import (
 )
 from diffuse.diffusion.mixture import GaussianMixtureOracle
 from diffuse.errors import ConfigError
-from diffuse.images import to_uint8
+from diffuse.rendering import to_uint8
 from diffuse.sample import SamplerSettings, Stage, generate, generate_batches, quantize
 from diffuse.sample.pipeline import check_request, join_samples, sample_labels
 from sample_models import DIFFUSION, base_unet, classifier, upsampler

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffuse.diffusion.config import DiffusionConfig
+from diffuse.diffusion.diffusion_config import DiffusionConfig
 from diffuse.diffusion.timesteps import LossAwareSampler, TimestepSampler
 from diffuse.errors import ConfigError
 from diffuse.nn import ClassifierConfig, UNetConfig

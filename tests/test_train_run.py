@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from diffuse.checkpoint import load_checkpoint
 from diffuse.data import ImageDataset
-from diffuse.diffusion.config import DiffusionConfig
+from diffuse.diffusion.diffusion_config import DiffusionConfig
 from diffuse.errors import (
     ConfigError,
     CorruptCheckpointError,

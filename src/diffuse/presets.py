@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from diffuse.diffusion.config import DiffusionConfig
+from diffuse.diffusion.diffusion_config import DiffusionConfig
 from diffuse.errors import ConfigError
 from diffuse.nn import (
     ClassifierConfig,

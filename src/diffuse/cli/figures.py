@@ -20,8 +20,8 @@ from diffuse.cli.common import add_command
 from diffuse.cli.sample import add_model_arguments, load_base, parse_integers, print_spacing
 from diffuse.diffusion import seeded_generators
 from diffuse.errors import ConfigError
-from diffuse.images import save_png
 from diffuse.outputs import check_output_file
+from diffuse.rendering import save_png
 from diffuse.sample import completions, interpolation, latent_interpolation, progressive
 from diffuse.sample.figures import read_image
 from diffuse.sample.pipeline import check_request, sample_labels

@@ -26,9 +26,9 @@ from diffuse.eval.features import InceptionExtractor
 from diffuse.eval.neighbors import SPACES, match_channels, nearest_vectors, neighbor_figure
 from diffuse.eval.reference import dataset_reference
 from diffuse.eval.samples import load_samples
-from diffuse.images import save_png
 from diffuse.io import atomic_directory, atomic_write_json
 from diffuse.outputs import OutputLayout, check_output_file
+from diffuse.rendering import save_png
 
 FIGURE_FILE = "neighbors.png"
 TABLE_FILE = "neighbors.json"

@@ -25,7 +25,7 @@ import torch
 
 from diffuse import presets
 from diffuse.cli import common
-from diffuse.diffusion.config import LOSSES, PREDICTIONS, SCHEDULES, VARIANCES
+from diffuse.diffusion.diffusion_config import LOSSES, PREDICTIONS, SCHEDULES, VARIANCES
 from diffuse.errors import ConfigError, DiskFullError
 from diffuse.nn import ClassifierConfig, SuperResConfig
 from diffuse.train import field_help, parse_override, resume, spec_from_preset, train
@@ -134,7 +134,7 @@ def settings_help(task: str) -> str:
     config = ClassifierConfig if task == "classifier" else SuperResConfig
     names = ", ".join(f.name for f in fields(config))
     lines.append(
-        f"  model.<field>, one of: {names} (documented in diffuse.nn.config; --show-config "
+        f"  model.<field>, one of: {names} (documented in diffuse.nn.network_config; --show-config "
         "prints a preset's values)"
     )
     return "\n".join(lines)

@@ -6,6 +6,7 @@ scikit-learn), "fashion-mnist" and "mnist" (IDX files), "cifar10" (binary releas
 other argument is a folder of images. See each module for its rules.
 """
 
+from diffuse.data.catalog import DATASET_NAMES, load_dataset
 from diffuse.data.dataset import (
     UNLABELLED,
     ArraySource,
@@ -14,8 +15,7 @@ from diffuse.data.dataset import (
     random_flip,
     to_unit_range,
 )
-from diffuse.data.images import center_crop_resize
-from diffuse.data.load import DATASET_NAMES, load_dataset
+from diffuse.data.resizing import center_crop_resize
 
 __all__ = [
     "DATASET_NAMES",

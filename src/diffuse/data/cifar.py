@@ -18,8 +18,8 @@ import numpy as np
 
 from diffuse.data.dataset import ArraySource, LoadedImages
 from diffuse.data.download import RemoteFile
-from diffuse.data.images import fit_arrays
 from diffuse.data.locate import DataSource, locate_or_download
+from diffuse.data.resizing import fit_arrays
 from diffuse.errors import DataError
 
 ARCHIVE = "cifar-10-binary.tar.gz"

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from diffuse.data.images import fit_image
+from diffuse.data.resizing import fit_image
 from diffuse.errors import DataError
 
 UNLABELLED = -1

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from diffuse.data.dataset import ArraySource, LoadedImages
-from diffuse.data.images import fit_arrays
 from diffuse.data.mnist import DIGIT_CLASSES
+from diffuse.data.resizing import fit_arrays
 
 NATIVE_SIZE = 8
 TEST_EVERY = 6

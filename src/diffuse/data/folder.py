@@ -6,7 +6,7 @@
   the k-th name. An image directly in the folder while sub-folders hold the others is an
   error. Without sub-folders the set is unlabelled.
 - Size: every image is fitted to the square ``image_size`` as ADM does (BOX halvings,
-  BICUBIC, centre crop: :func:`diffuse.data.images.center_crop_resize`), so mixed sizes
+  BICUBIC, centre crop: :func:`diffuse.data.resizing.center_crop_resize`), so mixed sizes
   are fine. ``image_size=None`` takes the smallest side among all images.
 - Mode: one grey channel when every image is grey (modes 1, L, LA, I, I;16, F), else RGB
   for all; alpha is dropped and palettes are expanded.
@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from diffuse.data.dataset import FolderSource, LoadedImages
-from diffuse.data.images import GREY_MODES
+from diffuse.data.resizing import GREY_MODES
 from diffuse.errors import DataError, MissingFileError
 
 IMAGE_EXTENSIONS = frozenset(

@@ -7,7 +7,7 @@ some copies. See :mod:`diffuse.data.locate` for where they are looked for.
 
 Sizes: ``image_size`` None or 28 keeps 28x28; 32 pads 2 black pixels on every side
 (-1 after scaling; the DDPM papers train 32x32 models on such padded digits); any other
-size resizes with :func:`diffuse.data.images.fit_arrays`.
+size resizes with :func:`diffuse.data.resizing.fit_arrays`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 from diffuse.data.dataset import ArraySource, LoadedImages
 from diffuse.data.download import RemoteFile
 from diffuse.data.idx import read_idx
-from diffuse.data.images import fit_arrays
 from diffuse.data.locate import DataSource, locate_or_download
+from diffuse.data.resizing import fit_arrays
 from diffuse.errors import DataError
 
 NATIVE_SIZE = 28

@@ -4,7 +4,7 @@ Works with any callable ``model(x, t, **cond) -> tensor`` where ``t`` holds the
 original integer timestep indices.
 """
 
-from diffuse.diffusion.config import DiffusionConfig
+from diffuse.diffusion.diffusion_config import DiffusionConfig
 from diffuse.diffusion.gaussian import GaussianDiffusion
 from diffuse.diffusion.guidance import (
     ClassifierFreeGuidance,

@@ -28,8 +28,10 @@ from diffuse.diffusion.noise import Generator, randn_like
 from diffuse.diffusion.schedules import SCHEDULES, beta_schedule, validate_betas
 from diffuse.errors import ConfigError
 
-if TYPE_CHECKING:  # for annotations only: config.py imports this module, never the reverse
-    from diffuse.diffusion.config import DiffusionConfig
+if (
+    TYPE_CHECKING
+):  # for annotations only: diffusion_config.py imports this module, never the reverse
+    from diffuse.diffusion.diffusion_config import DiffusionConfig
 
 Model = Callable[..., torch.Tensor]
 

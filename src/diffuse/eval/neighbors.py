@@ -21,7 +21,7 @@ from diffuse.errors import ConfigError, DataError
 from diffuse.eval.features import InceptionExtractor
 from diffuse.eval.metrics import squared_distances
 from diffuse.eval.preprocess import check_images
-from diffuse.images import Figure
+from diffuse.rendering import Figure
 
 SPACES = ("pixel", "inception")
 # ITU-R BT.601 luma weights 0.299, 0.587, 0.114 in 16-bit fixed point, as PIL converts

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuse.data.load import FOLDER_SPLIT, canonical_name, load_dataset
+from diffuse.data.catalog import FOLDER_SPLIT, canonical_name, load_dataset
 from diffuse.errors import ConfigError, DataError, MissingFileError
 from diffuse.eval.cache import array_fingerprint, entry_path, files_fingerprint
 from diffuse.eval.features import InceptionActivations, InceptionExtractor

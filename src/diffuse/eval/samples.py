@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from diffuse.data.folder import IMAGE_EXTENSIONS, image_headers, list_images
-from diffuse.data.images import GREY_MODES, to_mode
+from diffuse.data.resizing import GREY_MODES, to_mode
 from diffuse.errors import DataError, MissingFileError
 from diffuse.eval.preprocess import check_images
 

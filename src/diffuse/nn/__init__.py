@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from diffuse.nn.classifier import EncoderClassifier
-from diffuse.nn.config import (
+from diffuse.nn.network_config import (
     ClassifierConfig,
     EncoderConfig,
     SuperResConfig,

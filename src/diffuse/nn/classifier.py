@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffuse.nn.config import ClassifierConfig
 from diffuse.nn.encoder import Network
 from diffuse.nn.layers import AttentionPool, GroupNorm32, zero_init
+from diffuse.nn.network_config import ClassifierConfig
 
 
 class EncoderClassifier(Network):

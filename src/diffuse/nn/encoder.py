@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffuse.errors import DataError
-from diffuse.nn.config import EncoderConfig
 from diffuse.nn.layers import (
     Downsample,
     ResBlock,
@@ -23,6 +22,7 @@ from diffuse.nn.layers import (
     run_block,
     timestep_embedding,
 )
+from diffuse.nn.network_config import EncoderConfig
 
 
 class ResAttnBlock(nn.Module):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from diffuse.errors import ConfigError, DataError
-from diffuse.nn.config import SuperResConfig
+from diffuse.nn.network_config import SuperResConfig
 from diffuse.nn.unet import UNet
 
 

@@ -5,7 +5,7 @@ timestep embedding added in every residual block and self-attention at 16x16. Im
 DDPM (Nichol & Dhariwal 2021, section 2.4 and appendix A) adds class embeddings to the
 timestep embedding and adaptive GroupNorm; ADM (Dhariwal & Nichol 2021, section 3) adds
 more heads, attention at several resolutions and BigGAN resampling blocks. Every variant is a
-:class:`~diffuse.nn.config.UNetConfig`.
+:class:`~diffuse.nn.network_config.UNetConfig`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffuse.errors import ConfigError, DataError
-from diffuse.nn.config import UNetConfig
 from diffuse.nn.encoder import Level, Network, level_block, resampler
 from diffuse.nn.layers import GroupNorm32, run_block, zero_init
+from diffuse.nn.network_config import UNetConfig
 
 
 class Decoder(nn.Module):

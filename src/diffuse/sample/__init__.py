@@ -7,9 +7,9 @@ samples (``generate_batches`` batch by batch); ``save_samples(folder, samples)``
 a grid and an ``.npz`` (``write_samples`` as the batches come, keeping them when stopped).
 """
 
-from diffuse.images import Figure
+from diffuse.rendering import Figure
 from diffuse.sample.figures import completions, interpolation, latent_interpolation, progressive
-from diffuse.sample.load import load_classifier, load_diffusion_model
+from diffuse.sample.models import load_classifier, load_diffusion_model
 from diffuse.sample.output import SamplesInterrupted, save_samples, write_samples
 from diffuse.sample.pipeline import Samples, check_request, generate, generate_batches, quantize
 from diffuse.sample.sampler import SAMPLERS, SamplerSettings

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from diffuse.data.images import fit_image
+from diffuse.data.resizing import fit_image
 from diffuse.diffusion import seeded_generators
 from diffuse.diffusion.samplers import interpolate, latent_interpolate
 from diffuse.errors import ConfigError, DataError, MissingFileError
-from diffuse.images import Figure, to_uint8
+from diffuse.rendering import Figure, to_uint8
 from diffuse.sample.pipeline import sample_labels
 from diffuse.sample.stage import Stage
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from diffuse.images import make_grid, save_png, upscale
 from diffuse.io import atomic_directory, atomic_write_json, current_umask
 from diffuse.outputs import OutputLayout, check_output_path
+from diffuse.rendering import make_grid, save_png, upscale
 from diffuse.sample.interrupt import signal_name
 from diffuse.sample.pipeline import Samples, join_samples
 

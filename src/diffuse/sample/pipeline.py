@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from diffuse.diffusion import seeded_generators
 from diffuse.errors import ConfigError
-from diffuse.images import to_uint8
+from diffuse.rendering import to_uint8
 from diffuse.sample.stage import Stage
 
 

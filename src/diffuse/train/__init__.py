@@ -14,8 +14,6 @@ data set), starts from a preset and its training recipe, and lives in a run fold
 ends with the same weights, bit for bit, as an uninterrupted one.
 """
 
-from diffuse.train.config import TrainConfig, field_help
-from diffuse.train.data import load_training_data
 from diffuse.train.ema import EMA
 from diffuse.train.objectives import ClassifierObjective, DiffusionObjective
 from diffuse.train.preview import preview_grid, sample_images
@@ -23,7 +21,9 @@ from diffuse.train.recipes import recipe
 from diffuse.train.run import RunFolder
 from diffuse.train.session import resume, train
 from diffuse.train.spec import DataSpec, RunSpec, classifier_for, parse_override, spec_from_preset
+from diffuse.train.train_config import TrainConfig, field_help
 from diffuse.train.trainer import Trainer, TrainResult
+from diffuse.train.training_data import load_training_data
 
 __all__ = [
     "EMA",

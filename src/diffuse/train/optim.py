@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from diffuse.train.config import TrainConfig
+from diffuse.train.train_config import TrainConfig
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:

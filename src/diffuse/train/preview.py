@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffuse.diffusion.config import DiffusionConfig
+from diffuse.diffusion.diffusion_config import DiffusionConfig
 from diffuse.diffusion.guidance import ClassifierFreeGuidance
 from diffuse.diffusion.noise import randn, seeded_generators
 from diffuse.diffusion.samplers import ddim_sample, ddpm_sample
 from diffuse.diffusion.schedules import space_timesteps
-from diffuse.images import add_row_labels, make_grid, to_uint8, upscale
+from diffuse.rendering import add_row_labels, make_grid, to_uint8, upscale
 from diffuse.train.objectives import downsample, low_res_size
 from diffuse.train.randomness import PREVIEW, derive_seed
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from diffuse import presets
-from diffuse.train.config import TrainConfig
+from diffuse.train.train_config import TrainConfig
 
 # What the three papers' diffusion trainings share: EMA 0.9999 with no warm-up [DDPM code,
 # IDDPM, ADM code], no weight decay and a constant rate after any warm-up.

@@ -18,9 +18,9 @@ import torch
 
 from diffuse.checkpoint import load_checkpoint
 from diffuse.data.digits import MAX_VALUE, split_indices
-from diffuse.diffusion.config import DiffusionConfig
+from diffuse.diffusion.diffusion_config import DiffusionConfig
 from diffuse.errors import CheckpointError
-from diffuse.images import to_uint8
+from diffuse.rendering import to_uint8
 from diffuse.train.preview import sample_images
 
 

@@ -20,12 +20,12 @@ import torch
 
 from diffuse.data import ImageDataset
 from diffuse.errors import ConfigError, CorruptCheckpointError, DiffuseWarning
-from diffuse.train.data import check_compatible, load_training_data, load_validation_data
 from diffuse.train.distributed import ProcessGroup, setup, teardown
 from diffuse.train.lock import check_run_unlocked, hold_run_lock
 from diffuse.train.run import RunFolder
 from diffuse.train.spec import RunSpec, split_key
 from diffuse.train.trainer import Trainer, TrainResult
+from diffuse.train.training_data import check_compatible, load_training_data, load_validation_data
 
 # Settings a resumed run may change: they do not alter what the steps compute.
 RESUMABLE_CHANGES = frozenset(

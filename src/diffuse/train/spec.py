@@ -1,7 +1,7 @@
 """What a training run trains: a :class:`RunSpec`, built from a preset plus overrides.
 
 A run spec holds the network's configuration, the diffusion settings, the training
-settings (:class:`~diffuse.train.config.TrainConfig`) and the data set. It is written to
+settings (:class:`~diffuse.train.train_config.TrainConfig`) and the data set. It is written to
 ``RUN/run.json`` when a run starts and read back on ``--resume``, so a run never depends
 on the flags it was started with.
 
@@ -19,11 +19,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from diffuse import presets
-from diffuse.diffusion.config import DiffusionConfig
+from diffuse.diffusion.diffusion_config import DiffusionConfig
 from diffuse.errors import ConfigError
 from diffuse.nn import ClassifierConfig, EncoderConfig, UNetConfig, config_from_dict
-from diffuse.train.config import TrainConfig
 from diffuse.train.recipes import recipe
+from diffuse.train.train_config import TrainConfig
 
 TASKS = ("diffusion", "classifier")
 SECTIONS = ("model", "diffusion", "train")

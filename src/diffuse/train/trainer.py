@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from diffuse import autoprecision
 from diffuse.data import ImageDataset
 from diffuse.errors import CheckpointError, ConfigError
-from diffuse.images import save_png
 from diffuse.nn import build_network
+from diffuse.rendering import save_png
 from diffuse.train import randomness
 from diffuse.train.distributed import ProcessGroup
 from diffuse.train.ema import EMA
@@ -84,7 +84,7 @@ class Trainer:
     """Trains the network of a :class:`RunSpec` on ``dataset``, writing into ``run``.
 
     spec:       what to train (network, process, settings, data description).
-    dataset:    the training images (see :func:`diffuse.train.data.load_training_data`).
+    dataset:    the training images (see :func:`diffuse.train.training_data.load_training_data`).
     run:        the run folder (process 0 writes into it).
     group:      this process's place in a distributed run.
     progress:   show a progress bar (process 0).

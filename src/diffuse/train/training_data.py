@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from diffuse.data import ImageDataset, load_dataset
-from diffuse.data.load import canonical_name
+from diffuse.data.catalog import canonical_name
 from diffuse.errors import DataError
 from diffuse.nn import ClassifierConfig
 from diffuse.train.spec import RunSpec
