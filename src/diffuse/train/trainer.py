@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from diffuse import autoprecision
 from diffuse.data import ImageDataset
@@ -36,7 +35,8 @@ from diffuse.train.objectives import QUARTERS, objective_for
 from diffuse.train.optim import build_optimizer, learning_rate
 from diffuse.train.precision import Precision
 from diffuse.train.preview import preview_grid
-from diffuse.train.run import MetricsLog, RunFolder
+from diffuse.train.reporting import LoopReport
+from diffuse.train.run import RunFolder
 from diffuse.train.spec import RunSpec
 from diffuse.train.state import (
     Progress,
@@ -195,62 +195,60 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Train up to ``spec.train.steps``; returns what was done."""
-        config, progress = self.config, self.state.progress
-        first_step = progress.step
-        log = MetricsLog(self.run) if self.group.is_main else None
-        outputs: dict[str, Path | None] = {"checkpoint": None, "grid": None}
-        window, seconds, evaluation = Window(), 0.0, None
-        bar = tqdm(
-            total=config.steps, initial=first_step, disable=not self.progress_bar, unit="step"
-        )
+        first_step = self.state.progress.step
+        report = LoopReport(self)
         try:
-            with StopRequest() as stop:
-                while progress.step < config.steps:
-                    started = time.perf_counter()
-                    summary = self.train_step(progress.step, stop.signal is not None)
-                    elapsed = time.perf_counter() - started
-                    seconds += elapsed
-                    window.add(summary, elapsed, config.batch_size)
-                    bar.update(1)
-                    if math.isfinite(summary["loss"]):
-                        bar.set_postfix(loss=f"{summary['loss']:.4f}", img_s=f"{window.rate():.0f}")
-                    if log and (
-                        progress.step % config.log_every == 0 or progress.step == config.steps
-                    ):
-                        log.write(window.record(progress.step, self))
-                        window = Window()
-                    stopping = summary["stop"] > 0
-                    outputs.update(self._write_outputs(stopping))
-                    if stopping:
-                        break
-            interrupted = stop.name if progress.step < config.steps else None
-            if outputs["checkpoint"] is None:  # no step taken: a finished run resumed
-                latest = step_folder(self.run.path, progress.step)
-                outputs["checkpoint"] = latest if latest.is_dir() else self.save()
-            if log and self.validation is not None and interrupted is None:
-                evaluation = self.evaluate(self.validation)
-                log.write(
-                    {"step": progress.step, **{f"test_{k}": v for k, v in evaluation.items()}}
-                )
+            outputs, interrupted = self._run_steps(report)
+            evaluation = self._finish(outputs, interrupted, report)
         finally:
-            bar.close()
-            if log:
-                log.close()
+            report.close()
         self.group.barrier()
-        done = progress.step - first_step
+        done = self.state.progress.step - first_step
         return TrainResult(
             run_dir=self.run.path,
             first_step=first_step,
-            step=progress.step,
+            step=self.state.progress.step,
             checkpoint=outputs["checkpoint"],
             grid=outputs["grid"],
             interrupted=interrupted,
-            seconds=seconds,
-            images_per_s=done * config.batch_size / seconds if seconds else 0.0,
-            skipped=progress.skipped,
+            seconds=report.seconds,
+            images_per_s=done * self.config.batch_size / report.seconds if report.seconds else 0.0,
+            skipped=self.state.progress.skipped,
             evaluation=evaluation,
             rank=self.group.rank,
         )
+
+    def _run_steps(self, report: LoopReport) -> tuple[dict[str, Path | None], str | None]:
+        """The loop: steps until the last, a stop request or a non-finite loss on every
+        process; returns the last checkpoint and grid written and the signal that stopped
+        it early (``None`` when the run reached its last step)."""
+        progress = self.state.progress
+        outputs: dict[str, Path | None] = {"checkpoint": None, "grid": None}
+        with StopRequest() as stop:
+            while progress.step < self.config.steps:
+                started = time.perf_counter()
+                summary = self.train_step(progress.step, stop.signal is not None)
+                report.step_done(summary, time.perf_counter() - started)
+                stopping = summary["stop"] > 0
+                outputs.update(self._write_outputs(stopping))
+                if stopping:
+                    break
+        return outputs, stop.name if progress.step < self.config.steps else None
+
+    def _finish(
+        self, outputs: dict[str, Path | None], interrupted: str | None, report: LoopReport
+    ) -> dict[str, float] | None:
+        """After the loop: make sure a checkpoint names the final step and, for a run that
+        reached its end, measure the held-out set (``None`` when there is none)."""
+        step = self.state.progress.step
+        if outputs["checkpoint"] is None:  # no step taken: a finished run resumed
+            latest = step_folder(self.run.path, step)
+            outputs["checkpoint"] = latest if latest.is_dir() else self.save()
+        if not (self.group.is_main and self.validation is not None and interrupted is None):
+            return None
+        evaluation = self.evaluate(self.validation)
+        report.write({"step": step, **{f"test_{k}": v for k, v in evaluation.items()}})
+        return evaluation
 
     def _write_outputs(self, stopping: bool) -> dict[str, Path]:
         """The checkpoint and sample grid due after the step just done."""
@@ -455,37 +453,3 @@ def statistic_means(totals: list[float], names: list[str]) -> dict[str, float]:
             if per_quarter[q]:
                 means[f"{name}_q{q}"] = totals[start + 1 + q] / per_quarter[q]
     return means
-
-
-class Window:
-    """Statistics accumulated between two lines of metrics."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-        self.seconds = 0.0
-        self.images = 0
-
-    def add(self, summary: dict, seconds: float, images: int) -> None:
-        for key, value in summary.items():
-            if key != "stop" and math.isfinite(value):
-                self.sums[key] = self.sums.get(key, 0.0) + value
-                self.counts[key] = self.counts.get(key, 0) + 1
-        self.seconds += seconds
-        self.images += images
-
-    def rate(self) -> float:
-        return self.images / self.seconds if self.seconds else 0.0
-
-    def record(self, step: int, trainer: Trainer) -> dict:
-        progress = trainer.state.progress
-        means = {key: self.sums[key] / self.counts[key] for key in sorted(self.sums)}
-        return {
-            "step": step,
-            **means,
-            "images_per_s": self.rate(),
-            "epoch": trainer.order.epoch(step),
-            "skipped": progress.skipped,
-            "precision": trainer.precision.name,
-            "time": time.time(),
-        }
