@@ -23,7 +23,7 @@ from diffuse.checkpoint import load_checkpoint
 from diffuse.cli import main
 from diffuse.errors import OutputInUseError
 from diffuse.train.lock import LOCK_FILE, check_run_unlocked, hold_run_lock
-from train_processes import (
+from helpers.train_processes import (
     one_thread_env,
     resume_run,
     start_endless_training,

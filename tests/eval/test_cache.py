@@ -2,7 +2,7 @@
 set, or a folder's resolved path) and checked against its content, holding what the
 metrics asked for need, where the user's cache settings say, and written only when asked.
 
-The network is a stand-in (:mod:`stand_in_network`, 6-d features of 8x8 grey images):
+The network is a stand-in (:mod:`helpers.stand_in_network`, 6-d features of 8x8 grey images):
 what is cached and when does not depend on it, and it takes no time.
 """
 
@@ -20,7 +20,7 @@ from diffuse.data import load_dataset
 from diffuse.eval.cache import cache_folder
 from diffuse.eval.features import InceptionActivations
 from diffuse.eval.reference import ReferenceStatistics
-from stand_in_network import replace_inception
+from helpers.stand_in_network import replace_inception
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from diffuse.diffusion import (
     rate_distortion,
     space_timesteps,
 )
-from diffuse.diffusion.oracle import GaussianOracle
+from diffuse.testing.oracle import GaussianOracle
 
 MU, STD = 0.1, 0.3
 N = 128

@@ -27,8 +27,8 @@ from diffuse.eval.sweep import (
     write_sweep,
 )
 from diffuse.sample import SamplerSettings, Stage, generate
-from sample_models import DIFFUSION, base_unet, classifier
-from stand_in_network import ProjectedPixels, replace_inception
+from helpers.sample_models import DIFFUSION, base_unet, classifier
+from helpers.stand_in_network import ProjectedPixels, replace_inception
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from diffuse.eval.features import InceptionActivations
 from diffuse.eval.metrics import GaussianStatistics
 from diffuse.eval.reference import ReferenceStatistics, reference_images
 from diffuse.eval.samples import load_samples
-from stand_in_network import ProjectedPixels, replace_inception
+from helpers.stand_in_network import ProjectedPixels, replace_inception
 
 
 def test_eval_of_the_reference_images_themselves_gives_fid_0_and_precision_recall_1(

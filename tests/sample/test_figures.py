@@ -26,7 +26,7 @@ from diffuse.sample import (
     latent_interpolation,
     progressive,
 )
-from sample_models import DIFFUSION, base_unet
+from helpers.sample_models import DIFFUSION, base_unet
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Classifier guidance (ADM Algorithms 1 and 2) against closed forms and exact mixtures.
 
 The data is a two-class mixture of Gaussians whose exact denoiser and exact noisy
-classifier p(y | x_t) are known (diffusion.mixture), so guidance can be checked with no
+classifier p(y | x_t) are known (testing.mixture), so guidance can be checked with no
 training: at scale 0 half the samples fall at each mode, at scale 1 guidance samples the
 class-conditional distribution (exactly, in the continuous limit), and larger scales push
 everything to the target mode.
@@ -22,10 +22,10 @@ from diffuse.diffusion import (
     space_timesteps,
 )
 from diffuse.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance
-from diffuse.diffusion.mixture import GaussianMixtureOracle
-from diffuse.diffusion.oracle import GaussianOracle
 from diffuse.diffusion.solvers import dpm_solver_2m_sample
 from diffuse.errors import ConfigError
+from diffuse.testing.mixture import GaussianMixtureOracle
+from diffuse.testing.oracle import GaussianOracle
 
 # Two classes at -/+0.25 in each of 4 pixels with spread 0.5: the modes are 1.0 apart, so
 # a sample of class 1 lies nearer its own mode with probability Phi(1.0 / (2 * 0.5)).

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from diffuse.checkpoint import load_checkpoint
 from diffuse.cli import build_parser, main
-from train_processes import DIFFUSE, QUICK, one_thread_env, start_endless_training, tiny_run
+from helpers.train_processes import DIFFUSE, QUICK, one_thread_env, start_endless_training, tiny_run
 
 
 def test_train_prints_where_the_checkpoint_and_the_grid_are(tmp_path, capsys):

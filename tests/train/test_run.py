@@ -42,7 +42,7 @@ from diffuse.train.distributed import setup
 from diffuse.train.lock import LOCK_FILE
 from diffuse.train.run import RunFolder
 from diffuse.train.trainer import Trainer
-from sample_models import SMALL
+from helpers.sample_models import SMALL
 
 FAST = {
     "train.batch_size": 16,

@@ -15,7 +15,7 @@ from diffuse.errors import CheckpointError, ConfigError
 from diffuse.eval.nll import measure_nll, save_nll
 from diffuse.nn import build_network
 from diffuse.nn.network_config import ClassifierConfig
-from sample_models import SMALL
+from helpers.sample_models import SMALL
 
 SHORT = DiffusionConfig(schedule="linear", timesteps=25)
 

@@ -21,7 +21,7 @@ from diffuse.diffusion import (
     ddpm_sample,
     space_timesteps,
 )
-from diffuse.diffusion.oracle import GaussianOracle
+from diffuse.testing.oracle import GaussianOracle
 
 MU, STD = 0.8, 0.5
 # 100,000 independent samples: 4 standard errors of the std are 0.9 % of it, so a 1 %

@@ -15,12 +15,12 @@ from diffuse.diffusion import (
     seeded_generators,
     space_timesteps,
 )
-from diffuse.diffusion.mixture import GaussianMixtureOracle
 from diffuse.errors import ConfigError
 from diffuse.rendering import to_uint8
 from diffuse.sample import SamplerSettings, Stage, generate, generate_batches, quantize
 from diffuse.sample.pipeline import check_request, join_samples, sample_labels
-from sample_models import DIFFUSION, base_unet, classifier, upsampler
+from diffuse.testing.mixture import GaussianMixtureOracle
+from helpers.sample_models import DIFFUSION, base_unet, classifier, upsampler
 
 DDPM5 = SamplerSettings("ddpm", "5")
 

@@ -9,8 +9,8 @@ from scipy import stats
 
 from diffuse.diffusion import DiffusionConfig, GaussianDiffusion, beta_schedule, ddpm_sample
 from diffuse.diffusion.distributions import discretized_gaussian_log_likelihood, normal_kl
-from diffuse.diffusion.oracle import GaussianOracle
 from diffuse.errors import ConfigError
+from diffuse.testing.oracle import GaussianOracle
 
 F64 = torch.float64
 

@@ -11,8 +11,8 @@ from diffuse.diffusion.guidance import (
     guidance_interval,
     guidance_scale_to_weight,
 )
-from diffuse.diffusion.mixture import GaussianMixtureOracle
 from diffuse.errors import ConfigError
+from diffuse.testing.mixture import GaussianMixtureOracle
 
 
 class Recorder(torch.nn.Module):

@@ -7,7 +7,7 @@ import torch
 
 from diffuse.errors import DataError
 from diffuse.nn import ClassifierConfig, EncoderClassifier, UNet, UNetConfig, config_from_dict
-from sample_models import RGB_16
+from helpers.sample_models import RGB_16
 
 SETTINGS = dict(RGB_16, out_channels=5, num_head_channels=8, resample="resblock")
 

@@ -23,8 +23,8 @@ from diffuse.diffusion import (
     ddpm_sample,
     space_timesteps,
 )
-from diffuse.diffusion.oracle import GaussianOracle
 from diffuse.diffusion.solvers import dpm_solver_2m_sample
+from diffuse.testing.oracle import GaussianOracle
 
 MU, STD = 0.8, 0.5
 

@@ -16,7 +16,7 @@ from diffuse.cli import main
 from diffuse.diffusion import DiffusionConfig
 from diffuse.eval.samples import load_samples
 from diffuse.sample import SamplerSettings, Stage, generate
-from sample_models import DIFFUSION, base_unet, classifier, upsampler
+from helpers.sample_models import DIFFUSION, base_unet, classifier, upsampler
 
 
 @pytest.fixture(scope="module")

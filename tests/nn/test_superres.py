@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from diffuse.errors import ConfigError, DataError
 from diffuse.nn import SuperResConfig, SuperResUNet, config_from_dict
-from sample_models import RGB_16
+from helpers.sample_models import RGB_16
 
 SETTINGS = dict(RGB_16, num_classes=4, low_res_size=8)
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from diffuse.errors import ConfigError, DataError
 from diffuse.nn import UNet, UNetConfig, config_from_dict
 from diffuse.nn.layers import GroupNorm32, multihead_attention, timestep_embedding
-from sample_models import RGB_16
+from helpers.sample_models import RGB_16
 
 # Small versions of the three papers' U-Nets.
 FAMILIES = {

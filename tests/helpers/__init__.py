@@ -1,0 +1,1 @@
+"""Code the tests share: models, data files and training processes they build."""
