@@ -45,11 +45,13 @@ def check_output_file(path: str | os.PathLike, overwrite: bool, suffix: str) -> 
     """The absolute path of an output file ending in ``suffix`` (e.g. ``.png``), refused
     when it is a folder, has another suffix, or exists and ``overwrite`` is false."""
     absolute = check_output_path(path)
-    if absolute.suffix.lower() != suffix:
-        raise ConfigError(f"the output {path} must be a {suffix} file (e.g. figure{suffix})")
     if absolute.is_dir():
         raise ConfigError(
             f"{path} is an existing folder; give the name of a {suffix} file to write"
+        )
+    if absolute.suffix.lower() != suffix:
+        raise ConfigError(
+            f"the output {path} must be a {suffix} file (e.g. {absolute.stem}{suffix})"
         )
     if absolute.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; choose another file or pass --overwrite")

@@ -101,7 +101,7 @@ def test_existing_json_is_refused_before_any_work_and_replaced_with_overwrite(
     assert json.loads(out.read_text())["num_samples"] == 6
     assert sorted(path.name for path in tmp_path.iterdir()) == ["results.json", "samples.npz"]
     assert main([*argv[:-3], "--json", str(tmp_path), "--no-progress"]) == 2
-    assert "is a folder" in capsys.readouterr().err
+    assert "is an existing folder" in capsys.readouterr().err
 
 
 def test_fewer_samples_than_feature_dimensions_warn_once_and_counts_are_said(

@@ -28,11 +28,11 @@ from diffuse.cli.common import (
     add_reference_options,
     load_reference,
 )
-from diffuse.errors import ConfigError, OutputExistsError
 from diffuse.eval.evaluate import METRICS, SmallSampleWarning, evaluate, parse_metrics
 from diffuse.eval.features import DEFAULT_BATCH_SIZE, DTYPES, InceptionExtractor
 from diffuse.eval.samples import load_samples
 from diffuse.io import atomic_write_json
+from diffuse.outputs import check_output_file
 
 LABELS = {
     "fid": "FID",
@@ -74,7 +74,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    check_output(args.json, args.overwrite)
+    if args.json is not None:
+        args.json = check_output_file(args.json, args.overwrite, ".json")
     samples = load_samples(args.samples)
     extractor = InceptionExtractor(
         args.inception_weights, device=args.device, dtype=args.dtype, batch_size=args.batch_size
@@ -116,18 +117,6 @@ def run(args) -> int:
         )
         print(f"wrote {args.json}")
     return 0
-
-
-def check_output(path: Path | None, overwrite: bool) -> None:
-    """Refuse an existing --json file (unless ``overwrite``) or a folder, before any work."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise ConfigError(f"--json {path} is a folder; give the path of a .json file")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(
-            f"{path} already exists; choose another --json file or pass --overwrite"
-        )
 
 
 def print_table(results: dict[str, float], k: int) -> None:
