@@ -159,8 +159,10 @@ def test_the_current_folder_is_never_an_output(argv, where, inputs, tmp_path, mo
 
 def test_figures_write_a_png_file_and_refuse_a_folder(inputs, tmp_path, capsys):
     argv = ["figures", "progressive", inputs["run"], "--steps", "3", "--n", "1", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "grid")]) == 2
+    assert "must be a .png file (e.g. grid.png)" in one_line_error(capsys, "figures")
     assert main([*argv, "--out", str(tmp_path)]) == 2
-    assert "must be a .png file" in one_line_error(capsys, "figures")
+    assert "is an existing folder" in one_line_error(capsys, "figures")
     (tmp_path / "grid.png").mkdir()
     assert main([*argv, "--out", str(tmp_path / "grid.png"), "--overwrite"]) == 2
     assert "is an existing folder" in one_line_error(capsys, "figures")
