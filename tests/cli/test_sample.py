@@ -226,14 +226,14 @@ def test_dpm_solver_takes_quadratic_steps_for_a_bare_count_and_says_so(
     assert info_of(tmp_path / "ddim")["steps"] == "4" and "walks" not in capsys.readouterr().out
 
 
-def interrupt_the_second_batch(monkeypatch, signal_name):
-    """Make the second batch of every run stop as Ctrl-C (SIGINT) or ``kill`` (SIGTERM)
-    would stop it: while it is being sampled."""
+def interrupt_batch(monkeypatch, signal_name, every: int = 2):
+    """Make every ``every``-th batch (the second of every run by default) stop as Ctrl-C
+    (SIGINT) or ``kill`` (SIGTERM) would stop it: while it is being sampled."""
     real, calls = Stage.sample, []
 
     def sample(self, *args, **kwargs):
         calls.append(None)
-        if len(calls) % 2 == 0:
+        if len(calls) % every == 0:
             if signal_name == "SIGINT":
                 raise KeyboardInterrupt
             os.kill(os.getpid(), signal.SIGTERM)  # a real signal, to the handler installed
@@ -267,7 +267,7 @@ def test_an_interrupted_run_keeps_its_finished_batches_beside_the_output(
     before = tree(full)
     capsys.readouterr()
 
-    interrupt_the_second_batch(monkeypatch, signal_name)
+    interrupt_batch(monkeypatch, signal_name)
     out = tmp_path / "new"
     assert run(out, "--n", "5") == status
     err = capsys.readouterr().err
@@ -301,3 +301,13 @@ def test_an_interrupted_run_keeps_its_finished_batches_beside_the_output(
         np.testing.assert_array_equal(rest["arr_1"], npz["arr_1"][2:])
         # Within one level: the batches differ, and with them the CPU kernels' rounding.
         assert np.abs(rest["arr_0"].astype(int) - npz["arr_0"][2:]).max() <= 1
+
+
+def test_a_run_interrupted_before_its_first_sample_leaves_nothing(
+    checkpoints, tmp_path, capsys, monkeypatch
+):
+    interrupt_batch(monkeypatch, "SIGINT", every=1)
+    assert sample_run(checkpoints["run"], tmp_path / "out", "--batch-size", "2") == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stopped after 0 of 4 samples; nothing was kept" in err
+    assert list(tmp_path.iterdir()) == []  # no output, no empty out.partial, no temporary

@@ -279,9 +279,10 @@ def run(args) -> int:
                 rest=lambda made: rest_advice(args, classes, made),
             )
     except SamplesInterrupted as stop:
+        kept = f"they are in {stop.folder}" if stop.folder else "nothing was kept"
         print(
             f"diffuse sample: {stop.signal}: stopped after {stop.made} of {stop.requested} "
-            f"samples; they are in {stop.folder} ({args.out} was not written)",
+            f"samples; {kept} ({args.out} was not written)",
             file=sys.stderr,
         )
         return exit_status(stop.signal)

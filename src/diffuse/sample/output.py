@@ -50,16 +50,17 @@ def sample_grid(images: np.ndarray, limit: int = GRID_LIMIT) -> np.ndarray:
 
 
 class SamplesInterrupted(Exception):
-    """A run of :func:`write_samples` stopped by a signal; its samples were kept.
+    """A run of :func:`write_samples` stopped by a signal; the samples made were kept.
 
-    folder:     where the samples made were kept (``OUT.partial``).
+    folder:     where they were kept (``OUT.partial``); ``None`` when none was made.
     made:       how many (samples 0 .. made - 1).
     requested:  how many were asked for.
     signal:     "SIGINT" or "SIGTERM".
     """
 
-    def __init__(self, folder: Path, made: int, requested: int, signal: str) -> None:
-        super().__init__(f"{signal}: {made} of {requested} samples kept in {folder}")
+    def __init__(self, folder: Path | None, made: int, requested: int, signal: str) -> None:
+        kept = f"kept in {folder}" if folder else "none kept"
+        super().__init__(f"{signal}: {made} of {requested} samples {kept}")
         self.folder, self.made, self.requested, self.signal = folder, made, requested, signal
 
 
@@ -112,6 +113,8 @@ def write_samples(
             atomic_write_json(tmp / INFO_FILE, {"num_samples": made, **info})
         except KeyboardInterrupt as interrupt:
             signal = signal_name(interrupt)
+            if made == 0:  # nothing worth keeping: the temporary folder goes
+                raise SamplesInterrupted(None, made, requested, signal) from None
             note = {
                 "num_samples": made,
                 "num_requested": requested,
