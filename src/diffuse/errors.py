@@ -53,6 +53,7 @@ class InexpressibleError(ConfigError):
     """Settings that the other side of a conversion (another library's model or
     scheduler) cannot express; ``problems`` names each, and the message lists them all."""
 
-    def __init__(self, what: str, problems: list[str]):
+    def __init__(self, what: str, problems: list[str], outcome: str = ""):
         self.problems = list(problems)
-        super().__init__(f"{what} cannot express {'; '.join(self.problems)}")
+        message = f"{what} cannot express {'; '.join(self.problems)}"
+        super().__init__(f"{message}; {outcome}" if outcome else message)

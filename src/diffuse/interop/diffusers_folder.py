@@ -108,7 +108,7 @@ def export_diffusers(
     if diffusion is not None:
         problems += scheduler_problems(diffusion)
     if problems:
-        raise InexpressibleError(f"diffusers ({checkpoint} was not exported)", problems)
+        raise InexpressibleError("diffusers", problems, f"nothing was written to {output}")
     with torch.device("meta"):
         unet = diffusers.UNet2DModel(**unet2d_config(config))
     unet.load_state_dict(to_unet2d_state_dict(loaded.model), strict=True, assign=True)
@@ -167,7 +167,7 @@ def convert_diffusers_folder(
         except InexpressibleError as error:
             problems += error.problems
     if problems:
-        raise InexpressibleError(f"diffuse ({source} was not converted)", problems)
+        raise InexpressibleError("diffuse", problems, f"nothing was written to {output}")
     config, diffusion, metadata = _with_sidecar(source / SIDECAR, config, diffusion)
     with torch.device("meta"):
         model = build_network(config)

@@ -67,6 +67,11 @@ UP_BLOCKS = {
 }
 # diffusers' names of our two resamplers, in downsample_type / upsample_type.
 RESAMPLE_TYPES = {"conv": "conv", "resblock": "resnet"}
+# Our networks that are not a denoising U-Net, as the reason they have no UNet2DModel form.
+OTHER_NETWORKS = {
+    "superres": "an upsampler network (UNet2DModel takes no low-resolution image)",
+    "classifier": "a noisy classifier (not a denoising U-Net)",
+}
 # The UNet2DModel settings diffuse's network has no alternative to.
 FIXED_SETTINGS: dict[str, Any] = {
     "center_input_sample": False,
@@ -93,11 +98,8 @@ def attention_widths(config: EncoderConfig) -> list[int]:
 
 def unet2d_problems(config: EncoderConfig) -> list[str]:
     """What in ``config`` ``UNet2DModel`` cannot express, one entry each (empty: nothing)."""
-    if not isinstance(config, UNetConfig) or config.kind != "unet":
-        what = {"superres": "an upsampler, with a low-resolution input"}.get(
-            config.kind, "a classifier, not a denoising U-Net"
-        )
-        return [f"a {config.kind} network ({what})"]
+    if config.kind != "unet":
+        return [OTHER_NETWORKS.get(config.kind, f"a {config.kind} network")]
     problems = []
     if config.timestep_scale != 1.0:
         problems.append(
@@ -114,7 +116,7 @@ def unet2d_problems(config: EncoderConfig) -> list[str]:
     head_widths = sorted({width // count for width, count in heads.items()})
     if len(head_widths) > 1 and set(heads.values()) != {1}:
         problems.append(
-            f"attention heads of {' and '.join(map(str, head_widths))} channels (UNet2DModel "
+            f"attention heads of {', '.join(map(str, head_widths))} channels (UNet2DModel "
             "has one attention_head_dim for every layer; num_head_channels gives one)"
         )
     return problems
