@@ -212,7 +212,7 @@ def load_openai_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     if unused or missing:
         raise CheckpointError(
             "the state dict does not match this architecture: "
-            f"{_listing(missing)} missing, {_listing(unused)} unused; "
+            f"{listing(missing)} missing, {listing(unused)} unused; "
             "check the preset or constructor settings"
         )
     ours = model.state_dict()
@@ -235,7 +235,7 @@ def load_openai_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
         converted[name] = tensor.to(ours[name].dtype)
     if mismatched:
         raise CheckpointError(
-            f"tensor shapes do not match this architecture: {_listing(mismatched)}; "
+            f"tensor shapes do not match this architecture: {listing(mismatched)}; "
             "check the preset or constructor settings"
         )
     # A model built on the meta device (no memory, no random initialisation) takes the
@@ -331,7 +331,8 @@ def _squeezes_to(shape: torch.Size, target: torch.Size) -> bool:
     )
 
 
-def _listing(names: list[str], limit: int = 8) -> str:
+def listing(names: list[str], limit: int = 8) -> str:
+    """``names`` for a message: their count, and the first ``limit`` of them."""
     if not names:
         return "none"
     shown = ", ".join(names[:limit])

@@ -47,3 +47,13 @@ class DiskFullError(DiffuseError, OSError):
 class DiffuseWarning(UserWarning):
     """Something a user should know that did not stop the work, such as a damaged
     checkpoint passed over; the command line prints it as one line."""
+
+
+class InexpressibleError(ConfigError):
+    """Settings that the other side of a conversion (another library's model or
+    scheduler) cannot express; ``problems`` names each, and the message lists them all."""
+
+    def __init__(self, what: str, problems: list[str], outcome: str = ""):
+        self.problems = list(problems)
+        message = f"{what} cannot express {'; '.join(self.problems)}"
+        super().__init__(f"{message}; {outcome}" if outcome else message)

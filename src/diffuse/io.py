@@ -69,7 +69,7 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 
 @contextlib.contextmanager
 def atomic_directory(
-    path: str | os.PathLike, layout: OutputLayout, *, overwrite: bool = False
+    path: str | os.PathLike, layout: OutputLayout, *, overwrite: bool = False, nested: bool = False
 ) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path``.
 
@@ -80,7 +80,9 @@ def atomic_directory(
     new one is in place, so at every moment one complete version exists. On an exception
     the temporary folder is deleted and ``path`` is untouched. The folder and the files at
     its top level get the umask's permissions (some writers, such as safetensors', make
-    their files private).
+    their files private) and are flushed to disk first; with ``nested``, so do the
+    sub-folders and every file in them (for a few large files, such as a diffusers
+    pipeline's; not for thousands of images, which would each cost an fsync).
     """
     path = layout.check(path, overwrite)
     with disk_full_named(path):
@@ -89,10 +91,12 @@ def atomic_directory(
         try:
             yield tmp
             umask = current_umask()
-            for child in tmp.iterdir():
+            for child in tmp.rglob("*") if nested else tmp.iterdir():
                 if child.is_file():
                     _fsync_file(child)
                     child.chmod(0o666 & ~umask)
+                elif nested and child.is_dir():
+                    child.chmod(0o777 & ~umask)
             tmp.chmod(0o777 & ~umask)
             layout.check(path, overwrite)
             if path.exists():

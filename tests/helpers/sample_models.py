@@ -2,6 +2,8 @@
 
 Each is built under a forked, seeded random state (so building leaves the global random
 state alone) and gets random output layers: a fresh network outputs zeros.
+:func:`randomized` redraws every parameter instead (for checks that each weight lands
+where it should).
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ RGB_16 = dict(
     norm_groups=8,
 )
 DIFFUSION = DiffusionConfig("cosine", 1000, "eps", "fixed_small", "mse")
+
+
+def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """The model with every parameter redrawn (a fresh model outputs zeros)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
+    return model
 
 
 def _build(config, seed: int, output: str):

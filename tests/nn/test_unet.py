@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from diffuse.errors import ConfigError, DataError
 from diffuse.nn import UNet, UNetConfig, config_from_dict
 from diffuse.nn.layers import GroupNorm32, multihead_attention, timestep_embedding
-from helpers.sample_models import RGB_16
+from helpers.sample_models import RGB_16, randomized
 
 # Small versions of the three papers' U-Nets.
 FAMILIES = {
@@ -24,15 +24,6 @@ FAMILIES = {
 
 def small_config(**overrides) -> UNetConfig:
     return UNetConfig(**{**RGB_16, **overrides})
-
-
-def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """The model with every parameter redrawn (a fresh model outputs zeros)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
-    return model
 
 
 def inputs(n: int = 2, size: int = 16, channels: int = 3, seed: int = 1):

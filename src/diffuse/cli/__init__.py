@@ -18,6 +18,7 @@ from diffuse.errors import DiffuseError, DiffuseWarning
 COMMAND_MODULES: tuple[str, ...] = (
     "eval",
     "convert",
+    "export",
     "nll",
     "neighbors",
     "sample",

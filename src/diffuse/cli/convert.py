@@ -1,4 +1,5 @@
-"""``diffuse convert openai IN.pt OUT_DIR --preset NAME``: import a released checkpoint."""
+"""``diffuse convert openai IN.pt OUT_DIR --preset NAME`` and ``diffuse convert diffusers IN_DIR
+OUT_DIR``: import checkpoints of other implementations."""
 
 from __future__ import annotations
 
@@ -10,12 +11,21 @@ from diffuse import presets
 from diffuse.cli.common import add_command
 from diffuse.convert import convert_openai_checkpoint
 from diffuse.errors import ConfigError, MissingFileError
+from diffuse.interop import convert_diffusers_folder
 
 OPENAI_DOC = """Convert a checkpoint released with openai/guided-diffusion or
 openai/improved-diffusion (a plain state dict, read without unpickling code) into a
 diffuse checkpoint folder with its configuration and diffusion settings. Every tensor of
 the file must be used and every parameter filled. --overwrite replaces an earlier
 checkpoint folder, never a folder that holds anything else."""
+
+DIFFUSERS_DOC = """Convert a diffusers pipeline folder (as save_pretrained or `diffuse export
+diffusers` writes it: unet/ with a UNet2DModel, scheduler/ with a DDPMScheduler or
+DDIMScheduler) into a diffuse checkpoint folder: the weights (safetensors only), the
+network's settings and the diffusion settings (schedule, prediction, variance; none
+without scheduler/). A folder exported by diffuse comes back exactly (its diffuse.json
+keeps the null class, the loss and the metadata). Settings diffuse cannot reproduce are
+refused with each one named. Needs diffusers: pip install 'diffuse[diffusers]'."""
 
 
 def register(subparsers) -> None:
@@ -61,6 +71,17 @@ def register(subparsers) -> None:
         help="replace an earlier checkpoint folder (never a folder holding other files)",
     )
     openai.set_defaults(func=run_openai)
+    diffusers = add_command(
+        sources, "diffusers", "a diffusers pipeline folder (UNet2DModel)", DIFFUSERS_DOC
+    )
+    diffusers.add_argument("input", type=Path, help="the pipeline folder (unet/, scheduler/)")
+    diffusers.add_argument("output", type=Path, help="the checkpoint folder to write")
+    diffusers.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier checkpoint folder (never a folder holding other files)",
+    )
+    diffusers.set_defaults(func=run_diffusers)
 
 
 def run_openai(args: argparse.Namespace) -> int:
@@ -75,6 +96,12 @@ def run_openai(args: argparse.Namespace) -> int:
         timestep_scale=args.timestep_scale,
         overwrite=args.overwrite,
     )
+    print(f"wrote {path}")
+    return 0
+
+
+def run_diffusers(args: argparse.Namespace) -> int:
+    path = convert_diffusers_folder(args.input, args.output, overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
 

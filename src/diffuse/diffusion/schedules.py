@@ -44,14 +44,20 @@ def beta_schedule(name: str | Iterable[float], num_timesteps: int | None = None)
                     f"the linear schedule needs more than 20 steps (its last beta, "
                     f"0.02 * 1000 / T, would be >= 1 at T = {num_timesteps}); use 'cosine'"
                 )
-            scale = 1000.0 / num_timesteps
-            return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
+            return np.linspace(*linear_beta_range(num_timesteps), num_timesteps, dtype=np.float64)
         if name == "cosine":
             return _cosine_betas(num_timesteps)
         raise ConfigError(
             f"unknown beta schedule {name!r}; use 'linear', 'cosine' or an array of betas"
         )
     return validate_betas(name, num_timesteps)
+
+
+def linear_beta_range(num_timesteps: int) -> tuple[float, float]:
+    """First and last beta of the linear schedule over ``num_timesteps`` steps: DDPM's 1e-4
+    and 0.02 at T = 1000, both scaled by 1000 / T (Improved DDPM's code)."""
+    scale = 1000.0 / num_timesteps
+    return scale * 1e-4, scale * 0.02
 
 
 def validate_betas(betas: Iterable[float], num_timesteps: int | None = None) -> np.ndarray:
