@@ -31,8 +31,8 @@ from torch import nn
 from diffuse.convert import listing
 from diffuse.errors import CheckpointError, InexpressibleError
 from diffuse.nn import UNet, UNetConfig
-from diffuse.nn.config import EncoderConfig
 from diffuse.nn.layers import ResBlock, SelfAttention
+from diffuse.nn.network_config import EncoderConfig
 
 NORM_EPS = 1e-5  # the eps of every GroupNorm of ours (torch's default)
 
