@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "figures",
     "train",
     "train_classifier",
+    "plot",
 )
 
 

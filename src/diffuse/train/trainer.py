@@ -46,6 +46,7 @@ from diffuse.train.state import (
     save_training_checkpoint,
     step_folder,
 )
+from diffuse.train.tracking import check_trackers, open_trackers
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ class Trainer:
                 f"train.batch_size {config.batch_size} must be a multiple of the "
                 f"{group.world_size} processes"
             )
+        if group.is_main:
+            check_trackers(config)  # before anything is written
         self.spec, self.dataset, self.run, self.group = spec, dataset, run, group
         self.validation = validation
         self.config = config
@@ -197,7 +200,10 @@ class Trainer:
         """Train up to ``spec.train.steps``; returns what was done."""
         config, progress = self.config, self.state.progress
         first_step = progress.step
-        log = MetricsLog(self.run) if self.group.is_main else None
+        log = None
+        if self.group.is_main:
+            trackers = open_trackers(config, self.run.path, self.spec.to_dict())
+            log = MetricsLog(self.run, trackers)
         outputs: dict[str, Path | None] = {"checkpoint": None, "grid": None}
         window, seconds, evaluation = Window(), 0.0, None
         bar = tqdm(
