@@ -7,4 +7,9 @@ callable ``model(x, t, **cond)``; ``diffuse.nn`` the networks; ``diffuse.train``
 trainer; ``diffuse.eval`` the metrics; ``diffuse.cli`` the command line.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("diffuse")  # pyproject.toml's, so the two never disagree
+except PackageNotFoundError:  # a source tree put on sys.path without being installed
+    __version__ = "0+unknown"

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from diffuse.io import atomic_path
+
+
+@contextlib.contextmanager
+def _figure(path: str | os.PathLike, **subplots) -> Iterator[tuple]:
+    """A matplotlib figure and its axes (``plt.subplots(**subplots)``), saved atomically as
+    a PNG at ``path`` when the block ends without an error, and closed in any case."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(dpi=120, **subplots)
+    try:
+        yield figure, axes
+        figure.tight_layout()
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png")
+    finally:
+        plt.close(figure)
 
 
 def plot_lines(
@@ -19,13 +39,7 @@ def plot_lines(
     logx: bool = False,
 ) -> None:
     """One line per entry of ``series`` against ``x``, saved atomically as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(5, 3.5), dpi=120)
-    try:
+    with _figure(path, figsize=(5, 3.5)) as (_, axes):
         for label, values in series.items():
             axes.plot(x, values, marker="o" if len(x) <= 30 else None, label=label)
         axes.set_xlabel(xlabel)
@@ -40,11 +54,29 @@ def plot_lines(
         if len(series) > 1:
             axes.legend()
         axes.grid(alpha=0.3)
-        figure.tight_layout()
-        with atomic_path(path) as tmp:
-            figure.savefig(tmp, format="png")
-    finally:
-        plt.close(figure)
+
+
+def plot_panels(
+    path: str | os.PathLike,
+    panels: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    *,
+    xlabel: str,
+    title: str = "",
+) -> None:
+    """One panel per ``(ylabel, x, y)``, stacked over a shared x axis, saved atomically as
+    a PNG: quantities of different units against one x (e.g. a training run's steps)."""
+    size = (6, 1.2 + 1.8 * len(panels))
+    with _figure(path, nrows=len(panels), sharex=True, squeeze=False, figsize=size) as (
+        figure,
+        axes,
+    ):
+        for row, (ylabel, x, y) in zip(axes[:, 0], panels, strict=True):
+            row.plot(x, y, marker="o" if len(x) <= 30 else None, markersize=3)
+            row.set_ylabel(ylabel)
+            row.grid(alpha=0.3)
+        axes[-1, 0].set_xlabel(xlabel)
+        if title:
+            figure.suptitle(title)
 
 
 def plot_rate_distortion(path: str | os.PathLike, rows: Sequence[Mapping[str, float]]) -> None:

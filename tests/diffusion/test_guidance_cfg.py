@@ -124,3 +124,25 @@ def test_interval_guidance_costs_one_extra_pass_per_guided_step():
     assert [batch for batch, _, _ in model.calls] == [
         4 if interval[0] <= t <= interval[1] else 2 for t in process.timestep_map[::-1]
     ]
+
+
+def test_null_class_and_channels_are_read_from_the_model():
+    # A loaded checkpoint's network knows its null class and image channels, so the
+    # wrapper needs neither typed by hand; the result is that of the explicit values.
+    model = Recorder(learned_variance=True)
+    model.null_class, model.in_channels = 10, 1
+    x, t, y = torch.randn(2, 1, 2, 2), torch.zeros(2, dtype=torch.long), torch.tensor([3, 4])
+    inferred = ClassifierFreeGuidance(model, 2.0)
+    assert (inferred.null_class, inferred.channels) == (10, 1)
+    explicit = ClassifierFreeGuidance(model, 2.0, null_class=10, channels=1)
+    torch.testing.assert_close(inferred(x, t, y=y), explicit(x, t, y=y))
+    assert ClassifierFreeGuidance(model, 2.0, null_class=5).null_class == 5  # given wins
+
+
+def test_a_model_without_null_class_is_refused_with_the_fix():
+    model = Recorder()
+    model.null_class, model.in_channels = None, 1  # conditional, trained without dropout
+    with pytest.raises(ConfigError, match=r"no null class .*pass null_class=\.\.\."):
+        ClassifierFreeGuidance(model, 1.0)
+    with pytest.raises(ConfigError, match=r"no attribute 'in_channels'; pass channels="):
+        ClassifierFreeGuidance(Recorder(), 1.0, null_class=10)

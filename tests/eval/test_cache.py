@@ -145,7 +145,7 @@ def test_small_sets_store_features_in_place_of_larger_statistics(tmp_path):
     loaded = ReferenceStatistics.load(path)
     np.testing.assert_array_equal(loaded.pool.sigma, reference.pool.sigma)
     np.testing.assert_array_equal(loaded.spatial.sigma, reference.spatial.sigma)
-    assert loaded.parts == {"fid", "sfid", "pr"}  # the pool features serve P/R too
+    assert loaded.parts == {"fid", "kid", "sfid", "pr"}  # the pool features serve P/R, KID too
 
 
 def test_cache_folder_follows_diffuse_cache_then_xdg_cache_home(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffuse.cli import main
 from diffuse.errors import CheckpointError, ConfigError, DataError, MissingFileError
 from diffuse.eval import InceptionExtractor, inception_features
 from diffuse.eval import weights as weights_module
@@ -211,7 +212,22 @@ def test_nvidia_torchscript_with_output_layer_is_read(tmp_path, default_network,
 def test_inception_score_without_logits_layer_names_the_weights_option():
     with pytest.raises(ConfigError, match="--inception-weights"):
         parse_metrics("fid,is", has_logits=False)
-    assert parse_metrics(None, has_logits=False) == ("fid", "sfid", "pr")
+    assert parse_metrics(None, has_logits=False) == ("fid", "kid", "sfid", "pr")
+
+
+def test_eval_is_with_the_default_weights_says_where_to_get_the_logits(tmp_path, capsys):
+    # No package ships the logits layer: the one-line error says which files have it,
+    # where they are downloaded and how to pass one; the results file is left alone.
+    samples, out = tmp_path / "samples.npz", tmp_path / "results.json"
+    np.savez(samples, arr_0=np.zeros((4, 8, 8, 1), np.uint8))
+    out.write_text('{"kept": true}\n')
+    argv = ["eval", str(samples), "--ref", "digits", "--metrics", "fid,is", "--json", str(out)]
+    assert main([*argv, "--overwrite", "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "logits layer" in error
+    assert "pt_inception-2015-12-05-6726825d.pth (https://github.com/mseitzer/" in error
+    assert "inception-2015-12-05.pt (https://" in error and "--inception-weights FILE" in error
+    assert out.read_text() == '{"kept": true}\n'
 
 
 def test_float32_features_turn_off_tf32_convolutions_only_while_running():

@@ -15,7 +15,7 @@ from diffuse.checkpoint import save_checkpoint
 from diffuse.cli import main
 from diffuse.data import load_dataset
 from diffuse.errors import ConfigError
-from diffuse.eval.metrics import fid, precision_recall
+from diffuse.eval.metrics import fid, kid, precision_recall
 from diffuse.eval.reference import ReferenceStatistics
 from diffuse.eval.sweep import (
     iter_sweep,
@@ -113,6 +113,7 @@ def test_each_point_is_the_sample_pipeline_with_the_same_seeds(reference):
         assert row["sfid"] == pytest.approx(fid(features[:, :3], reference.spatial), rel=1e-9)
         precision, recall = precision_recall(reference.features, features)
         assert (row["precision"], row["recall"]) == (precision, recall)
+        assert (row["kid"], row["kid_std"]) == kid(reference.features, features)
         assert {"is", "is_std"} <= set(row) and row["sampling_seconds"] > 0
     fids = [row["fid"] for _, _, row in results]
     assert fids[0] != fids[1] and fids[1] != fids[3]  # steps and sampler both matter
@@ -122,13 +123,15 @@ def test_each_point_is_the_sample_pipeline_with_the_same_seeds(reference):
 
 def test_metrics_default_to_what_the_reference_and_the_sample_count_allow(reference):
     statistics_only = ReferenceStatistics(reference.pool)
-    assert sweep_metrics(None, reference, True, 10) == ("fid", "sfid", "is", "pr")
-    assert sweep_metrics(None, reference, True, 9) == ("fid", "sfid", "pr")
-    assert sweep_metrics(None, reference, True, 3) == ("fid", "sfid")
+    assert sweep_metrics(None, reference, True, 10) == ("fid", "kid", "sfid", "is", "pr")
+    assert sweep_metrics(None, reference, True, 9) == ("fid", "kid", "sfid", "pr")
+    assert sweep_metrics(None, reference, True, 3) == ("fid", "kid", "sfid")
     assert sweep_metrics(None, statistics_only, False, 100) == ("fid",)
     assert sweep_metrics("pr", None, False, 100) == ("pr",)  # the reference not yet known
     for metrics, ref, n, message in [
         ("fid,pr", statistics_only, 100, "pr needs the reference's features"),
+        ("kid", statistics_only, 100, "kid needs the reference's features"),
+        ("kid", reference, 1, "kid needs at least 2 samples"),
         ("sfid", statistics_only, 100, "sfid needs the reference's spatial statistics"),
         ("is", reference, 100, "logits"),
         ("is", reference, 9, "needs at least 10, got 9"),
@@ -209,7 +212,7 @@ def test_cli_sweeps_steps_for_two_samplers(checkpoints, stand_in, tmp_path, caps
     assert [(row["sampler"], row["value"]) for row in rows] == [
         ("ddim", "2"), ("ddim", "4"), ("dpm++2m", "2"), ("dpm++2m", "4"),
     ]  # fmt: skip
-    for name in ("fid.png", "sfid.png", "precision_recall.png", "inception_score.png"):
+    for name in ("fid.png", "kid.png", "sfid.png", "precision_recall.png", "inception_score.png"):
         assert (out / name).stat().st_size > 1000
     with np.load(out / "samples" / "dpm++2m_steps_4.npz") as npz:
         images = npz["arr_0"]
@@ -221,6 +224,7 @@ def test_cli_sweeps_steps_for_two_samplers(checkpoints, stand_in, tmp_path, caps
     )
     table = capsys.readouterr().out
     assert "sampler" in table and "FID" in table and "IS" in table and "dpm++2m" in table
+    assert "KID" in table
 
     # An existing folder is refused before any work and kept; --overwrite replaces it.
     before = (out / "sweep.json").read_bytes()
@@ -242,7 +246,7 @@ def test_cli_sweeps_steps_for_two_samplers(checkpoints, stand_in, tmp_path, caps
         ("model", ["--param", "steps", "--values", ""], "no values to sweep"),
         ("model", ["--param", "classifier-scale", "--values", "1,2"], "--classifier CKPT"),
         ("no_null", ["--param", "cfg", "--values", "0,1"], "null class"),
-        ("model", ["--param", "steps", "--values", "2", "--metrics", "fid,kid"], "unknown metrics"),
+        ("model", ["--param", "steps", "--values", "2", "--metrics", "fid,xid"], "unknown metrics"),
         ("model", ["--param", "steps", "--values", "2", "--classes", "12"], "out of range"),
         ("classifier", ["--param", "steps", "--values", "2"], "not a diffusion model"),
     ],

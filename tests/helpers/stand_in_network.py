@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from diffuse.eval.features import InceptionActivations
+from diffuse.eval.preprocess import PREPROCESSING
 
 
 class ProjectedPixels:
@@ -21,6 +22,15 @@ class ProjectedPixels:
     def __init__(self):
         self.calls = 0
         self.projection = np.random.default_rng(0).normal(size=(64, 6))
+
+    def describe(self) -> dict:
+        return {
+            "name": "projected pixels",
+            "weights": "a fixed random projection",
+            "sha256": self.sha256,
+            "dtype": "float32",
+            "preprocessing": PREPROCESSING,
+        }
 
     def __call__(self, images, *, spatial=False, logits=False, progress=True):
         self.calls += 1

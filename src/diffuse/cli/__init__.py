@@ -12,6 +12,7 @@ import importlib
 import sys
 import warnings
 
+from diffuse import __version__
 from diffuse.errors import DiffuseError, DiffuseWarning
 
 # Modules of this package that define sub-commands, in the order --help lists them.
@@ -26,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "figures",
     "train",
     "train_classifier",
+    "plot",
 )
 
 
@@ -33,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffuse",
         description="Train, sample, guide and evaluate Gaussian diffusion image models.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"diffuse {__version__}", help="print the version"
     )
     subparsers = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, help="the command to run"

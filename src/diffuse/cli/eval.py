@@ -1,4 +1,4 @@
-"""``diffuse eval SAMPLES --ref DATASET_OR_STATS``: FID, sFID, IS and precision/recall.
+"""``diffuse eval SAMPLES --ref DATASET_OR_STATS``: FID, KID, sFID, IS and precision/recall.
 
 SAMPLES is an .npz (``arr_0``: uint8 [N, H, W, C]), an .npy or a folder of images. The
 reference is a data set name or a folder of images (their statistics are computed once
@@ -11,9 +11,18 @@ resizes them to 299x299 (the FID convention): the numbers equal those of
 in Python. --ref-size N instead fits the reference images to NxN as training does (a
 named set padded or resized, a folder's images centre-cropped and resized).
 
+KID (Binkowski et al. 2018) is the mean over 100 random subsets of 1000 images of each
+set (fewer when a set is smaller) of the unbiased squared MMD with the cubic polynomial
+kernel, printed with its standard deviation over the subsets, as torch-fidelity and
+clean-fid compute it; it is unbiased, so unlike FID it can be compared across sample
+counts. The Inception Score needs weights with the logits layer, which no package ships:
+the error of --metrics is says where to download them (--inception-weights).
+
 The cache holds what the metrics asked for need, keyed by the data set or the folder's
 resolved path and checked against a fingerprint of its files: a changed folder is
-measured again. The command says where statistics were read or written.
+measured again (for KID it keeps up to 10,000 reference features, a random sample of a
+larger set). The command says where statistics were read or written, and which network,
+weights and preprocessing made the numbers.
 """
 
 from __future__ import annotations
@@ -30,12 +39,15 @@ from diffuse.cli.common import (
 )
 from diffuse.eval.evaluate import METRICS, SmallSampleWarning, evaluate, parse_metrics
 from diffuse.eval.features import DEFAULT_BATCH_SIZE, DTYPES, InceptionExtractor
+from diffuse.eval.metrics import KID_SUBSET_SIZE, KID_SUBSETS
 from diffuse.eval.samples import load_samples
 from diffuse.io import atomic_write_json
 from diffuse.outputs import check_output_file
 
 LABELS = {
     "fid": "FID",
+    "kid": "KID",
+    "kid_std": "  (std over {subsets} subsets of {subset_size})",
     "sfid": "sFID",
     "is": "Inception Score",
     "is_std": "  (std over 10 splits)",
@@ -46,7 +58,7 @@ LABELS = {
 
 def register(subparsers) -> None:
     parser = add_command(
-        subparsers, "eval", "FID, sFID, Inception Score, precision/recall of samples", __doc__
+        subparsers, "eval", "FID, KID, sFID, Inception Score, precision/recall of samples", __doc__
     )
     parser.add_argument("samples", help=".npz (arr_0 uint8 NHWC), .npy or folder of images")
     add_reference_options(parser)
@@ -95,10 +107,24 @@ def run(args) -> int:
             print(f"diffuse eval: warning: {item.message}", file=sys.stderr)
         else:  # not ours: shown as Python would have shown it
             warnings.showwarning(item.message, item.category, item.filename, item.lineno)
-    print_table(results, args.k)
+    kid_subsets = None
+    if "kid" in results:
+        size = min(KID_SUBSET_SIZE, len(samples), len(reference.kid_reference))
+        kid_subsets = {"subsets": KID_SUBSETS, "subset_size": size}
+        kid_subsets["reference_features"] = len(reference.kid_reference)
+    print_table(results, args.k, kid_subsets)
     print(f"{len(samples)} samples {list(samples.shape[1:])} from {args.samples}")
     print(f"reference: {reference.describe()}")
-    print(f"network: sha256 {extractor.sha256[:16]}, {args.dtype}")
+    network = extractor.describe()
+    print(
+        f"network: {network['name']}, {network['weights']}, sha256 {network['sha256'][:16]}, "
+        f"{network['dtype']}"
+    )
+    steps = network["preprocessing"]
+    print(
+        f"preprocessing: resize to {steps['size']}x{steps['size']}, {steps['resize']}; "
+        f"pixels {steps['pixels']}"
+    )
     if args.json:
         atomic_write_json(
             args.json,
@@ -110,7 +136,9 @@ def run(args) -> int:
                 "reference": reference.info,
                 "network_sha256": extractor.sha256,
                 "dtype": args.dtype,
+                "network": network,
                 "k": args.k,
+                "kid": kid_subsets,
                 "metrics": results,
                 "warnings": cautions,
             },
@@ -119,8 +147,11 @@ def run(args) -> int:
     return 0
 
 
-def print_table(results: dict[str, float], k: int) -> None:
-    labels = {name: LABELS[name].format(k=k) for name in results}
+def print_table(results: dict[str, float], k: int, kid_subsets: dict | None = None) -> None:
+    """One line per result, e.g. "FID  12.3456"; ``kid_subsets`` (subsets, subset_size)
+    labels KID's spread."""
+    labels = {name: LABELS[name].format(k=k, **(kid_subsets or {})) for name in results}
     width = max(len(label) for label in labels.values())
     for name, value in results.items():
-        print(f"{labels[name]:<{width}}  {value:.4f}")
+        digits = 6 if name.startswith("kid") else 4  # KIDs are ~1e-3: 4 decimals hide them
+        print(f"{labels[name]:<{width}}  {value:.{digits}f}")

@@ -41,7 +41,14 @@ from diffuse.eval.sweep import (
 )
 from diffuse.io import atomic_directory
 
-COLUMNS = {"fid": "FID", "sfid": "sFID", "is": "IS", "precision": "precision", "recall": "recall"}
+COLUMNS = {
+    "fid": "FID",
+    "kid": "KID",
+    "sfid": "sFID",
+    "is": "IS",
+    "precision": "precision",
+    "recall": "recall",
+}
 
 
 def register(subparsers) -> None:
@@ -121,6 +128,8 @@ def print_table(rows: list[dict], param: str) -> None:
     print("  ".join(f"{title:>{width}}" for title, width in zip(header, widths, strict=True)))
     for row in rows:
         seconds = row["sampling_seconds"] + row["evaluation_seconds"]
-        cells = [row["sampler"], f"{row['value']:g}", *(f"{row[m]:.4f}" for m in metrics)]
+        digits = {name: 6 if name == "kid" else 4 for name in metrics}  # KIDs are ~1e-3
+        cells = [row["sampler"], f"{row['value']:g}"]
+        cells += [f"{row[name]:.{digits[name]}f}" for name in metrics]
         cells.append(f"{seconds:.1f}")
         print("  ".join(f"{cell:>{width}}" for cell, width in zip(cells, widths, strict=True)))

@@ -74,9 +74,12 @@ class ClassifierFreeGuidance:
 
     model:       the network, called as ``model(x, t, y=labels, **kwargs)``.
     weight:      w of Ho & Salimans eq. 6; 0 gives the conditional model unchanged.
-    null_class:  the label index the network was trained to treat as "no class".
+    null_class:  the label index the network was trained to treat as "no class"; None
+                 reads the model's ``null_class`` (every network of :mod:`diffuse.nn` and a
+                 loaded checkpoint's model have it).
     channels:    the image channels; output channels beyond these (a learned variance)
-                 are taken from the conditional branch.
+                 are taken from the conditional branch. None reads the model's
+                 ``in_channels``.
     interval:    (t_low, t_high): guide only at original timesteps t_low <= t <= t_high
                  (see :func:`guidance_interval`); elsewhere the conditional output is
                  returned and the unconditional branch is not evaluated. None: everywhere.
@@ -89,16 +92,16 @@ class ClassifierFreeGuidance:
         self,
         model,
         weight: float,
-        null_class: int,
-        channels: int,
+        null_class: int | None = None,
+        channels: int | None = None,
         interval: tuple[int, int] | None = None,
     ) -> None:
         if interval is not None and not 0 <= interval[0] <= interval[1]:
             raise ConfigError(f"guidance interval {interval} must be 0 <= t_low <= t_high")
         self.model = model
         self.weight = float(weight)
-        self.null_class = int(null_class)
-        self.channels = int(channels)
+        self.null_class = int(_from_model(model, "null_class", null_class))
+        self.channels = int(_from_model(model, "in_channels", channels))
         self.interval = None if interval is None else (int(interval[0]), int(interval[1]))
 
     def guided(self, t: torch.Tensor) -> torch.Tensor:
@@ -139,6 +142,26 @@ class ClassifierFreeGuidance:
         result = cond.clone()
         result[rows, :c] = combined
         return result
+
+
+def _from_model(model, attribute: str, given: int | None) -> int:
+    """``given``, else the model's ``attribute`` (``null_class``, ``in_channels``)."""
+    if given is not None:
+        return given
+    value = getattr(model, attribute, None)
+    if value is None:
+        reason = (
+            "it has no null class (it was trained without label dropout, so classifier-free "
+            "guidance cannot serve it)"
+            if hasattr(model, attribute)
+            else f"it has no attribute {attribute!r}"
+        )
+        argument = "null_class" if attribute == "null_class" else "channels"
+        raise ConfigError(
+            f"ClassifierFreeGuidance cannot read {attribute} from the model: {reason}; pass "
+            f"{argument}=... explicitly"
+        )
+    return value
 
 
 class ClassifierGuidance:

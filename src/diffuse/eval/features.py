@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from diffuse.devices import resolve_device
 from diffuse.errors import ConfigError
 from diffuse.eval.inception import FIDInception
-from diffuse.eval.preprocess import check_images, to_inception_input
-from diffuse.eval.weights import load_inception_weights
+from diffuse.eval.preprocess import PREPROCESSING, check_images, to_inception_input
+from diffuse.eval.weights import NETWORK_NAME, load_inception_weights
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_BATCH_SIZE = 50
@@ -104,6 +104,17 @@ class InceptionExtractor:
         """Short name of network and precision, e.g. ``7ff4a85c3a6378f0`` or ``...-bfloat16``."""
         precision = str(self.dtype).removeprefix("torch.")
         return self.sha256[:16] + ("" if precision == "float32" else f"-{precision}")
+
+    def describe(self) -> dict:
+        """What makes the features, for results files: the network's name, its weights
+        file and their SHA-256, the precision, and how images are preprocessed."""
+        return {
+            "name": NETWORK_NAME,
+            "weights": self.weights.source,
+            "sha256": self.sha256,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "preprocessing": PREPROCESSING,
+        }
 
     def __call__(
         self, images, *, spatial: bool = False, logits: bool = False, progress: bool = True

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from diffuse.errors import CheckpointError, DataError
-from diffuse.eval.weights import InceptionWeights
+from diffuse.eval.weights import LOGITS_HINT, InceptionWeights
 
 INPUT_SIZE = 299
 POOL_DIM = 2048
@@ -310,10 +310,7 @@ class FIDInception(nn.Module):
                 "(or call diffuse.eval.inception_features, which does it)"
             )
         if logits and self.output is None:
-            raise CheckpointError(
-                "these Inception weights have no logits layer, so no Inception Score; pass "
-                "NVIDIA's inception-2015-12-05.pt or pytorch-fid's weights as the weights file"
-            )
+            raise CheckpointError(f"these Inception weights have no logits layer: {LOGITS_HINT}")
         for layer in (self.conv, self.conv_1, self.conv_2, self.pool0, self.conv_3, self.conv_4):
             x = layer(x)
         x = self.pool1(x)

@@ -17,6 +17,15 @@ import torch.nn.functional as F
 from diffuse.errors import DataError
 from diffuse.eval.inception import INPUT_SIZE
 
+# What :func:`to_inception_input` does, in words: printed and recorded beside the metrics.
+PREPROCESSING = {
+    "resize": "bilinear, TensorFlow 1 legacy alignment (align_corners=False, no half-pixel "
+    "centres, edges clamped)",
+    "size": INPUT_SIZE,
+    "pixels": "(x - 128) / 128",
+    "grey": "copied to 3 channels",
+}
+
 
 def resize_like_tensorflow(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
     """Bilinear resize of float [N, C, H, W] to [N, C, size, size], TF1-legacy alignment."""

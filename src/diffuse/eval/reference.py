@@ -15,16 +15,20 @@ Inception network at its own size and is resized to 299x299 by the network's res
 
 What is kept depends on the metrics asked for: FID needs the mean and covariance of the
 pool_3 features, sFID those of the spatial features, precision/recall the pool_3 features
-themselves. Statistics take 8 D (D + 1) bytes whatever the image count (32 MB for pool_3);
-when the float32 features of N < 2 (D + 1) images take less, the features are stored
-instead and the statistics computed from them on load (the network outputs float32, so
-nothing is lost). Files are ``.npz`` with guided-diffusion's key names, so its published
-reference batches can be read too:
+themselves, KID pool_3 features too. Statistics take 8 D (D + 1) bytes whatever the image
+count (32 MB for pool_3); when the float32 features of N < 2 (D + 1) images take less, the
+features are stored instead and the statistics computed from them on load (the network
+outputs float32, so nothing is lost). KID compares random subsets of 1000 features, so
+of a larger set it needs only a random sample: up to :data:`KID_REFERENCE_LIMIT` (10,000)
+features are kept for it (82 MB), drawn once with a fixed seed. Files are ``.npz`` with
+guided-diffusion's key names, so its published reference batches can be read too:
 
 - ``mu``, ``sigma``: pool_3 statistics; ``mu_s``, ``sigma_s``: spatial statistics;
-- ``features``: pool_3 features, float32 [N, 2048] (precision/recall; FID when N < 4098),
-  or ``arr_0``: the reference images themselves (guided-diffusion's batches; their
-  features are computed on load); ``features_s``: spatial features [N, 2023] (N < 4048);
+- ``features``: pool_3 features, float32 [N, 2048] (precision/recall; FID when N < 4098;
+  KID when N <= 10,000), or ``arr_0``: the reference images themselves (guided-diffusion's
+  batches; their features are computed on load); ``features_s``: spatial features
+  [N, 2023] (N < 4048); ``features_kid``: a random 10,000 of the pool_3 features of a
+  larger set, for KID alone;
 - ``info``: JSON text naming the data set, split, count, resolution, network and the
   content's fingerprint.
 
@@ -40,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from diffuse.data.catalog import FOLDER_SPLIT, canonical_name, load_dataset
 from diffuse.errors import ConfigError, DataError, MissingFileError
@@ -49,7 +54,8 @@ from diffuse.eval.metrics import GaussianStatistics
 from diffuse.eval.samples import SAMPLES_KEY, load_samples
 from diffuse.io import atomic_path
 
-PARTS = ("fid", "sfid", "pr")  # what a reference can serve; the Inception Score needs nothing
+PARTS = ("fid", "kid", "sfid", "pr")  # what a reference serves; the Inception Score needs nothing
+KID_REFERENCE_LIMIT = 10_000  # pool_3 features kept for KID (a random sample of larger sets)
 
 
 def _smaller_than_statistics(features: np.ndarray) -> bool:
@@ -63,17 +69,26 @@ def _of_features(features: np.ndarray | None) -> GaussianStatistics | None:
     return None if features is None else GaussianStatistics.of(features)
 
 
+def kid_sample(features: np.ndarray, limit: int) -> np.ndarray:
+    """``limit`` rows of ``features`` drawn at random without replacement (seed 0, so the
+    same reference gives the same sample), in their original order."""
+    chosen = torch.randperm(len(features), generator=torch.Generator().manual_seed(0))[:limit]
+    return features[np.sort(chosen.numpy())]
+
+
 @dataclass(frozen=True)
 class ReferenceStatistics:
-    """What FID, sFID and precision/recall need from the real images.
+    """What FID, KID, sFID and precision/recall need from the real images.
 
     Attributes:
         pool: pool_3 feature statistics (FID), or None if not kept.
         spatial: spatial (mixed_6) feature statistics (sFID), or None if not kept.
-        features: pool_3 features [N, 2048] float32 (precision/recall), or None.
+        features: all the pool_3 features [N, 2048] float32 (precision/recall, KID), or None.
         info: where they came from (data set, split, n, resolution, network_sha256, ...).
         spatial_features: spatial features [N, 2023] float32, kept only when they are
             smaller than ``spatial`` (then stored in its place).
+        kid_features: a random sample of :data:`KID_REFERENCE_LIMIT` pool_3 features of a
+            larger set, kept for KID when ``features`` are not.
     """
 
     pool: GaussianStatistics | None = None
@@ -81,12 +96,24 @@ class ReferenceStatistics:
     features: np.ndarray | None = None
     info: dict = field(default_factory=dict)
     spatial_features: np.ndarray | None = None
+    kid_features: np.ndarray | None = None
 
     @property
     def parts(self) -> frozenset[str]:
         """The metrics (of :data:`PARTS`) this reference serves."""
-        held = {"fid": self.pool, "sfid": self.spatial, "pr": self.features}
+        held = {
+            "fid": self.pool,
+            "kid": self.kid_reference,
+            "sfid": self.spatial,
+            "pr": self.features,
+        }
         return frozenset(name for name, value in held.items() if value is not None)
+
+    @property
+    def kid_reference(self) -> np.ndarray | None:
+        """The pool_3 features KID compares the samples with: all of them when kept, else
+        the random sample kept for KID, else None."""
+        return self.features if self.features is not None else self.kid_features
 
     @property
     def n(self) -> int | None:
@@ -119,7 +146,11 @@ class ReferenceStatistics:
         that they equal the ones recomputed from stored features."""
         parts = set(parts)
         pool = activations.pool.astype(np.float32)
-        keep_pool = "pr" in parts or ("fid" in parts and _smaller_than_statistics(pool))
+        keep_pool = (
+            "pr" in parts
+            or ("fid" in parts and _smaller_than_statistics(pool))
+            or ("kid" in parts and len(pool) <= KID_REFERENCE_LIMIT)
+        )
         spatial = activations.spatial.astype(np.float32) if "sfid" in parts else None
         return cls(
             _of_features(pool) if "fid" in parts or keep_pool else None,
@@ -127,6 +158,7 @@ class ReferenceStatistics:
             pool if keep_pool else None,
             info,
             spatial if spatial is not None and _smaller_than_statistics(spatial) else None,
+            kid_sample(pool, KID_REFERENCE_LIMIT) if "kid" in parts and not keep_pool else None,
         )
 
     def save(self, path: str | os.PathLike) -> None:
@@ -138,6 +170,8 @@ class ReferenceStatistics:
             self.features is not None and _smaller_than_statistics(self.features)
         ):
             arrays |= {"mu": self.pool.mu, "sigma": self.pool.sigma}
+        if self.kid_features is not None:
+            arrays["features_kid"] = self.kid_features
         if self.spatial_features is not None:
             arrays["features_s"] = self.spatial_features
         elif self.spatial is not None:
@@ -178,6 +212,7 @@ class ReferenceStatistics:
             features,
             info,
             arrays.get("features_s"),
+            arrays.get("features_kid"),
         )
 
 
@@ -303,8 +338,8 @@ def dataset_reference(
     Args:
         ref: a name :func:`diffuse.data.load_dataset` knows ("fashion-mnist", ...) or a
             folder of images (see the module docstring for how each is read).
-        metrics: the metrics the statistics are for (of "fid", "sfid", "pr"; "is" needs
-            none): only what they need is computed and stored. A cached entry that lacks
+        metrics: the metrics the statistics are for (of "fid", "kid", "sfid", "pr"; "is"
+            needs none): only what they need is computed and stored. A cached entry that lacks
             some is recomputed with all it had and all that is asked.
         split: "train" or "test" for a named set.
         n: use the first n images; None uses all.

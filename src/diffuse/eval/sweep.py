@@ -54,6 +54,7 @@ IS_SPLITS = 10  # the Inception Score's splits (diffuse.eval.inception_score's d
 # The plots: file name, y label and the result columns drawn in it.
 PLOTS = (
     ("fid.png", "FID", ("fid",)),
+    ("kid.png", "KID", ("kid",)),
     ("sfid.png", "sFID", ("sfid",)),
     ("precision_recall.png", "precision / recall", ("precision", "recall")),
     ("inception_score.png", "Inception Score", ("is",)),
@@ -270,6 +271,10 @@ def _unavailable(name: str, reference: ReferenceStatistics | None, n: int, k: in
     """Why metric ``name`` cannot be computed from ``n`` samples against ``reference``."""
     if name in ("fid", "sfid") and n < 2:
         return f"needs at least 2 samples per point (a covariance), got {n}"
+    if name == "kid" and n < 2:
+        return f"needs at least 2 samples per point (pairs of samples), got {n}"
+    if name == "kid" and reference is not None and reference.kid_reference is None:
+        return "needs the reference's features: give a data set name as the reference"
     if name == "sfid" and reference is not None and reference.spatial is None:
         return "needs the reference's spatial statistics (mu_s, sigma_s): give a data set name"
     if name == "pr" and reference is not None and reference.features is None:

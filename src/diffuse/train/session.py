@@ -32,6 +32,8 @@ RESUMABLE_CHANGES = frozenset(
     {
         "train.steps",
         "train.log_every",
+        "train.tensorboard",
+        "train.wandb_project",
         "train.checkpoint_every",
         "train.keep_checkpoints",
         "train.sample_every",

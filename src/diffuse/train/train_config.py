@@ -17,6 +17,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LR_DECAYS = ("none", "linear", "cosine")
 TIMESTEP_SAMPLERS = ("auto", "uniform", "loss-aware")
 PREVIEW_SAMPLERS = ("ddim", "ddpm")
+TENSORBOARD = ("auto", "on", "off")
 
 
 def _doc(text: str, default: Any) -> Any:
@@ -78,6 +79,16 @@ class TrainConfig:
     )
     seed: int = _doc("seed of every random draw: data order, timesteps, noise, dropout", 0)
     log_every: int = _doc("steps between lines of metrics.jsonl", 50)
+    tensorboard: str = _doc(
+        "TensorBoard events of the metrics in RUN/tensorboard: 'auto' (when the tensorboard "
+        "package is installed), 'on' (an error if it is not) or 'off'",
+        "auto",
+    )
+    wandb_project: str | None = _doc(
+        "Weights & Biases project that also receives the metrics (needs the wandb package); "
+        "None: no W&B",
+        None,
+    )
     checkpoint_every: int = _doc(
         "steps between checkpoints (one is always written at the end)", 1000
     )
@@ -119,11 +130,18 @@ class TrainConfig:
             )
         if self.p_uncond is not None:
             _require_number("p_uncond", self.p_uncond, low=0.0, high=1.0, high_open=True)
+        if self.wandb_project is not None and not (
+            isinstance(self.wandb_project, str) and self.wandb_project.strip()
+        ):
+            raise ConfigError(
+                f"train.wandb_project must be a project name or null, got {self.wandb_project!r}"
+            )
         for name, allowed in (
             ("precision", PRECISIONS),
             ("lr_decay", LR_DECAYS),
             ("timestep_sampler", TIMESTEP_SAMPLERS),
             ("sample_sampler", PREVIEW_SAMPLERS),
+            ("tensorboard", TENSORBOARD),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(

@@ -46,6 +46,7 @@ from diffuse.train.state import (
     save_training_checkpoint,
     step_folder,
 )
+from diffuse.train.tracking import check_trackers
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ class Trainer:
                 f"train.batch_size {config.batch_size} must be a multiple of the "
                 f"{group.world_size} processes"
             )
+        if group.is_main:
+            check_trackers(config)  # before anything is written
         self.spec, self.dataset, self.run, self.group = spec, dataset, run, group
         self.validation = validation
         self.config = config
