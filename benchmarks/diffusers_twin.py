@@ -117,7 +117,7 @@ def twin_state_dict(model: UNet) -> dict[str, torch.Tensor]:
     def put_level(prefix: str, level, sampler: str) -> None:
         for j, block in enumerate(level.blocks):
             put(f"{prefix}.resnets.{j}", block.res, resnet)
-            if block.attn is not None:
+            if hasattr(block, "attn"):
                 put_attention(f"{prefix}.attentions.{j}", block.attn)
         if level.resample is not None:
             names = resnet if hasattr(level.resample, "norm1") else None
