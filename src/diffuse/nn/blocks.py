@@ -74,9 +74,7 @@ class ConvNeXtBlock(nn.Module):
         hidden = CONVNEXT_EXPANSION * out_channels
         self.scale_shift_norm = scale_shift_norm
         self.depthwise = nn.Conv2d(in_channels, in_channels, 7, padding=3, groups=in_channels)
-        self.embedding = nn.Linear(
-            embedding_channels, in_channels * (2 if scale_shift_norm else 1)
-        )
+        self.embedding = nn.Linear(embedding_channels, in_channels * (2 if scale_shift_norm else 1))
         self.norm = GroupNorm32(norm_groups, in_channels)
         self.expand = nn.Conv2d(in_channels, hidden, 1)
         self.dropout = nn.Dropout(dropout)

@@ -304,7 +304,9 @@ def _recipe(blocks: Any) -> tuple[str, ...]:
         blocks = (blocks,)
     valid = ", ".join(BLOCKS)
     if not isinstance(blocks, list | tuple) or not blocks:
-        raise ConfigError(f"blocks must be a non-empty list of block names ({valid}), got {blocks!r}")
+        raise ConfigError(
+            f"blocks must be a non-empty list of block names ({valid}), got {blocks!r}"
+        )
     for position, name in enumerate(blocks):
         if name not in BLOCKS:
             raise ConfigError(
