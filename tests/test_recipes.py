@@ -90,10 +90,10 @@ def test_the_cpu_presets_keep_their_own_choices():
     for name in ("digits", "fashion-14"):
         classifier = recipe(name, "classifier")
         assert (classifier.grad_clip, classifier.random_flip) == (1.0, False)
-    # The article's CPU family: one budget for all five (3000 steps of 32), its p_uncond.
+    # The article's CPU family: one budget for all five (2000 steps of 32), its p_uncond.
     for variant in ("res-conv", "res", "res-res", "res-res-atn", "res-large"):
         article = recipe(f"fashion-article-{variant}")
-        assert (article.steps, article.batch_size, article.p_uncond) == (3000, 32, 0.2)
+        assert (article.steps, article.batch_size, article.p_uncond) == (2000, 32, 0.2)
 
 
 def test_train_starts_a_paper_preset_with_its_recipe(tmp_path, capsys):
