@@ -325,6 +325,15 @@ def test_an_article_preset_trains_and_samples_from_the_command_line(tmp_path, ca
         assert npz["arr_0"].shape == (2, 8, 8, 1) and npz["arr_1"].tolist() == [4, 4]
 
 
+def test_train_help_lists_the_blocks_a_recipe_draws_from(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "model.blocks: each level's block recipe, in order, from res, conv, atn, clsatn" in (
+        help_text
+    )
+
+
 def test_a_recipe_set_on_the_command_line_is_checked_before_anything_is_written(tmp_path, capsys):
     run = tmp_path / "run"
     base = ["train", "--preset", "tiny", "--data", "digits", "--out", str(run), *QUICK]
