@@ -47,18 +47,12 @@ class EncoderConfig:
     out_channels:           channels of the output image (twice the image channels when the
                             variance is learned), or the number of logits of a classifier.
     model_channels:         base width: channels of the first level and of the sinusoidal
-                            timestep features; the embedding MLP is 4x as wide.
+                            timestep features; the embedding MLP is 4x as wide (unless
+                            ``embedding_channels`` says otherwise).
     channel_mult:           width of each level as a multiple of ``model_channels``; the image
                             is halved between consecutive levels.
     num_res_blocks:         units per level in the encoder (the decoder has one more); each
                             unit runs the block recipe ``blocks``.
-    blocks:                 the block recipe of every unit, in order, drawn from "res"
-                            (residual block), "conv" (ConvNeXt block), "atn" (spatial
-                            self-attention, only at ``attention_resolutions``), "clsatn"
-                            (class attention, class-conditional U-Nets) and "chnatn"
-                            (efficient channel attention); it starts with "res" or "conv",
-                            which maps the unit's input width to the level's. Default
-                            ("res", "atn"): the papers' residual block and attention.
     attention_resolutions:  resolutions in pixels (for example ``(16, 8)``) at which the
                             recipe's "atn" blocks run (each residual block is followed by
                             self-attention in the default recipe); the middle block always
@@ -67,7 +61,8 @@ class EncoderConfig:
     num_head_channels:      channels per attention head (ADM: 64); overrides ``num_heads``.
     attention_order:        how the fused q, k, v projection is split: "legacy" (heads first,
                             improved-diffusion and most ADM models) or "new" (q, k, v first).
-    dropout:                dropout rate before the second convolution of each residual block.
+    dropout:                dropout rate before the second convolution of each residual block
+                            (and before the last projection of each ConvNeXt block).
     scale_shift_norm:       adaptive GroupNorm (ADM): the embedding gives a per-channel scale
                             and shift after the second normalisation; otherwise it is added
                             to the features before it (DDPM).
@@ -76,10 +71,17 @@ class EncoderConfig:
     norm_groups:            groups of every GroupNorm (32 in all the papers).
     timestep_scale:         the network embeds ``t * timestep_scale``; 1000 / T reproduces
                             models trained with improved-diffusion's ``rescale_timesteps``.
-    embedding_channels:     width of the timestep (and class) embedding; None: 4 x
-                            ``model_channels``, as in all three papers.
     gradient_checkpointing: recompute each block's activations in the backward pass instead
                             of storing them (less memory, about a third more compute).
+    blocks:                 the block recipe of every unit, in order, drawn from "res"
+                            (residual block), "conv" (ConvNeXt block), "atn" (spatial
+                            self-attention, only at ``attention_resolutions``), "clsatn"
+                            (class attention, class-conditional U-Nets) and "chnatn"
+                            (efficient channel attention); it starts with "res" or "conv",
+                            which maps the unit's input width to the level's. Default
+                            ("res", "atn"): the papers' residual block and attention.
+    embedding_channels:     width of the timestep (and class) embedding; None: 4 x
+                            ``model_channels``, as in all three papers.
     """
 
     kind: ClassVar[str] = "encoder"
@@ -90,7 +92,6 @@ class EncoderConfig:
     model_channels: int
     channel_mult: tuple[float, ...] = (1, 2, 2, 2)
     num_res_blocks: int = 2
-    blocks: tuple[str, ...] = DEFAULT_BLOCKS
     attention_resolutions: tuple[int, ...] = (16,)
     num_heads: int = 1
     num_head_channels: int | None = None
@@ -100,8 +101,10 @@ class EncoderConfig:
     resample: str = "conv"
     norm_groups: int = 32
     timestep_scale: float = 1.0
-    embedding_channels: int | None = None
     gradient_checkpointing: bool = False
+    # Newer settings last, so positional arguments keep their meaning.
+    blocks: tuple[str, ...] = DEFAULT_BLOCKS
+    embedding_channels: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
