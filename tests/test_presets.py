@@ -32,7 +32,23 @@ PAPER_PARAMETERS = {
     "adm-classifier-256": 54_096_360,
     "adm-classifier-512": 54_448_360,
 }
-SMALL = ["digits", "fashion", "fashion-14", "fashion-upsampler-14-28", "tiny"]
+# The article's five models (issue 14), built from our blocks with its published settings.
+ARTICLE_PARAMETERS = {
+    "article-res-conv": 11_198_131,
+    "article-res": 8_770_867,
+    "article-res-res": 12_613_939,
+    "article-res-res-atn": 12_812_851,
+    "article-res-large": 16_725_171,
+}
+ARTICLE_RECIPES = {
+    "res-conv": ("res", "conv", "clsatn", "chnatn"),
+    "res": ("res", "clsatn", "chnatn"),
+    "res-res": ("res", "res", "clsatn", "chnatn"),
+    "res-res-atn": ("res", "res", "clsatn", "atn", "chnatn"),
+    "res-large": ("res", "clsatn", "chnatn"),
+}
+FASHION_ARTICLE = [f"fashion-article-{variant}" for variant in ARTICLE_RECIPES]
+SMALL = ["digits", "fashion", "fashion-14", "fashion-upsampler-14-28", "tiny", *FASHION_ARTICLE]
 
 
 def low_res_input(config, n: int, device: str = "cpu") -> dict:
@@ -54,8 +70,34 @@ def test_paper_preset_has_the_published_parameter_count(name):
     assert parameter_count(model) == PAPER_PARAMETERS[name]
 
 
+@pytest.mark.parametrize("name", sorted(ARTICLE_PARAMETERS))
+def test_article_preset_has_its_pinned_parameter_count(name):
+    model = presets.build(name)  # meta device: nothing allocated
+    assert next(model.parameters()).is_meta
+    assert parameter_count(model) == ARTICLE_PARAMETERS[name]
+
+
+@pytest.mark.parametrize("variant", sorted(ARTICLE_RECIPES))
+def test_article_presets_have_the_published_settings(variant):
+    large = variant == "res-large"
+    article = presets.get(f"article-{variant}")
+    config, diffusion = article.model_config, article.diffusion
+    assert config.blocks == ARTICLE_RECIPES[variant]
+    assert (config.image_size, config.in_channels, config.out_channels) == (64, 3, 6)
+    assert config.model_channels == (192 if large else 128)
+    assert (config.channel_mult, config.attention_resolutions) == ((1, 1, 1), (16,))
+    assert (config.embedding_channels, config.num_classes, config.null_class) == (512, 1000, True)
+    assert (diffusion.schedule, diffusion.timesteps) == ("cosine", 1000)
+    assert (diffusion.variance, diffusion.loss) == ("learned_range", "hybrid")
+    # The CPU version: the same recipe and shape at Fashion-MNIST's size.
+    small = presets.get(f"fashion-article-{variant}")
+    assert small.model_config.blocks == config.blocks and small.diffusion == diffusion
+    assert small.model_config.channel_mult == (1, 1, 1) and small.image_size == 28
+    assert small.model_config.model_channels == (36 if large else 24)
+
+
 def test_every_preset_is_listed_and_consistent():
-    assert set(presets.names()) == set(PAPER_PARAMETERS) | set(SMALL)
+    assert set(presets.names()) == set(PAPER_PARAMETERS) | set(ARTICLE_PARAMETERS) | set(SMALL)
     for name in presets.names():
         preset = presets.get(name)
         config = preset.model_config

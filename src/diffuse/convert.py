@@ -163,7 +163,7 @@ def openai_key_map(model: nn.Module) -> dict[str, str]:
                 index += 1
             if level.resample is not None:
                 # The upsampler shares the reference's sequential with the level's last block.
-                slot = 1 if level.blocks[-1].attn is None else 2
+                slot = 2 if hasattr(level.blocks[-1], "attn") else 1
                 theirs = f"output_blocks.{index - 1}.{slot}"
                 _map_resampler(modules, f"{ours}.resample", theirs, level.resample)
     keys = {}
@@ -188,7 +188,7 @@ def _map_attention(modules: dict[str, str], ours: str, theirs: str) -> None:
 
 def _map_block(modules: dict[str, str], ours: str, theirs: str, block: nn.Module) -> None:
     _map_res_block(modules, f"{ours}.res", f"{theirs}.0")
-    if block.attn is not None:
+    if hasattr(block, "attn"):
         _map_attention(modules, f"{ours}.attn", f"{theirs}.1")
 
 

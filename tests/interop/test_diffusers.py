@@ -346,6 +346,13 @@ def test_networks_and_settings_diffusers_cannot_express_are_refused_each_by_name
     write_checkpoint(tmp_path / "sr", superres, CONDITIONAL[1])
     assert main(["export", "diffusers", str(tmp_path / "sr"), str(out)]) == 2
     assert "an upsampler network" in capsys.readouterr().err
+    recipe = dataclasses.replace(
+        CONDITIONAL[0], blocks=("res", "clsatn", "chnatn"), embedding_channels=48
+    )
+    write_checkpoint(tmp_path / "recipe", recipe, CONDITIONAL[1])
+    assert main(["export", "diffusers", str(tmp_path / "recipe"), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "blocks=res,clsatn,chnatn" in err and "embedding_channels=48" in err
     assert not out.exists()
 
 

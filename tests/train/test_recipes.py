@@ -21,7 +21,18 @@ IDDPM = dict(PAPER, lr=1e-4, batch_size=128, grad_clip=0.0, warmup_steps=0, rand
 # guided-diffusion: no clipping, random flips; ADM's tables: lr 1e-4, batch 256 unless noted.
 ADM = dict(PAPER, lr=1e-4, batch_size=256, grad_clip=0.0, warmup_steps=0, random_flip=True)
 
+# The article of issue 14: AdamW 3e-4 (PyTorch's default weight decay 0.01), batch 128,
+# p_uncond 0.2, no clipping, no flips; the papers' EMA kept.
+ARTICLE = dict(
+    PAPER, lr=3e-4, weight_decay=0.01, batch_size=128, p_uncond=0.2, grad_clip=0.0,
+    random_flip=False,
+)  # fmt: skip
+
 PINNED = {
+    **{
+        f"article-{variant}": ARTICLE
+        for variant in ("res-conv", "res", "res-res", "res-res-atn", "res-large")
+    },
     "ddpm-cifar10": dict(DDPM, steps=800_000, batch_size=128, lr=2e-4),
     "ddpm-256": dict(DDPM, steps=500_000, batch_size=64, lr=2e-5),
     "iddpm-cifar10": dict(IDDPM, steps=500_000),
@@ -79,6 +90,10 @@ def test_the_cpu_presets_keep_their_own_choices():
     for name in ("digits", "fashion-14"):
         classifier = recipe(name, "classifier")
         assert (classifier.grad_clip, classifier.random_flip) == (1.0, False)
+    # The article's CPU family: one budget for all five (2000 steps of 32), its p_uncond.
+    for variant in ("res-conv", "res", "res-res", "res-res-atn", "res-large"):
+        article = recipe(f"fashion-article-{variant}")
+        assert (article.steps, article.batch_size, article.p_uncond) == (2000, 32, 0.2)
 
 
 def test_train_starts_a_paper_preset_with_its_recipe(tmp_path, capsys):

@@ -27,7 +27,7 @@ from diffuse import presets
 from diffuse.cli import common
 from diffuse.diffusion.diffusion_config import LOSSES, PREDICTIONS, SCHEDULES, VARIANCES
 from diffuse.errors import ConfigError, DiskFullError
-from diffuse.nn import ClassifierConfig, SuperResConfig
+from diffuse.nn import BLOCKS, ClassifierConfig, SuperResConfig
 from diffuse.train import field_help, parse_override, resume, spec_from_preset, train
 from diffuse.train.preview import grid_caption
 from diffuse.train.run import RunFolder
@@ -136,6 +136,11 @@ def settings_help(task: str) -> str:
     lines.append(
         f"  model.<field>, one of: {names} (documented in diffuse.nn.network_config; --show-config "
         "prints a preset's values)"
+    )
+    lines.append(
+        f"  model.blocks: each level's block recipe, in order, from {', '.join(BLOCKS)} "
+        "(e.g. --set model.blocks=res,res,clsatn,atn,chnatn; atn only at "
+        "model.attention_resolutions)"
     )
     return "\n".join(lines)
 

@@ -32,7 +32,7 @@ from diffuse.convert import listing
 from diffuse.errors import CheckpointError, InexpressibleError
 from diffuse.nn import UNet, UNetConfig
 from diffuse.nn.layers import ResBlock, SelfAttention
-from diffuse.nn.network_config import EncoderConfig
+from diffuse.nn.network_config import DEFAULT_BLOCKS, EncoderConfig
 
 NORM_EPS = 1e-5  # the eps of every GroupNorm of ours (torch's default)
 
@@ -111,6 +111,16 @@ def unet2d_problems(config: EncoderConfig) -> list[str]:
             f"channel_mult[0]={config.channel_mult[0]} (UNet2DModel's timestep features are "
             f"as wide as its first level, {config.level_channels[0]} channels, ours "
             f"model_channels={config.model_channels})"
+        )
+    if tuple(config.blocks) != DEFAULT_BLOCKS:
+        problems.append(
+            f"blocks={','.join(config.blocks)} (UNet2DModel's levels run a residual block "
+            f"and, where they attend, self-attention: the recipe {','.join(DEFAULT_BLOCKS)})"
+        )
+    if config.embedding_channels != 4 * config.model_channels:
+        problems.append(
+            f"embedding_channels={config.embedding_channels} (UNet2DModel's timestep "
+            f"embedding is 4 x model_channels = {4 * config.model_channels} wide)"
         )
     heads = {width: config.attention_heads(width) for width in attention_widths(config)}
     head_widths = sorted({width // count for width, count in heads.items()})

@@ -1,6 +1,7 @@
 """Networks: the U-Net family of DDPM, Improved DDPM and ADM.
 
-``build_network(config)`` builds the network a configuration describes;
+``build_network(config)`` builds the network a configuration describes (each level
+running the block recipe ``config.blocks``, drawn from ``BLOCKS``);
 ``config_from_dict`` reads a configuration back from its JSON form. Networks know nothing
 about noise: they map ``(x, t, **conditioning)`` to a tensor.
 """
@@ -11,6 +12,7 @@ from torch import nn
 
 from diffuse.nn.classifier import EncoderClassifier
 from diffuse.nn.network_config import (
+    BLOCKS,
     ClassifierConfig,
     EncoderConfig,
     SuperResConfig,
@@ -33,6 +35,7 @@ def build_network(config: EncoderConfig) -> nn.Module:
 
 
 __all__ = [
+    "BLOCKS",
     "ClassifierConfig",
     "EncoderClassifier",
     "EncoderConfig",

@@ -1,8 +1,9 @@
 """The encoder half shared by the U-Net, the upsampler and the noisy classifier.
 
-A stem convolution, then one :class:`Level` per resolution (residual blocks, optional
-self-attention, then downsampling except at the last level), then the middle block
-(residual, attention, residual). :class:`Network` is the common base of the three networks:
+A stem convolution, then one :class:`Level` per resolution (units running the block
+recipe, by default a residual block and self-attention where configured, then
+downsampling except at the last level), then the middle block (residual, attention,
+residual). :class:`Network` is the common base of the three networks:
 the configuration, the timestep embedding, the encoder and the checks of the inputs.
 """
 
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffuse.errors import DataError
+from diffuse.nn.blocks import ChannelAttention, ClassAttention, ConvNeXtBlock
 from diffuse.nn.layers import (
     Downsample,
     ResBlock,
@@ -22,33 +24,67 @@ from diffuse.nn.layers import (
     run_block,
     timestep_embedding,
 )
-from diffuse.nn.network_config import EncoderConfig
+from diffuse.nn.network_config import WIDENING_BLOCKS, EncoderConfig
+
+# Module names of the recipe's blocks inside a unit; "atn" keeps the name the papers'
+# attention always had, so default-recipe checkpoints load unchanged.
+_CHILD_NAMES = {"atn": "attn"}
 
 
-class ResAttnBlock(nn.Module):
-    """A residual block, followed by self-attention when ``attn`` is given."""
+class RecipeBlock(nn.Module):
+    """One unit of a level: the blocks of the configuration's recipe, run in order.
 
-    def __init__(self, res: ResBlock, attn: SelfAttention | None):
+    blocks: (kind, module) pairs, kind one of "res", "conv", "atn", "clsatn", "chnatn".
+
+    Each block is a child named after its kind ("attn" for "atn"); a kind's second and
+    later blocks add their count ("res2"). So a default-recipe unit holds ``res`` and, where
+    the level attends, ``attn``: the papers' residual block with attention. "res" and
+    "conv" take the embedding, "clsatn" the conditioning tokens, the others only x.
+    """
+
+    def __init__(self, blocks: list[tuple[str, nn.Module]]):
         super().__init__()
-        self.res = res
-        self.attn = attn
+        self.order: list[tuple[str, str]] = []
+        for kind, module in blocks:
+            base = _CHILD_NAMES.get(kind, kind)
+            count = sum(1 for seen, _ in self.order if seen == kind) + 1
+            name = base if count == 1 else f"{base}{count}"
+            self.add_module(name, module)
+            self.order.append((kind, name))
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        x = self.res(x, emb)
-        return x if self.attn is None else self.attn(x)
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor, tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x`` features, ``emb`` [N, E] the SiLU of the embedding, ``tokens`` [N, 2, E] the
+        activated time and class embeddings (needed by "clsatn" only)."""
+        for kind, name in self.order:
+            block = self._modules[name]
+            if kind in WIDENING_BLOCKS:
+                x = block(x, emb)
+            elif kind == "clsatn":
+                x = block(x, tokens)
+            else:
+                x = block(x)
+        return x
 
 
 class Level(nn.Module):
     """The blocks working at one resolution and the resampler that leaves it (or None)."""
 
-    def __init__(self, blocks: list[ResAttnBlock], resample: nn.Module | None):
+    def __init__(self, blocks: list[RecipeBlock], resample: nn.Module | None):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.resample = resample
 
 
 class MiddleBlock(nn.Module):
-    """Residual block, self-attention, residual block at the lowest resolution."""
+    """Residual block, self-attention, residual block at the lowest resolution.
+
+    The same in every recipe: the recipe describes the levels (issue 14: "each U-Net level
+    runs a block recipe"), and the middle keeps the papers' global attention at the lowest
+    resolution, where it is cheapest. (The article's middle runs its recipe, ECA, its
+    recipe.)
+    """
 
     def __init__(self, config: EncoderConfig, channels: int):
         super().__init__()
@@ -82,12 +118,44 @@ def attention_block(config: EncoderConfig, channels: int) -> SelfAttention:
     )
 
 
+def recipe_entry(
+    config: EncoderConfig, kind: str, in_channels: int, out_channels: int
+) -> nn.Module:
+    """The block ``kind`` of a recipe with the configuration's settings; "res" and "conv"
+    map ``in_channels`` to ``out_channels``, the others work at ``out_channels``."""
+    if kind == "res":
+        return residual_block(config, in_channels, out_channels)
+    if kind == "conv":
+        return ConvNeXtBlock(
+            in_channels,
+            out_channels,
+            config.embedding_channels,
+            dropout=config.dropout,
+            scale_shift_norm=config.scale_shift_norm,
+            norm_groups=config.norm_groups,
+        )
+    if kind == "atn":
+        return attention_block(config, out_channels)
+    if kind == "clsatn":
+        heads = config.attention_heads(out_channels)
+        return ClassAttention(out_channels, config.embedding_channels, heads, config.norm_groups)
+    return ChannelAttention(out_channels)
+
+
 def level_block(
     config: EncoderConfig, level: int, in_channels: int, out_channels: int
-) -> ResAttnBlock:
-    """A residual block of ``level``, with attention if the level has it."""
-    attn = attention_block(config, out_channels) if config.uses_attention(level) else None
-    return ResAttnBlock(residual_block(config, in_channels, out_channels), attn)
+) -> RecipeBlock:
+    """A unit of ``level`` running the recipe; its "atn" blocks only where the level
+    attends (``attention_resolutions``). The first block (always "res" or "conv") maps
+    ``in_channels`` to ``out_channels``."""
+    blocks = []
+    channels = in_channels
+    for kind in config.blocks:
+        if kind == "atn" and not config.uses_attention(level):
+            continue
+        blocks.append((kind, recipe_entry(config, kind, channels, out_channels)))
+        channels = out_channels
+    return RecipeBlock(blocks)
 
 
 def resampler(config: EncoderConfig, channels: int, direction: str) -> nn.Module:
@@ -131,20 +199,23 @@ class Encoder(nn.Module):
         self.out_channels = channels
 
     def forward(
-        self, x: torch.Tensor, emb: torch.Tensor
+        self, x: torch.Tensor, emb: torch.Tensor, tokens: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Features after the middle block, and the features kept for skip connections."""
+        """Features after the middle block, and the features kept for skip connections.
+
+        ``emb`` is the activated embedding, ``tokens`` the conditioning tokens of class
+        attention (None when the recipe has none)."""
         checkpointed = self.checkpointed and self.training
         h = self.stem(x)
         skips = [h]
         for level in self.levels:
             for block in level.blocks:
-                h = run_block(block, h, emb, checkpointed)
+                h = run_block(block, checkpointed, h, emb, tokens)
                 skips.append(h)
             if level.resample is not None:
-                h = run_block(level.resample, h, emb, checkpointed)
+                h = run_block(level.resample, checkpointed, h, emb)
                 skips.append(h)
-        return run_block(self.middle, h, emb, checkpointed), skips
+        return run_block(self.middle, checkpointed, h, emb), skips
 
 
 class Network(nn.Module):
@@ -183,9 +254,10 @@ class Network(nn.Module):
         scaled = t.float() * self.config.timestep_scale if self.config.timestep_scale != 1 else t
         return self.time_embed(timestep_embedding(scaled, self.config.model_channels))
 
-    def encode(self, x: torch.Tensor, emb: torch.Tensor):
-        """Run the encoder on ``x`` in channels_last with the SiLU of the embedding."""
-        return self.encoder(x.contiguous(memory_format=torch.channels_last), F.silu(emb))
+    def encode(self, x: torch.Tensor, emb: torch.Tensor, tokens: torch.Tensor | None = None):
+        """Run the encoder on ``x`` in channels_last with the SiLU of the embedding (and the
+        conditioning tokens of class attention)."""
+        return self.encoder(x.contiguous(memory_format=torch.channels_last), F.silu(emb), tokens)
 
     def check_input(self, x: torch.Tensor, t: torch.Tensor) -> None:
         """Raise :class:`DataError` unless ``x`` is [N, C, S, S] and ``t`` is [N]."""

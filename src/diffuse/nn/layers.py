@@ -139,14 +139,25 @@ class ResBlock(nn.Module):
         if self.resample is not None:
             h, x = self.resample(h), self.resample(x)
         h = self.conv1(h)
-        cond = self.embedding(emb).to(h.dtype)[:, :, None, None]
-        if self.scale_shift_norm:
-            scale, shift = cond.chunk(2, dim=1)
-            h = torch.addcmul(shift, self.norm2(h), 1 + scale)
-        else:
-            h = self.norm2(h + cond)
+        h = conditioned_norm(h, self.embedding(emb), self.norm2, self.scale_shift_norm)
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
+
+
+def conditioned_norm(
+    h: torch.Tensor, cond: torch.Tensor, norm: nn.Module, scale_shift: bool
+) -> torch.Tensor:
+    """Normalise ``h`` [N, C, H, W] under the projected embedding ``cond`` [N, C or 2C].
+
+    Adaptive GroupNorm (ADM section 3): ``norm(h) * (1 + s) + b`` with ``(s, b)`` the two
+    halves of ``cond``; otherwise the embedding is added before the norm, ``norm(h + cond)``
+    (DDPM).
+    """
+    cond = cond.to(h.dtype)[:, :, None, None]
+    if scale_shift:
+        scale, shift = cond.chunk(2, dim=1)
+        return torch.addcmul(shift, norm(h), 1 + scale)
+    return norm(h + cond)
 
 
 def multihead_attention(qkv: torch.Tensor, heads: int, order: str) -> torch.Tensor:
@@ -245,11 +256,9 @@ class Upsample(nn.Module):
         return self.conv(upsample2x(x))
 
 
-def run_block(
-    block: nn.Module, x: torch.Tensor, emb: torch.Tensor, checkpointed: bool
-) -> torch.Tensor:
-    """``block(x, emb)``, recomputed in the backward pass when ``checkpointed`` (Chen et al.
+def run_block(block: nn.Module, checkpointed: bool, *inputs: torch.Tensor | None) -> torch.Tensor:
+    """``block(*inputs)``, recomputed in the backward pass when ``checkpointed`` (Chen et al.
     2016, gradient checkpointing) and gradients are being recorded."""
     if checkpointed and torch.is_grad_enabled():
-        return checkpoint(block, x, emb, use_reentrant=False)
-    return block(x, emb)
+        return checkpoint(block, *inputs, use_reentrant=False)
+    return block(*inputs)

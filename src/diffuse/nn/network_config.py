@@ -8,6 +8,12 @@ head, attention at 32, 16 and 8 pixels, BigGAN up/down-sampling residual blocks)
 classifier of ADM (section 4.1) is the U-Net's encoder half with a pooling head; the
 upsampler of ADM (appendix A) is the U-Net with a low-resolution image as extra input.
 
+Each level runs a *block recipe* (``blocks``): the residual block of these papers, the
+ConvNeXt block, spatial self-attention, class attention and efficient channel attention, in
+any order (issue 14, after the DDPM/DDIM/classifier-free-guidance article that compares
+them; :mod:`diffuse.nn.blocks`). The default recipe, a residual block followed by
+self-attention at the attention resolutions, is the papers' network.
+
 A configuration is a frozen dataclass; ``to_dict`` gives JSON with a ``kind`` field
 ("unet", "superres" or "classifier") and :func:`config_from_dict` reads it back.
 """
@@ -23,6 +29,14 @@ ATTENTION_ORDERS = ("legacy", "new")
 RESAMPLERS = ("conv", "resblock")
 POOLS = ("attention", "adaptive")
 
+# The blocks a recipe draws from: the residual block, the ConvNeXt block, spatial
+# self-attention, class attention and efficient channel attention.
+BLOCKS = ("res", "conv", "atn", "clsatn", "chnatn")
+# The blocks that map a unit's input width to the level's width (a recipe starts with one).
+WIDENING_BLOCKS = ("res", "conv")
+# The papers' network: a residual block, followed by self-attention where configured.
+DEFAULT_BLOCKS = ("res", "atn")
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -33,18 +47,22 @@ class EncoderConfig:
     out_channels:           channels of the output image (twice the image channels when the
                             variance is learned), or the number of logits of a classifier.
     model_channels:         base width: channels of the first level and of the sinusoidal
-                            timestep features; the embedding MLP is 4x as wide.
+                            timestep features; the embedding MLP is 4x as wide (unless
+                            ``embedding_channels`` says otherwise).
     channel_mult:           width of each level as a multiple of ``model_channels``; the image
                             is halved between consecutive levels.
-    num_res_blocks:         residual blocks per level in the encoder (the decoder has one more).
-    attention_resolutions:  resolutions in pixels (for example ``(16, 8)``) at which each
-                            residual block is followed by self-attention; the middle block
-                            always has attention.
+    num_res_blocks:         units per level in the encoder (the decoder has one more); each
+                            unit runs the block recipe ``blocks``.
+    attention_resolutions:  resolutions in pixels (for example ``(16, 8)``) at which the
+                            recipe's "atn" blocks run (each residual block is followed by
+                            self-attention in the default recipe); the middle block always
+                            has attention.
     num_heads:              attention heads when ``num_head_channels`` is None.
     num_head_channels:      channels per attention head (ADM: 64); overrides ``num_heads``.
     attention_order:        how the fused q, k, v projection is split: "legacy" (heads first,
                             improved-diffusion and most ADM models) or "new" (q, k, v first).
-    dropout:                dropout rate before the second convolution of each residual block.
+    dropout:                dropout rate before the second convolution of each residual block
+                            (and before the last projection of each ConvNeXt block).
     scale_shift_norm:       adaptive GroupNorm (ADM): the embedding gives a per-channel scale
                             and shift after the second normalisation; otherwise it is added
                             to the features before it (DDPM).
@@ -55,6 +73,15 @@ class EncoderConfig:
                             models trained with improved-diffusion's ``rescale_timesteps``.
     gradient_checkpointing: recompute each block's activations in the backward pass instead
                             of storing them (less memory, about a third more compute).
+    blocks:                 the block recipe of every unit, in order, drawn from "res"
+                            (residual block), "conv" (ConvNeXt block), "atn" (spatial
+                            self-attention, only at ``attention_resolutions``), "clsatn"
+                            (class attention, class-conditional U-Nets) and "chnatn"
+                            (efficient channel attention); it starts with "res" or "conv",
+                            which maps the unit's input width to the level's. Default
+                            ("res", "atn"): the papers' residual block and attention.
+    embedding_channels:     width of the timestep (and class) embedding; None: 4 x
+                            ``model_channels``, as in all three papers.
     """
 
     kind: ClassVar[str] = "encoder"
@@ -75,12 +102,24 @@ class EncoderConfig:
     norm_groups: int = 32
     timestep_scale: float = 1.0
     gradient_checkpointing: bool = False
+    # Newer settings last, so positional arguments keep their meaning.
+    blocks: tuple[str, ...] = DEFAULT_BLOCKS
+    embedding_channels: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
         object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
         for name in ("image_size", "in_channels", "out_channels", "model_channels"):
             _require_positive_int(name, getattr(self, name))
+        if self.embedding_channels is None:
+            object.__setattr__(self, "embedding_channels", 4 * self.model_channels)
+        _require_positive_int("embedding_channels", self.embedding_channels)
+        object.__setattr__(self, "blocks", _recipe(self.blocks))
+        if "clsatn" in self.blocks and not self.class_conditional:
+            raise ConfigError(
+                f"blocks has 'clsatn' (class attention), which needs class labels, and this "
+                f"{self.kind} network takes none; set num_classes or remove 'clsatn'"
+            )
         _require_positive_int("num_res_blocks", self.num_res_blocks)
         _require_positive_int("norm_groups", self.norm_groups)
         _require_positive_int("num_heads", self.num_heads)
@@ -115,7 +154,7 @@ class EncoderConfig:
                     f"level {level} has {width} channels, not divisible by norm_groups="
                     f"{self.norm_groups}; change model_channels, channel_mult or norm_groups"
                 )
-            if self.resolutions[level] in self.attention_resolutions or level == self.levels - 1:
+            if self.uses_attention(level) or "clsatn" in self.blocks or level == self.levels - 1:
                 self.attention_heads(width)
 
     @property
@@ -134,9 +173,9 @@ class EncoderConfig:
         return tuple(self.image_size >> level for level in range(self.levels))
 
     @property
-    def embedding_channels(self) -> int:
-        """Width of the timestep (and class) embedding: 4 x model_channels."""
-        return 4 * self.model_channels
+    def class_conditional(self) -> bool:
+        """Whether the network takes class labels (the base encoder does not)."""
+        return False
 
     def attention_heads(self, channels: int) -> int:
         """Number of heads of an attention layer over ``channels`` channels."""
@@ -152,7 +191,7 @@ class EncoderConfig:
         return heads
 
     def uses_attention(self, level: int) -> bool:
-        """Whether the residual blocks of ``level`` are followed by self-attention."""
+        """Whether the recipe's "atn" blocks (spatial self-attention) run at ``level``."""
         return self.resolutions[level] in self.attention_resolutions
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,6 +199,7 @@ class EncoderConfig:
         data = asdict(self)
         data["channel_mult"] = list(self.channel_mult)
         data["attention_resolutions"] = list(self.attention_resolutions)
+        data["blocks"] = list(self.blocks)
         return {"kind": self.kind, **data}
 
     @classmethod
@@ -195,6 +235,11 @@ class UNetConfig(EncoderConfig):
 
     num_classes: int | None = None
     null_class: bool = False
+
+    @property
+    def class_conditional(self) -> bool:
+        """Whether the network takes class labels."""
+        return self.num_classes is not None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -254,6 +299,28 @@ def config_from_dict(data: dict[str, Any]) -> EncoderConfig:
     if kind not in CONFIG_CLASSES:
         raise ConfigError(f"unknown network kind {kind!r}; known kinds: {sorted(CONFIG_CLASSES)}")
     return CONFIG_CLASSES[kind].from_dict(data)
+
+
+def _recipe(blocks: Any) -> tuple[str, ...]:
+    """``blocks`` as a checked tuple of block names (one name alone is a one-block recipe)."""
+    if isinstance(blocks, str):
+        blocks = (blocks,)
+    valid = ", ".join(BLOCKS)
+    if not isinstance(blocks, list | tuple) or not blocks:
+        raise ConfigError(
+            f"blocks must be a non-empty list of block names ({valid}), got {blocks!r}"
+        )
+    for position, name in enumerate(blocks):
+        if name not in BLOCKS:
+            raise ConfigError(
+                f"blocks entry {position} {name!r} is not a block; valid blocks: {valid}"
+            )
+    if blocks[0] not in WIDENING_BLOCKS:
+        raise ConfigError(
+            f"blocks must start with 'res' or 'conv' (the block that maps a unit's input "
+            f"channels to the level's), got {list(blocks)}"
+        )
+    return tuple(blocks)
 
 
 def _require_positive_int(name: str, value: Any) -> None:

@@ -50,14 +50,18 @@ class Decoder(nn.Module):
         self.out_channels = channels
 
     def forward(
-        self, h: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor
+        self,
+        h: torch.Tensor,
+        skips: list[torch.Tensor],
+        emb: torch.Tensor,
+        tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         checkpointed = self.checkpointed and self.training
         for level in reversed(self.levels):
             for block in level.blocks:
-                h = run_block(block, torch.cat([h, skips.pop()], dim=1), emb, checkpointed)
+                h = run_block(block, checkpointed, torch.cat([h, skips.pop()], dim=1), emb, tokens)
             if level.resample is not None:
-                h = run_block(level.resample, h, emb, checkpointed)
+                h = run_block(level.resample, checkpointed, h, emb)
         return h
 
 
@@ -80,6 +84,7 @@ class UNet(Network):
         if config.num_classes is not None:
             rows = config.num_classes + (1 if config.null_class else 0)
             self.class_embed = nn.Embedding(rows, config.embedding_channels)
+        self.class_tokens = "clsatn" in config.blocks
         self.decoder = Decoder(config, self.encoder.out_channels, self.encoder.skip_channels)
         self.out_norm = GroupNorm32(config.norm_groups, self.decoder.out_channels)
         self.out_conv = zero_init(
@@ -102,10 +107,17 @@ class UNet(Network):
         return self.denoise(x, t, y)
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """The U-Net proper on the stem input ``x`` (inputs already checked)."""
-        emb = self.embed_timesteps(t) + self.embed_labels(y, x.shape[0], x.device)
-        h, skips = self.encode(x, emb)
-        h = self.decoder(h, skips, F.silu(emb))
+        """The U-Net proper on the stem input ``x`` (inputs already checked).
+
+        The class embedding is added to the timestep embedding (Improved DDPM section 2.4);
+        a recipe with class attention also gets both, activated, as two tokens [N, 2, E].
+        """
+        time = self.embed_timesteps(t)
+        label = self.embed_labels(y, x.shape[0], x.device)
+        emb = time + label
+        tokens = F.silu(torch.stack([time, label], dim=1)) if self.class_tokens else None
+        h, skips = self.encode(x, emb, tokens)
+        h = self.decoder(h, skips, F.silu(emb), tokens)
         return self.out_conv(F.silu(self.out_norm(h))).contiguous()
 
     def embed_labels(self, y: torch.Tensor | None, n: int, device: torch.device):

@@ -165,7 +165,8 @@ def spec_from_preset(
 
 def classifier_for(model: EncoderConfig, num_classes: int | None = None) -> ClassifierConfig:
     """The noisy classifier matching a diffusion network: its encoder settings, attention
-    pooling, ``num_classes`` logits (default: the network's classes)."""
+    pooling, ``num_classes`` logits (default: the network's classes). Its recipe leaves
+    out class attention: the classifier predicts the class, it is not given one."""
     num_classes = num_classes if num_classes is not None else getattr(model, "num_classes", None)
     if num_classes is None:
         raise ConfigError(
@@ -173,6 +174,7 @@ def classifier_for(model: EncoderConfig, num_classes: int | None = None) -> Clas
             "unknown; set model.out_channels=<number of classes>"
         )
     shared = {f.name: getattr(model, f.name) for f in fields(EncoderConfig)}
+    shared["blocks"] = tuple(kind for kind in model.blocks if kind != "clsatn")
     return ClassifierConfig(**{**shared, "out_channels": int(num_classes)}, pool="attention")
 
 
