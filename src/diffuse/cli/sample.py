@@ -268,6 +268,10 @@ def run(args) -> int:
         upsampler=upsampler,
         progress=not args.no_progress,
     )
+    # With "auto", the rest of an interrupted run is advised in the precision chosen here
+    # (another batch size could decide otherwise), when both stages chose the same.
+    chosen = {stage.precision, *([upsampler.precision] if upsampler else [])}
+    pinned = next(iter(chosen)) if args.precision == "auto" and len(chosen) == 1 else None
     info = {
         **base.record,
         "sampler": args.sampler,
@@ -294,7 +298,7 @@ def run(args) -> int:
                 args.n,
                 overwrite=args.overwrite,
                 info=info,
-                rest=lambda made: rest_advice(args, classes, made),
+                rest=lambda made: rest_advice(args, classes, made, pinned),
             )
     except SamplesInterrupted as stop:
         print(
@@ -317,13 +321,16 @@ def fixed_precision(stage: Stage, batch: int, what: str = "") -> Stage:
     return replace(stage, precision=decision.precision)
 
 
-def rest_advice(args, classes: list[int] | None, made: int) -> str:
+def rest_advice(args, classes: list[int] | None, made: int, precision: str | None = None) -> str:
     """How to make the samples an interrupted run did not: the same command from sample
-    ``made`` on (its seed, and --classes rotated so each sample keeps its class)."""
+    ``made`` on (its seed, and --classes rotated so each sample keeps its class), in
+    ``precision`` when given (what "auto" chose for this run)."""
     options = f"--seed {args.seed + made} --n {args.n - made}"
     if classes is not None:
         turn = made % len(classes)
         options += " --classes " + ",".join(map(str, classes[turn:] + classes[:turn]))
+    if precision is not None:
+        options += f" --precision {precision}"
     made_text = f"samples 0 .. {made - 1} of {args.n} were made" if made else "none was made"
     return (
         f"{made_text}; the same command with {options} and another --out makes the other "
