@@ -65,6 +65,7 @@ import torch
 
 from bench_sampling import diffusers_ddim
 from benchlib import describe_machine, emit, peak_rss_mib, rotated, run_fresh
+from diffuse.cli import build_parser
 from diffuse.diffusion import seeded_generators
 from diffuse.eval import fid
 from diffuse.eval.features import InceptionExtractor
@@ -90,7 +91,7 @@ class Variant:
     peer:      diffusers' loop (True) or ours.
     sampler:   our sampler's name (ours only).
     steps:     the steps: a count for the peer, our respacing for ours.
-    precision: "fp32" or "auto" (ours only; the peer runs float32).
+    precision: "fp32", "bf16" or "auto" (ours only; the peer runs float32).
     """
 
     name: str
@@ -100,18 +101,24 @@ class Variant:
     precision: str
 
 
+def sample_defaults() -> argparse.Namespace:
+    """The options ``diffuse sample CKPT --out DIR`` runs with when given no others."""
+    return build_parser().parse_args(["sample", "CKPT", "--out", "DIR"])
+
+
 def variants(sweep_sampler: str, counts: list[int]) -> list[Variant]:
     """The peer, the target, our default path and the sweep, in report order."""
-    default = SamplerSettings()
+    default = sample_defaults()
+    walked = SamplerSettings(default.sampler, default.steps).respacing
     return [
         Variant(PEER, True, "ddim", "50", "fp32"),
         Variant(TARGET, False, "ddim", "ddim50", "fp32"),
         Variant(
-            f"ours default ({default.name} {default.respacing}, auto)",
+            f"ours default ({default.sampler} {walked}, {default.precision})",
             False,
-            default.name,
-            str(default.steps),
-            "auto",
+            default.sampler,
+            default.steps,
+            default.precision,
         ),
         *(
             Variant(
@@ -350,7 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="checkpoint or run folder (default: runs/digits)")
     parser.add_argument("--n", type=int, default=500, help="samples per variant")
-    parser.add_argument("--batch-size", type=int, default=64, help="diffuse sample's default")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=sample_defaults().batch_size,
+        help="samples per batch (default: diffuse sample's)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED + i")
     parser.add_argument("--cfg", type=float, help="classifier-free guidance weight w (all)")
     parser.add_argument("--sweep-sampler", default="dpm++2m", help="the fast path's sampler")
