@@ -7,7 +7,7 @@ class-conditional U-Net with a null class from a preset (random weights), diffus
 one of its pipelines: ``scheduler.step`` on the output of one forward pass, with the
 conditional and unconditional halves in one batch of twice the size for guidance
 (StableDiffusionPipeline's pattern). The two runs start from the same x_T on the same
-schedule (cosine = diffusers' ``squaredcos_cap_v2``, DDIM's leading spacing = our
+schedule (our betas as the scheduler's ``trained_betas``, DDIM's leading spacing = our
 ``ddim50``, clipping on both, with diffusers' ``use_clipped_model_output`` so that eps is
 recomputed from the clipped x0 as in DDIM and guided-diffusion), so their images must
 agree; the script checks it.
@@ -55,14 +55,16 @@ from diffusers_twin import diffusers_twin
 INTERVAL = (0.28, 5.42)
 
 
-def diffusers_ddim(unet, x_T, labels, *, scale: float | None, steps: int, null_class: int):
+def diffusers_ddim(unet, x_T, labels, *, betas, scale: float | None, steps: int, null_class: int):
     """DDIM sampling as diffusers' pipelines do it with ``unet`` (a ``UNet2DModel`` or any
-    ``unet(x, t, class_labels=y)``); ``scale`` is diffusers' 1 + w."""
+    ``unet(x, t, class_labels=y)``) on the noise schedule ``betas`` (float64 [T], given to
+    the scheduler as its ``trained_betas``: the network's own schedule, whatever it is);
+    ``scale`` is diffusers' 1 + w."""
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="squaredcos_cap_v2",
+        num_train_timesteps=len(betas),
+        trained_betas=betas,
         clip_sample=True,
         set_alpha_to_one=True,
         steps_offset=0,
@@ -122,11 +124,18 @@ def main() -> None:
     labels = torch.arange(n, device=device) % model.num_classes
     weight = guidance_scale_to_weight(args.scale)
     settings = SamplerSettings("ddim", f"ddim{args.steps}")
+    # Both stacks run in the precision of --autocast (fp32 without it): ours is not left
+    # to decide for itself ("auto") here.
     stages = {
-        "ours": Stage(model, preset.diffusion, settings),
-        "ours+cfg": Stage(model, preset.diffusion, settings, cfg=weight),
+        "ours": Stage(model, preset.diffusion, settings, precision="fp32"),
+        "ours+cfg": Stage(model, preset.diffusion, settings, cfg=weight, precision="fp32"),
         "ours+cfg-interval": Stage(
-            model, preset.diffusion, settings, cfg=weight, cfg_interval=INTERVAL
+            model,
+            preset.diffusion,
+            settings,
+            cfg=weight,
+            cfg_interval=INTERVAL,
+            precision="fp32",
         ),
     }
     x_T = stages["ours"].start_noise(generators)
@@ -148,7 +157,13 @@ def main() -> None:
         def run():
             with context(), torch.no_grad():
                 return diffusers_ddim(
-                    twin, x_T, labels, scale=scale, steps=args.steps, null_class=model.null_class
+                    twin,
+                    x_T,
+                    labels,
+                    betas=stages["ours"].full_process.betas,
+                    scale=scale,
+                    steps=args.steps,
+                    null_class=model.null_class,
                 )
 
         return run
@@ -213,24 +228,25 @@ def main() -> None:
     for ours_name, their_name in (("ours", "diffusers"), ("ours+cfg", "diffusers+cfg")):
         difference = (images[ours_name].float() - images[their_name].float()).abs().max().item()
         print(f"  max |{ours_name} - {their_name}| = {difference:.2e} (same sampler, same x_T)")
-    loop_overhead(stages["ours"].process, x_T, labels, args)
+    loop_overhead(stages["ours"], x_T, labels, args)
 
 
-def loop_overhead(process, x_T, labels, args) -> None:
+def loop_overhead(stage: Stage, x_T, labels, args) -> None:
     """Milliseconds per step of each loop around a network that costs nothing."""
 
     def free(x, t, y=None, class_labels=None):
         return 0.1 * x
 
     guided = ClassifierFreeGuidance(free, 1.0, null_class=0, channels=x_T.shape[1])
+    process, betas = stage.process, stage.full_process.betas
     runs = {
         "ours": lambda: ddim_sample(free, process, x_T, model_kwargs={"y": labels}),
         "diffusers": lambda: diffusers_ddim(
-            free, x_T, labels, scale=None, steps=args.steps, null_class=0
+            free, x_T, labels, betas=betas, scale=None, steps=args.steps, null_class=0
         ),
         "ours+cfg": lambda: ddim_sample(guided, process, x_T, model_kwargs={"y": labels}),
         "diffusers+cfg": lambda: diffusers_ddim(
-            free, x_T, labels, scale=2.0, steps=args.steps, null_class=0
+            free, x_T, labels, betas=betas, scale=2.0, steps=args.steps, null_class=0
         ),
     }
     best = {name: min(timed(run)[1] for _ in range(20)) for name, run in runs.items()}

@@ -1,10 +1,14 @@
-"""The benchmarks' shared helpers, and the U-Net benchmark end to end (slow)."""
+"""The benchmarks' shared helpers, the U-Net benchmark end to end (slow) and the time-to-FID
+benchmark in a tiny mode."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +19,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import benchlib  # noqa: E402
+from diffuse.checkpoint import save_checkpoint  # noqa: E402
+from sample_models import DIFFUSION, base_unet  # noqa: E402
+from stand_in_network import replace_inception  # noqa: E402
 
 
 def test_the_machine_is_described_with_its_bf16_instructions():
@@ -75,3 +82,60 @@ def test_a_measuring_process_answers_one_json_line():
     described = json.loads(done.stdout.strip().splitlines()[-1])
     # 7.66 M parameters and 3.59 GFLOP per image (issue 3's network)
     assert abs(described["params_m"] - 7.66) < 0.01 and abs(described["gflop"] - 3.59) < 0.01
+
+
+def in_this_process(module):
+    """A ``run_fresh`` for ``module`` that runs its measuring entry point in this process
+    (seconds instead of a torch import per measurement) and answers its JSON line."""
+
+    def run(script, args, env=None):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            module.main_generate(list(args))
+        return json.loads(printed.getvalue().strip().splitlines()[-1])
+
+    return run
+
+
+@pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="needs diffusers")
+@pytest.mark.parametrize("fresh", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_time_to_fid_measures_every_variant_beside_the_peer(tmp_path, monkeypatch, capsys, fresh):
+    """The benchmark end to end in a tiny mode (a small random network, 4 samples, the
+    stand-in feature network), its measurements in this process or, as it runs them, in
+    fresh ones (slow: a torch import each): every variant, FIDs and ratios printed."""
+    import bench_time_to_fid
+
+    replace_inception(monkeypatch, bench_time_to_fid)
+    threads = ["--threads", "1"]  # a fresh process would spin idle OpenMP threads here
+    if not fresh:
+        monkeypatch.setattr(bench_time_to_fid, "run_fresh", in_this_process(bench_time_to_fid))
+        threads = []  # in this process: keep the test session's threads
+    checkpoint = save_checkpoint(
+        tmp_path / "model", base_unet(), diffusion=DIFFUSION, metadata={"dataset": "digits"}
+    )
+    argv = ["--checkpoint", str(checkpoint), "--n", "4", "--batch-size", "3", "--steps", "3,2"]
+    assert bench_time_to_fid.main([*argv, "--bootstrap", "2", "--ref-n", "40", *threads]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("CPU: ") and "FID against 40 images of digits train" in out
+    names = [
+        "diffusers DDIM-50", "ours DDIM-50 fp32", "ours default (ddim 50, auto)",
+        "ours dpm++2m quad2", "ours dpm++2m quad3",
+    ]  # fmt: skip
+    table = out[out.index("\nvariant") :]
+    rows = [line for line in table.splitlines() if line.startswith("ours") or "DDIM-50 " in line]
+    assert [row[:34].strip() for row in rows[: len(names)]] == names  # the sweep sorted
+    for row in rows[: len(names)]:
+        fields = row[34:].split()
+        assert fields[0] in ("fp32", "bf16") and float(fields[1]) > 0 and fields[2].endswith("x")
+    # the same sampler on the same network from the same x_T: the same 8-bit images, up to
+    # a level where float rounding in the two stacks' kernels lands across a boundary
+    same = re.search(r"max \|ours DDIM-50 fp32 - diffusers DDIM-50\| = (\d+)", out)
+    assert same is not None and int(same.group(1)) <= 1
+    assert "fastest at the target FID: " in out and "(issue 12's goal: 2x)" in out
+
+
+def test_time_to_fid_skips_a_checkpoint_that_does_not_exist(tmp_path, capsys):
+    import bench_time_to_fid
+
+    assert bench_time_to_fid.main(["--checkpoint", str(tmp_path / "fashion")]) == 0
+    assert f"skipping: {tmp_path / 'fashion'} does not exist" in capsys.readouterr().out

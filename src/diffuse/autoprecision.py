@@ -7,9 +7,10 @@ than float32. The decision:
 - CUDA: bf16 where ``torch.cuda.is_bf16_supported()`` (Ampere and later), else float32.
 - CPU without bf16 instructions (:mod:`diffuse.hardware`): float32, without timing
   anything (emulated bf16 never wins).
-- CPU with them: the caller's workload (the real network at the run's batch size, e.g.
-  one forward and backward pass) is timed in both precisions, in a few alternating
-  rounds after a warm-up; bf16 only where its median time is lower. The result is
+- CPU with them: the caller's workload (the real network at the run's batch size: one
+  forward and backward pass for training, one forward pass at the rows a sampling step
+  evaluates for sampling) is timed in both precisions, in a few alternating rounds after
+  a warm-up; bf16 only where its median time is lower. The result is
   cached in diffuse's cache folder (``precision.json``, see ``user_cache_dir``) per (CPU and bf16
   instructions, threads, torch version, network configuration, batch, workload kind),
   so each such combination is timed once.
@@ -73,7 +74,8 @@ def decide(
     make_workload: returns ``workload``, where ``workload(precision)`` runs one
               representative step in "fp32" or "bf16" autocast; called (and the workload
               built) only on a CPU with bf16 instructions and no cached result.
-    kind:     what the workload measures ("train": forward and backward): part of the key.
+    kind:     what the workload measures ("train": forward and backward; "sample": one
+              forward pass without autograd): part of the key.
     """
     device = torch.device(device)
     if device.type == "cuda":

@@ -17,6 +17,9 @@ checkpoint carries (e.g. 3,Sneaker) or indices. Guidance: --cfg W (classifier-fr
 Salimans' w: 0 is conditional sampling; diffusers' scale is 1 + W), optionally only on a
 noise-level interval (--cfg-interval); --classifier CKPT --classifier-scale S (ADM).
 Upsampling: --upsampler CKPT with its own --upsampler-sampler/--upsampler-steps.
+Precision: --precision auto (the default) samples in bf16 only where the network's step
+is measured faster in bf16 on this machine (timed once, cached), else fp32; the command
+says what it chose and info.json records it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from diffuse.devices import resolve_device
 from diffuse.errors import ConfigError
 from diffuse.sample import (
     SAMPLERS,
+    SAMPLING_PRECISIONS,
     SamplerSettings,
     SamplesInterrupted,
     Stage,
@@ -139,6 +143,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_sampler: str
     parser.add_argument("--classifier", help="noisy classifier checkpoint (classifier guidance)")
     parser.add_argument("--classifier-scale", type=float, default=1.0, help="classifier scale s")
     parser.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED + i")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=SAMPLING_PRECISIONS,
+        help="the network's precision: auto (bf16 where measured faster on this machine, "
+        "else fp32), fp32, bf16 or fp16 (CUDA)",
+    )
     add_device_option(parser)
     parser.add_argument(
         "--overwrite",
@@ -182,6 +193,7 @@ def load_base(args) -> Base:
         cfg_interval=None if args.cfg_interval is None else tuple(args.cfg_interval),
         classifier=None if classifier is None else classifier.model,
         classifier_scale=args.classifier_scale,
+        precision=args.precision,
     )
     names = checkpoint_class_names(loaded) or checkpoint_class_names(classifier)
     record = {**loaded.record(), "classifier": None if classifier is None else classifier.record()}
@@ -236,15 +248,19 @@ def run(args) -> int:
             weights=args.upsampler_weights,
             device=base.stage.device,
         )
-        upsampler = Stage(loaded.model, loaded.diffusion, settings)
+        upsampler = Stage(loaded.model, loaded.diffusion, settings, precision=args.precision)
         upsampler_record = loaded.record()
     classes = base.classes
     check_request(
         base.stage, args.n, classes=classes, batch_size=args.batch_size, upsampler=upsampler
     )
     print_spacing(base.stage.sampler, *([] if upsampler is None else [upsampler.sampler]))
+    rows = min(args.n, args.batch_size)
+    stage = fixed_precision(base.stage, rows)
+    if upsampler is not None:
+        upsampler = fixed_precision(upsampler, rows, "upsampler: ")
     batches = generate_batches(
-        base.stage,
+        stage,
         args.n,
         seed=args.seed,
         classes=classes,
@@ -252,10 +268,15 @@ def run(args) -> int:
         upsampler=upsampler,
         progress=not args.no_progress,
     )
+    # With "auto", the rest of an interrupted run is advised in the precision chosen here
+    # (another batch size could decide otherwise), when both stages chose the same.
+    chosen = {stage.precision, *([upsampler.precision] if upsampler else [])}
+    pinned = next(iter(chosen)) if args.precision == "auto" and len(chosen) == 1 else None
     info = {
         **base.record,
         "sampler": args.sampler,
         "steps": base.stage.sampler.respacing,
+        "precision": stage.precision,
         "eta": args.eta,
         "clip_denoised": not args.no_clip,
         "classes": classes,
@@ -265,6 +286,7 @@ def run(args) -> int:
         "upsampler": upsampler_record,
         "upsampler_sampler": args.upsampler_sampler if upsampler else None,
         "upsampler_steps": upsampler.sampler.respacing if upsampler else None,
+        "upsampler_precision": upsampler.precision if upsampler else None,
         "seed": args.seed,
         "seeds": f"sample i uses seed {args.seed} + i",
     }
@@ -276,7 +298,7 @@ def run(args) -> int:
                 args.n,
                 overwrite=args.overwrite,
                 info=info,
-                rest=lambda made: rest_advice(args, classes, made),
+                rest=lambda made: rest_advice(args, classes, made, pinned),
             )
     except SamplesInterrupted as stop:
         kept = f"they are in {stop.folder}" if stop.folder else "nothing was kept"
@@ -291,13 +313,25 @@ def run(args) -> int:
     return 0
 
 
-def rest_advice(args, classes: list[int] | None, made: int) -> str:
+def fixed_precision(stage: Stage, batch: int, what: str = "") -> Stage:
+    """``stage`` in the precision it decides for batches of ``batch`` images; for "auto"
+    it says what it chose and why (prefixed by ``what``)."""
+    decision = stage.decide_precision(batch)
+    if stage.precision == "auto":
+        print(f"{what}{decision.message()}", flush=True)
+    return replace(stage, precision=decision.precision)
+
+
+def rest_advice(args, classes: list[int] | None, made: int, precision: str | None = None) -> str:
     """How to make the samples an interrupted run did not: the same command from sample
-    ``made`` on (its seed, and --classes rotated so each sample keeps its class)."""
+    ``made`` on (its seed, and --classes rotated so each sample keeps its class), in
+    ``precision`` when given (what "auto" chose for this run)."""
     options = f"--seed {args.seed + made} --n {args.n - made}"
     if classes is not None:
         turn = made % len(classes)
         options += " --classes " + ",".join(map(str, classes[turn:] + classes[:turn]))
+    if precision is not None:
+        options += f" --precision {precision}"
     made_text = f"samples 0 .. {made - 1} of {args.n} were made" if made else "none was made"
     return (
         f"{made_text}; the same command with {options} and another --out makes the other "

@@ -164,7 +164,7 @@ def interpolation(
     for t in at:
         index = nearest_index(stage, t)
         decoded = interpolate(
-            stage.guided_model(),
+            stage.guided_model(lambdas),
             stage.process,
             image_a.to(device),
             image_b.to(device),
@@ -204,7 +204,7 @@ def latent_interpolation(
     for r in range(pairs):
         x_T = stage.start_noise(seeded_generators([seed + 2 * r, seed + 2 * r + 1]))
         decoded = latent_interpolate(
-            stage.guided_model(),
+            stage.guided_model(lambdas),
             stage.process,
             x_T[0],
             x_T[1],

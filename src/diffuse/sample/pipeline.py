@@ -134,9 +134,13 @@ def generate_batches(
     caller can save them at once, and keep them when the run is interrupted).
 
     The request is checked before the first batch; the batches are samples ``0 ..`` in
-    order, ``batch_size`` each but the last.
+    order, ``batch_size`` each but the last. A stage of precision "auto" decides once,
+    for full batches, so that every batch runs in the same precision.
     """
     check_request(base, n, classes=classes, batch_size=batch_size, upsampler=upsampler)
+    base = base.with_precision_for(min(n, batch_size))
+    if upsampler is not None:
+        upsampler = upsampler.with_precision_for(min(n, batch_size))
     with tqdm(total=n, desc="samples", unit="img", disable=not progress) as bar:
         for start in range(0, n, batch_size):
             generators = seeded_generators(range(seed + start, seed + min(start + batch_size, n)))

@@ -2,22 +2,34 @@
 
 A :class:`Stage` checks every request it is given when it is made (a classifier where a
 diffusion model belongs, classifier-free guidance on a network without the null class, a
-classifier of another resolution), so that bad input fails before any sampling starts.
+classifier of another resolution, an unknown precision), so that bad input fails before
+any sampling starts.
+
+Precision: the network runs in float32, bf16 or fp16 autocast (:mod:`diffuse.autocast`;
+the sampler's arithmetic and the guidance combination stay float32). ``"auto"``, the
+default, is bf16 only where one network evaluation at the run's batch is measured faster
+in bf16 on this device, decided once per machine and cached (:mod:`diffuse.autoprecision`,
+workload kind ``"sample"``): fp32 on a CPU without bf16 instructions, bf16 on a CUDA
+device that supports it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import torch
 from torch import nn
 
+from diffuse import autoprecision
+from diffuse.autocast import PRECISIONS, AutocastModel
 from diffuse.diffusion import DiffusionConfig, GaussianDiffusion, randn, space_timesteps
 from diffuse.diffusion.guidance import ClassifierFreeGuidance, ClassifierGuidance, guidance_interval
 from diffuse.errors import ConfigError
 from diffuse.sample.sampler import SamplerSettings
+
+SAMPLING_PRECISIONS = ("auto", *PRECISIONS)
 
 
 def _kind(network: nn.Module) -> str | None:
@@ -40,6 +52,8 @@ class Stage:
                        et al. 2024); None: at every step.
     classifier:        a noisy classifier for classifier guidance (ADM), or None.
     classifier_scale:  s of classifier guidance.
+    precision:         "auto" (see the module docstring), "fp32", "bf16" or "fp16" (CUDA
+                       only): the autocast precision of the diffusion network.
     """
 
     model: nn.Module
@@ -49,6 +63,7 @@ class Stage:
     cfg_interval: tuple[float, float] | None = None
     classifier: nn.Module | None = None
     classifier_scale: float = 1.0
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if _kind(self.model) == "classifier":
@@ -65,6 +80,19 @@ class Stage:
         space_timesteps(self.diffusion.timesteps, self.sampler.respacing)  # bad steps fail here
         self._check_cfg()
         self._check_classifier()
+        self._check_precision()
+
+    def _check_precision(self) -> None:
+        if self.precision not in SAMPLING_PRECISIONS:
+            raise ConfigError(
+                f"unknown precision {self.precision!r}; choose one of "
+                f"{', '.join(SAMPLING_PRECISIONS)}"
+            )
+        if self.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError(
+                f"fp16 autocast is for CUDA devices, this model is on {self.device.type}; use "
+                "bf16 or fp32 (or auto)"
+            )
 
     def _check_cfg(self) -> None:
         if self.cfg is None:
@@ -144,15 +172,62 @@ class Stage:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def guided_model(self):
-        """The network, wrapped for classifier-free guidance when requested."""
+    def decide_precision(self, batch: int) -> autoprecision.Decision:
+        """The precision this stage samples ``batch`` images in: its own, or for "auto" what
+        :func:`diffuse.autoprecision.decide` finds for one step of the network (which with
+        classifier-free guidance evaluates twice the batch), measured on this device once
+        and cached."""
+        if self.precision != "auto":
+            return autoprecision.Decision(self.precision, "requested")
+        rows = 2 * batch if self.cfg not in (None, 0.0) else batch
+        return autoprecision.decide(
+            self.device,
+            network=self.model.config.to_dict(),
+            batch=rows,
+            make_workload=lambda: self._network_step(rows),
+            kind="sample",
+        )
+
+    def with_precision_for(self, batch: int) -> Stage:
+        """This stage with "auto" replaced by what it decides for batches of ``batch``
+        images (itself when its precision is explicit), so that every batch of a run
+        samples in the same precision."""
+        if self.precision != "auto":
+            return self
+        return replace(self, precision=self.decide_precision(batch).precision)
+
+    def _network_step(self, rows: int):
+        """``step(precision)``: one evaluation of the network on ``rows`` noisy images at
+        mid-chain in that precision, on fixed inputs of its own (what "auto" times)."""
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn((rows, *self.image_shape), generator=generator).to(self.device)
+        t = torch.full((rows,), self.diffusion.timesteps // 2, device=self.device)
+        labels = torch.zeros(rows, dtype=torch.long) if self.model.num_classes else None
+        low_res = None
+        if self.is_upsampler:
+            size = self.model.low_res_size or self.model.image_size
+            low_res = torch.zeros(rows, self.model.in_channels, size, size)
+        kwargs = self.model_kwargs(labels, low_res)
+
+        def step(precision: str) -> None:
+            with torch.inference_mode():
+                AutocastModel.named(self.model, precision, self.device)(x, t, **kwargs)
+
+        return step
+
+    def guided_model(self, batch: int):
+        """The network as the sampler calls it on batches of ``batch`` images: in the
+        precision this stage decides for them (autocast, float32 out), wrapped for
+        classifier-free guidance when requested (its combination stays float32)."""
+        precision = self.decide_precision(batch).precision
+        network = AutocastModel.named(self.model, precision, self.device)
         if self.cfg is None:
-            return self.model
+            return network
         interval = None
         if self.cfg_interval is not None:
             interval = guidance_interval(self.full_process, *self.cfg_interval)
         return ClassifierFreeGuidance(
-            self.model, self.cfg, self.model.null_class, self.model.in_channels, interval
+            network, self.cfg, self.model.null_class, self.model.in_channels, interval
         )
 
     def start_noise(self, generators) -> torch.Tensor:
@@ -185,7 +260,7 @@ class Stage:
         if x_T is None:
             x_T = self.start_noise(generators)
         return self.sampler.run(
-            self.guided_model(),
+            self.guided_model(len(x_T)),
             self.process,
             x_T,
             start_step=start_step,

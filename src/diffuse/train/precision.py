@@ -13,30 +13,8 @@ from typing import Any
 
 import torch
 
+from diffuse.autocast import PRECISIONS, AutocastModel
 from diffuse.errors import ConfigError
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class AutocastModel:
-    """Call ``model`` under autocast to ``dtype`` on ``device_type``; return float32.
-
-    model:       the network (or its DistributedDataParallel wrapper).
-    dtype:       the autocast dtype, or None for plain float32.
-    device_type: "cpu" or "cuda".
-    """
-
-    def __init__(self, model, dtype: torch.dtype | None, device_type: str) -> None:
-        self.model = model
-        self.dtype = dtype
-        self.device_type = device_type
-
-    def __call__(self, *args, **kwargs) -> torch.Tensor:
-        if self.dtype is None:
-            return self.model(*args, **kwargs)
-        with torch.autocast(self.device_type, dtype=self.dtype):
-            out = self.model(*args, **kwargs)
-        return out.float()
 
 
 class Precision:
@@ -52,7 +30,7 @@ class Precision:
                 "fp16 training needs a CUDA device (its gradient scaler is CUDA-only); use "
                 "--precision bf16 or fp32 on the CPU"
             )
-        if name not in ("fp32", *DTYPES):
+        if name not in PRECISIONS:
             raise ConfigError(f"unknown precision {name!r}; use fp32, bf16 or fp16")
         self.name = name
         self.device = device
@@ -60,7 +38,7 @@ class Precision:
 
     def wrap(self, model) -> AutocastModel:
         """``model`` running its forward pass in this precision."""
-        return AutocastModel(model, DTYPES.get(self.name), self.device.type)
+        return AutocastModel.named(model, self.name, self.device)
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler else loss).backward()
