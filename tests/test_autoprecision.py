@@ -15,16 +15,9 @@ from diffuse.checkpoint import load_checkpoint
 from diffuse.cli import main
 from diffuse.errors import ConfigError
 from diffuse.train import TrainConfig
+from helpers.cpus import EPYC, fake_cpu
 
-EPYC = "AMD EPYC 9R14 96-Core Processor"
 NETWORK = {"kind": "unet", "model_channels": 32}
-
-
-def fake_cpu(tmp_path: Path, monkeypatch, flags: str) -> None:
-    """Make /proc/cpuinfo read as an EPYC with ``flags``."""
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: {EPYC}\nflags\t\t: fpu sse2 {flags}\n")
-    monkeypatch.setattr(hardware, "CPUINFO", cpuinfo)
 
 
 class FakeTimer:

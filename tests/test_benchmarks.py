@@ -20,8 +20,8 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import benchlib  # noqa: E402
 from diffuse.checkpoint import save_checkpoint  # noqa: E402
-from sample_models import DIFFUSION, base_unet  # noqa: E402
-from stand_in_network import replace_inception  # noqa: E402
+from helpers.sample_models import DIFFUSION, base_unet  # noqa: E402
+from helpers.stand_in_network import replace_inception  # noqa: E402
 
 
 def test_the_machine_is_described_with_its_bf16_instructions():

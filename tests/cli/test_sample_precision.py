@@ -12,8 +12,8 @@ import pytest
 from diffuse import autoprecision
 from diffuse.checkpoint import save_checkpoint
 from diffuse.cli import main
-from sample_models import DIFFUSION, base_unet, upsampler
-from test_autoprecision import EPYC, fake_cpu
+from helpers.cpus import EPYC, fake_cpu
+from helpers.sample_models import DIFFUSION, base_unet, upsampler
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import torch
 from diffuse import autoprecision
 from diffuse.errors import ConfigError
 from diffuse.sample import SamplerSettings, Stage, generate
-from sample_models import DIFFUSION, base_unet
-from test_autoprecision import EPYC, fake_cpu
+from helpers.cpus import EPYC, fake_cpu
+from helpers.sample_models import DIFFUSION, base_unet
 
 
 def stage(**options) -> Stage:
