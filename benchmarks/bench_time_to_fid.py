@@ -71,7 +71,7 @@ from diffuse.eval import fid
 from diffuse.eval.features import InceptionExtractor
 from diffuse.eval.metrics import GaussianStatistics
 from diffuse.eval.reference import dataset_reference
-from diffuse.images import to_uint8
+from diffuse.rendering import to_uint8
 from diffuse.sample import SamplerSettings, Stage, generate_batches, load_diffusion_model
 from diffuse.sample.pipeline import sample_labels
 from diffusers_twin import diffusers_twin

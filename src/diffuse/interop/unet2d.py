@@ -333,10 +333,10 @@ def unet2d_module_names(model: UNet) -> dict[str, str | tuple[str, ...]]:
             )
 
     def level(ours: str, theirs: str, module: nn.Module, resampler: str) -> None:
-        for j, res_attn in enumerate(module.blocks):
-            block(f"{ours}.blocks.{j}.res", f"{theirs}.resnets.{j}", res_attn.res)
-            if res_attn.attn is not None:
-                block(f"{ours}.blocks.{j}.attn", f"{theirs}.attentions.{j}", res_attn.attn)
+        for j, unit in enumerate(module.blocks):  # default recipe: res, then attn where used
+            block(f"{ours}.blocks.{j}.res", f"{theirs}.resnets.{j}", unit.res)
+            if hasattr(unit, "attn"):
+                block(f"{ours}.blocks.{j}.attn", f"{theirs}.attentions.{j}", unit.attn)
         if module.resample is not None:
             block(f"{ours}.resample", f"{theirs}.{resampler}.0", module.resample)
 
