@@ -75,3 +75,21 @@ def test_a_measuring_process_answers_one_json_line():
     described = json.loads(done.stdout.strip().splitlines()[-1])
     # 7.66 M parameters and 3.59 GFLOP per image (issue 3's network)
     assert abs(described["params_m"] - 7.66) < 0.01 and abs(described["gflop"] - 3.59) < 0.01
+
+
+def test_bench_folder_loading_times_workers_against_none():
+    done = subprocess.run(
+        [
+            sys.executable, str(BENCHMARKS / "bench_folder_loading.py"), "--images", "24",
+            "--size", "8", "--batch-size", "4", "--steps", "2", "--rounds", "1",
+            "--workers", "1",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "wrote 24 8x8 RGB PNGs" in out and "survey (list + headers) of 24 images" in out
+    lines = {line.split(":")[0]: line for line in out.splitlines()}
+    for measure in ("into memory", "on demand, one epoch", "training, on demand"):
+        line = lines[measure]
+        assert line.startswith(f"{measure}: 0 workers ") and line.endswith("x with 1 workers)")
