@@ -156,6 +156,8 @@ class RunSpec:
     def _culprit(self, overrides: Mapping[str, Any]) -> str:
         """The first of ``overrides`` that fails on its own, for an error message."""
         for key, value in overrides.items():
+            if len(overrides) == 1:
+                return f"{key}={value!r}"
             try:
                 self.with_overrides({key: value})
             except DiffuseError:
