@@ -10,7 +10,8 @@ know. With ``--preset``, each setting below is taken from the data unless it was
   a classifier's ``model.out_channels``); on data without classes (a folder without
   sub-folders) it becomes unconditional, with no null class. An unconditional preset stays
   unconditional: the data's classes are used only when asked for
-  (``--set model.num_classes=K``).
+  (``--set model.num_classes=K``). ``model.num_classes=null`` alone also drops the null
+  class.
 - ``model.image_size``: the preset's, when the images are at least that large (they are
   centre-cropped and shrunk to it, and :func:`fitting_notes` says so); when they are
   smaller, the largest size not above their smallest side that the network can halve at
@@ -85,6 +86,8 @@ def _fit_channels(model, task, survey, given, fitted: Fitted) -> None:
 def _fit_classes(model, task, survey, given, fitted: Fitted) -> None:
     key = "model.out_channels" if task == "classifier" else "model.num_classes"
     if key in given:
+        if given[key] is None and getattr(model, "null_class", False):
+            fitted.settings.setdefault("model.null_class", False)  # no labels, no null label
         return
     preset = model.out_channels if isinstance(model, ClassifierConfig) else model.num_classes
     if preset is None and task != "classifier":
