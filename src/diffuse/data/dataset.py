@@ -96,14 +96,15 @@ class FolderSource:
 
     def load_all(self, progress: bool = True, workers: int = 0) -> ArraySource:
         """Decode every image into an :class:`ArraySource`, in ``workers`` processes
-        (0: this one; see :func:`diffuse.data.readahead.read_ahead`), with a progress bar
-        when ``progress``."""
+        (0 or 1: this one; see :func:`diffuse.data.readahead.read_ahead`), with a
+        progress bar when ``progress``."""
         out = np.empty((len(self.paths), *self._shape_hwc()), dtype=np.uint8)
         starts = range(0, len(self.paths), DECODE_CHUNK)
         chunks = [
             list(range(start, min(len(self.paths), start + DECODE_CHUNK))) for start in starts
         ]
-        workers = workers if len(chunks) > 1 else 0
+        # One worker would only add copies: this process waits for the images anyway.
+        workers = workers if len(chunks) > 1 and workers > 1 else 0
         bar = tqdm(total=len(self.paths), desc="decoding images", unit="img", disable=not progress)
         with bar, contextlib.closing(read_ahead(self.read, chunks, workers)) as decoded:
             for chunk, pixels in zip(chunks, decoded, strict=True):
