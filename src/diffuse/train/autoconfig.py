@@ -77,7 +77,7 @@ def _fit_channels(model, task, survey, given, fitted: Fitted) -> None:
             f"{channels} channel(s) from the data ({kind} images; the preset has "
             f"{model.in_channels})"
         )
-    if task != "classifier" and "model.out_channels" not in given:
+    if task != "classifier" and "model.out_channels" not in given and isinstance(channels, int):
         out_channels = model.out_channels // model.in_channels * channels
         if out_channels != model.out_channels:
             fitted.settings["model.out_channels"] = out_channels
