@@ -139,3 +139,21 @@ def test_time_to_fid_skips_a_checkpoint_that_does_not_exist(tmp_path, capsys):
 
     assert bench_time_to_fid.main(["--checkpoint", str(tmp_path / "fashion")]) == 0
     assert f"skipping: {tmp_path / 'fashion'} does not exist" in capsys.readouterr().out
+
+
+def test_bench_folder_loading_times_workers_against_none():
+    done = subprocess.run(
+        [
+            sys.executable, str(BENCHMARKS / "bench_folder_loading.py"), "--images", "24",
+            "--size", "8", "--batch-size", "4", "--steps", "2", "--rounds", "1",
+            "--workers", "1",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "wrote 24 8x8 RGB PNGs" in out and "survey (list + headers) of 24 images" in out
+    lines = {line.split(":")[0]: line for line in out.splitlines()}
+    for measure in ("into memory", "on demand, one epoch", "training, on demand"):
+        line = lines[measure]
+        assert line.startswith(f"{measure}: 0 workers ") and line.endswith("x with 1 workers)")

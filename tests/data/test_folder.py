@@ -97,3 +97,14 @@ def test_corrupt_and_truncated_images_are_named(tmp_path):
     (tmp_path / "c" / "cut.png").write_bytes(buffer.getvalue()[:300])
     with pytest.raises(DataError, match=re.escape("cut.png")):
         load_dataset(tmp_path / "c")
+
+
+def test_a_folder_decodes_into_memory_in_worker_processes(tmp_path, monkeypatch):
+    monkeypatch.setattr("diffuse.data.dataset.DECODE_CHUNK", 2)  # 7 images: 4 tasks
+    rng = np.random.default_rng(4)
+    for k in range(7):
+        save_image(tmp_path / "w" / f"{k}.png", rng.integers(0, 256, (9, 12, 3), np.uint8))
+    alone = load_dataset(tmp_path / "w", image_size=8, in_memory=True, progress=False)
+    ahead = load_dataset(tmp_path / "w", image_size=8, in_memory=True, workers=2, progress=False)
+    assert ahead.in_memory
+    np.testing.assert_array_equal(alone.uint8(), ahead.uint8())

@@ -240,7 +240,7 @@ def copy_run(source: Path, target: Path) -> Path:
     ("make_spec", "options", "error", "message"),
     [
         (lambda: tiny_spec(4), {}, ConfigError, "--resume"),
-        (lambda: spec_from_preset("fashion", "digits"), {"overwrite": True}, DataError, "28x28"),
+        (lambda: tiny_spec(4, **{"model.image_size": 16}), {"overwrite": True}, DataError, "16x16"),
         (
             lambda: spec_from_preset("tiny", "./no/such/folder"),
             {"overwrite": True},

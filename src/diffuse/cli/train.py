@@ -9,6 +9,19 @@ guidance for a class-conditional model) and run.json (the full configuration). A
 setting can be changed with --set SECTION.FIELD=VALUE (listed below). SIGINT/SIGTERM
 save a checkpoint and stop; --resume continues exactly where the run stopped. Under
 torchrun every process runs this command and process 0 writes.
+
+The data decides what the preset cannot know, unless you give it: the channels (grey or
+colour), the classes (a folder's sub-folders; a class-conditional preset on a folder
+without sub-folders trains an unconditional model) and, when the images are smaller than
+the preset's, the image size. Each decision, and every crop or resize of the images, is
+printed once at the start.
+
+    diffuse train --preset digits --data digits --out r --show-config > digits.json
+    diffuse train --config digits.json --out runs/a --lr 3e-4
+
+--config FILE reads the settings --show-config prints (or a run's run.json: the same
+run again), whole or in part, JSON or YAML (with PyYAML). Precedence, lowest first: the
+preset (--preset, else the file's), the file, then the flags and --set.
 """
 
 from __future__ import annotations
@@ -25,14 +38,17 @@ import torch
 
 from diffuse import presets
 from diffuse.cli import common
+from diffuse.data.survey import survey_data
 from diffuse.diffusion.diffusion_config import LOSSES, PREDICTIONS, SCHEDULES, VARIANCES
 from diffuse.errors import ConfigError, DiskFullError
 from diffuse.nn import BLOCKS, ClassifierConfig, SuperResConfig
-from diffuse.train import field_help, parse_override, resume, spec_from_preset, train
+from diffuse.train import field_help, parse_override, resume, train
+from diffuse.train.autoconfig import fitting_notes
+from diffuse.train.config_file import read_config, spec_from_config
+from diffuse.train.distributed import is_first_process
 from diffuse.train.preview import grid_caption
 from diffuse.train.run import RunFolder
 from diffuse.train.session import RESUMABLE_CHANGES
-from diffuse.train.spec import DataSpec
 
 # Flags that are shortcuts for a training setting.
 SHORTCUTS = {
@@ -54,6 +70,12 @@ SHORTCUTS = {
         int,
         "largest batch per forward pass (gradient accumulation)",
     ),
+    "workers": (
+        "train.workers",
+        int,
+        "processes that decode a folder's images ahead of the steps (default: min(4, CPUs "
+        "- 1); 0: none; the results are the same for any number)",
+    ),
 }
 
 
@@ -74,12 +96,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
         help="named configuration to start from, e.g. digits (list: "
-        f"{', '.join(presets.names())}); not needed with --resume",
+        f"{', '.join(presets.names())}); not needed with --resume or a --config that names it",
     )
     parser.add_argument(
         "--data",
         help="data set name (digits, fashion-mnist, mnist, cifar10) or a folder of images "
-        "(class = sub-folder name); not needed with --resume",
+        "(class = sub-folder name); not needed with --resume or a --config that names it",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from the settings in FILE (.json, or .yaml/.yml with PyYAML): what "
+        "--show-config prints or a run's run.json, whole or in part; --preset, --data, "
+        "the other flags and --set override it",
     )
     parser.add_argument("--out", required=True, help="the run folder to write (or to resume)")
     for name, (key, kind, text) in SHORTCUTS.items():
@@ -153,6 +182,11 @@ def run(args, task: str) -> int:
         if getattr(args, name) is not None:
             overrides[key] = getattr(args, name)
     options = dict(device=args.device, progress=not args.no_progress)
+    if args.resume and args.config:
+        raise ConfigError(
+            "a resumed run keeps the settings of its run.json; --config starts a new run "
+            "(drop --config, or --resume)"
+        )
     if args.resume:
         spec = RunFolder(args.out).read_spec()
         _check_same(args, spec, task)
@@ -161,11 +195,10 @@ def run(args, task: str) -> int:
         with _continue_hint_on_disk_full(spec, args.out):
             result = resume(args.out, changes=overrides, data_dir=args.data_dir, **options)
     else:
-        if not args.preset or not args.data:
-            raise ConfigError("a new run needs --preset and --data (or add --resume)")
-        data = DataSpec(args.data, args.data_dir, download=not args.no_download)
-        spec = spec_from_preset(args.preset, data, task=task, overrides=overrides)
+        spec = new_spec(args, task, overrides)
         if args.show_config:
+            for note in fitting_notes(survey_data(spec.data.name), spec.model.image_size):
+                print(f"data: {note}", file=sys.stderr)
             return _show(spec)
         with _continue_hint_on_disk_full(spec, args.out):
             result = train(spec, args.out, overwrite=args.overwrite, **options)
@@ -173,6 +206,27 @@ def run(args, task: str) -> int:
         return 0
     report(result, spec)
     return 128 + signal.Signals[result.interrupted] if result.interrupted else 0
+
+
+def new_spec(args, task: str, overrides: dict):
+    """The spec of a new run: the preset, the --config file, then the flags and --set.
+    What the data decides is printed (on stderr with --show-config, whose stdout is the
+    configuration), by the first process only."""
+    config = read_config(args.config) if args.config else {}
+    data = {"name": args.data, "data_dir": args.data_dir}
+    data["download"] = False if args.no_download else None
+    stream = sys.stderr if args.show_config else sys.stdout
+    report = (lambda line: print(line, file=stream)) if is_first_process() else None
+    where = f" in {args.config}" if args.config else ""
+    return spec_from_config(
+        config,
+        task=task,
+        preset=args.preset,
+        data=data,
+        overrides=overrides,
+        report=report,
+        where=where,
+    )
 
 
 def _check_same(args, spec, task: str) -> None:

@@ -10,7 +10,7 @@ import torch
 from diffuse.data.cifar import load_cifar10
 from diffuse.data.dataset import ImageDataset, LoadedImages
 from diffuse.data.digits import load_digits
-from diffuse.data.folder import load_folder
+from diffuse.data.folder import FolderSurvey, load_folder
 from diffuse.data.mnist import load_idx_set
 from diffuse.errors import ConfigError
 
@@ -33,6 +33,8 @@ def load_dataset(
     in_memory: bool | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    workers: int = 0,
+    survey: FolderSurvey | None = None,
 ) -> ImageDataset:
     """Load a named data set or a folder of images as an :class:`ImageDataset`.
 
@@ -54,6 +56,9 @@ def load_dataset(
             (False); None decides by size (up to 1 GiB of pixels in memory).
         generator: draws the random flips when no generator is passed per call.
         progress: show a progress bar while a folder's images are decoded.
+        workers: processes that decode a folder's images into memory (0: this one).
+        survey: the folder's :class:`~diffuse.data.folder.FolderSurvey` when it was made
+            already (its images listed and their headers read), so it is not made again.
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
@@ -68,7 +73,8 @@ def load_dataset(
                 f"a folder of images has no {split!r} split: load the folder that holds "
                 "those images instead"
             )
-        loaded = load_folder(Path(name_or_path), image_size, class_cond, in_memory, progress)
+        folder = survey if survey is not None else Path(name_or_path)
+        loaded = load_folder(folder, image_size, class_cond, in_memory, progress, workers)
         name, split = str(name_or_path), FOLDER_SPLIT
     else:
         loaded = _load_named(name, split, image_size, data_dir, download)

@@ -7,6 +7,7 @@ and 255 to 1 (the data scaling of Ho et al. 2020, section 3.3). Flips are drawn 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -17,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from diffuse.data.readahead import read_ahead
 from diffuse.data.resizing import fit_image
 from diffuse.errors import DataError
 
@@ -24,6 +26,9 @@ UNLABELLED = -1
 """The label of every image in a set without classes."""
 
 _FLIP_SEED = 0
+
+DECODE_CHUNK = 256
+"""Images a worker decodes per task when a folder is read into memory."""
 
 
 class ImageSource(Protocol):
@@ -89,13 +94,22 @@ class FolderSource:
         stacked = np.stack(arrays) if arrays else np.empty((0, *self._shape_hwc()), np.uint8)
         return torch.from_numpy(stacked.transpose(0, 3, 1, 2).copy())
 
-    def load_all(self, progress: bool = True) -> ArraySource:
-        """Decode every image (with a progress bar when ``progress``) into an
-        :class:`ArraySource`."""
+    def load_all(self, progress: bool = True, workers: int = 0) -> ArraySource:
+        """Decode every image into an :class:`ArraySource`, in ``workers`` processes
+        (0 or 1: this one; see :func:`diffuse.data.readahead.read_ahead`), with a
+        progress bar when ``progress``."""
         out = np.empty((len(self.paths), *self._shape_hwc()), dtype=np.uint8)
-        bar = tqdm(self.paths, desc="decoding images", unit="img", disable=not progress)
-        for i, path in enumerate(bar):
-            out[i] = decode_image(path, self.image_size, self._grey)
+        starts = range(0, len(self.paths), DECODE_CHUNK)
+        chunks = [
+            list(range(start, min(len(self.paths), start + DECODE_CHUNK))) for start in starts
+        ]
+        # One worker would only add copies: this process waits for the images anyway.
+        workers = workers if len(chunks) > 1 and workers > 1 else 0
+        bar = tqdm(total=len(self.paths), desc="decoding images", unit="img", disable=not progress)
+        with bar, contextlib.closing(read_ahead(self.read, chunks, workers)) as decoded:
+            for chunk, pixels in zip(chunks, decoded, strict=True):
+                out[chunk[0] : chunk[-1] + 1] = pixels.permute(0, 2, 3, 1).numpy()
+                bar.update(len(chunk))
         return ArraySource(out)
 
     def _shape_hwc(self) -> tuple[int, int, int]:

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -70,15 +71,40 @@ def image_headers(paths: list[Path]) -> list[tuple[tuple[int, int], str]]:
     return headers
 
 
-def load_folder(
-    root: str | Path,
-    image_size: int | None,
-    class_cond: bool,
-    in_memory: bool | None,
-    progress: bool = True,
-) -> LoadedImages:
-    """Read a folder of images (see the module docstring for every rule); ``progress``
-    shows a bar while the images are decoded into memory."""
+@dataclass(frozen=True)
+class FolderSurvey:
+    """A folder's images as listed and read from their headers, nothing decoded yet: what
+    a training run needs to know to fit its network to them, and what loading them reuses.
+
+    root:  the folder.
+    paths: the image files, in data set order.
+    sizes: (width, height) of each image.
+    modes: PIL mode of each image.
+    """
+
+    root: Path
+    paths: tuple[Path, ...]
+    sizes: tuple[tuple[int, int], ...]
+    modes: tuple[str, ...]
+
+    @property
+    def grey(self) -> bool:
+        """Whether every image is grey (the set then has one channel, else three)."""
+        return all(mode in GREY_MODES for mode in self.modes)
+
+    @property
+    def smallest_side(self) -> int:
+        """The smallest width or height among the images."""
+        return min(min(size) for size in self.sizes)
+
+    def classes(self) -> tuple[list[int] | None, tuple[str, ...]]:
+        """Labels and class names from the sub-folders (see :func:`class_labels`)."""
+        return class_labels(self.root, list(self.paths))
+
+
+def survey_folder(root: str | Path) -> FolderSurvey:
+    """List the images under ``root`` and read their headers (see the module docstring);
+    a missing, empty or unreadable folder raises an error that names it."""
     root = Path(root).expanduser()
     if not root.exists():
         raise MissingFileError(f"no folder {root}: give an existing folder of images")
@@ -94,12 +120,31 @@ def load_folder(
             f"{root} holds no images (looked recursively for "
             f"{', '.join(sorted(IMAGE_EXTENSIONS))})."
         )
-    labels, class_names = class_labels(root, paths) if class_cond else (None, ())
     headers = image_headers(paths)
-    grey = all(mode in GREY_MODES for _, mode in headers)
-    size = image_size or min(min(size) for size, _ in headers)
-    source = FolderSource(paths, size, grey)
+    return FolderSurvey(
+        root,
+        tuple(paths),
+        tuple(size for size, _ in headers),
+        tuple(mode for _, mode in headers),
+    )
+
+
+def load_folder(
+    root: str | Path | FolderSurvey,
+    image_size: int | None,
+    class_cond: bool,
+    in_memory: bool | None,
+    progress: bool = True,
+    workers: int = 0,
+) -> LoadedImages:
+    """Read a folder of images (see the module docstring for every rule), or the folder of
+    a :class:`FolderSurvey` already made; ``progress`` shows a bar while the images are
+    decoded into memory, by ``workers`` processes (0: this one)."""
+    survey = root if isinstance(root, FolderSurvey) else survey_folder(root)
+    labels, class_names = survey.classes() if class_cond else (None, ())
+    size = image_size or survey.smallest_side
+    source = FolderSource(list(survey.paths), size, survey.grey)
     if in_memory is None:
-        in_memory = len(paths) * size * size * source.channels <= MEMORY_BUDGET
-    pixels = source.load_all(progress) if in_memory else source
-    return LoadedImages(pixels, labels, class_names, str(root))
+        in_memory = len(survey.paths) * size * size * source.channels <= MEMORY_BUDGET
+    pixels = source.load_all(progress, workers) if in_memory else source
+    return LoadedImages(pixels, labels, class_names, str(survey.root))

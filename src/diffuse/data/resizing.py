@@ -35,6 +35,22 @@ def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+def describe_fit(width: int, height: int, size: int) -> str | None:
+    """What :func:`center_crop_resize` does to a ``width`` x ``height`` image, in words
+    ("centre-cropped to 16x16 and resized to 8x8"), or None when it keeps it as it is.
+
+    It resizes before it crops; the words crop first, in the image's own pixels, which
+    cuts the same centred square.
+    """
+    side = min(width, height)
+    steps = []
+    if width != height:
+        steps.append(f"centre-cropped to {side}x{side}")
+    if side != size:
+        steps.append(f"{'shrunk' if side > size else 'enlarged'} to {size}x{size}")
+    return " and ".join(steps) or None
+
+
 def to_mode(image: Image.Image, grey: bool) -> Image.Image:
     """Convert ``image`` to 8-bit grey ("L") or to "RGB".
 

@@ -218,7 +218,10 @@ class EncoderConfig:
         try:
             return cls(**data)
         except TypeError as error:
-            raise ConfigError(f"incomplete {cls.kind} settings: {error}") from None
+            raise ConfigError(
+                f"incomplete or mistyped {cls.kind} settings: {error} (see the fields of "
+                f"{cls.__name__} in diffuse.nn.network_config)"
+            ) from None
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,13 @@ result = resume("runs/digits", changes={"train.steps": 1000})
 ```
 
 A run is described by a :class:`RunSpec` (network, diffusion process, :class:`TrainConfig`,
-data set), starts from a preset and its training recipe, and lives in a run folder
+data set), starts from a preset and its training recipe fitted to the data (or from a
+config file: :func:`read_config`, :func:`spec_from_config`), and lives in a run folder
 (:mod:`diffuse.train.run`). Resuming continues exactly: an interrupted and resumed run
 ends with the same weights, bit for bit, as an uninterrupted one.
 """
 
+from diffuse.train.config_file import read_config, spec_from_config
 from diffuse.train.ema import EMA
 from diffuse.train.objectives import ClassifierObjective, DiffusionObjective
 from diffuse.train.preview import preview_grid, sample_images
@@ -40,9 +42,11 @@ __all__ = [
     "load_training_data",
     "parse_override",
     "preview_grid",
+    "read_config",
     "recipe",
     "resume",
     "sample_images",
+    "spec_from_config",
     "spec_from_preset",
     "train",
 ]

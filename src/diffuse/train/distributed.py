@@ -52,6 +52,12 @@ class ProcessGroup:
             dist.barrier()
 
 
+def is_first_process() -> bool:
+    """Whether this process is process 0 of its run (the only one, without torchrun); true
+    before :func:`setup` too, from the environment torchrun sets."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup(device: str | torch.device | None = None) -> ProcessGroup:
     """Join the process group described by the environment, or run as a single process.
 

@@ -41,6 +41,7 @@ RESUMABLE_CHANGES = frozenset(
         "train.sample_sampler",
         "train.sample_steps",
         "train.cfg_weight",
+        "train.workers",
     }
 )
 
@@ -158,7 +159,8 @@ def _resume_from_latest_readable(trainer: Trainer, checkpoints: list[Path], warn
 def _trainer(spec, run, dataset, group, progress) -> Trainer:
     """The trainer of ``spec``; a classifier is evaluated on the held-out split at the end."""
     if dataset is None:
-        dataset = load_training_data(spec, progress=progress and group.is_main)
+        report = print if group.is_main else None
+        dataset = load_training_data(spec, progress=progress and group.is_main, report=report)
     else:
         check_compatible(spec, dataset)
     validation = None

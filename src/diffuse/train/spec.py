@@ -13,15 +13,18 @@ JSON values (``1,2,2``), or else a plain string.
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from diffuse import presets
+from diffuse.data.survey import survey_data
 from diffuse.diffusion.diffusion_config import DiffusionConfig
-from diffuse.errors import ConfigError
+from diffuse.errors import ConfigError, DiffuseError
 from diffuse.nn import ClassifierConfig, EncoderConfig, UNetConfig, config_from_dict
+from diffuse.train.autoconfig import fit_to_data
 from diffuse.train.recipes import recipe
 from diffuse.train.train_config import TrainConfig
 
@@ -118,16 +121,25 @@ class RunSpec:
         )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> RunSpec:
-        """This spec with ``{"section.field": value}`` replaced (see the module docstring)."""
+        """This spec with ``{"section.field": value}`` replaced (see the module docstring).
+
+        An unknown key is refused with the nearest valid one; ``model.kind`` may only
+        repeat the network's kind.
+        """
         sections = {
             "model": self.model.to_dict(),
             "diffusion": self.diffusion.to_dict(),
             "train": self.train.to_dict(),
         }
         for key, value in overrides.items():
-            section, name = split_key(key)
+            section, name = check_setting(key, type(self.model))
             if name == "kind" and section == "model":
-                raise ConfigError("model.kind cannot be overridden; choose another preset")
+                if value != self.model.kind:
+                    raise ConfigError(
+                        f"model.kind {value!r} differs from the network's "
+                        f"{self.model.kind!r}; the kind comes with the preset (choose another)"
+                    )
+                continue
             sections[section][name] = value
         try:
             return replace(
@@ -136,8 +148,21 @@ class RunSpec:
                 diffusion=DiffusionConfig.from_dict(sections["diffusion"]),
                 train=TrainConfig.from_dict(sections["train"]),
             )
-        except TypeError as error:
-            raise ConfigError(f"invalid override: {error}") from None
+        except DiffuseError:
+            raise
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"invalid setting: {error} ({self._culprit(overrides)})") from None
+
+    def _culprit(self, overrides: Mapping[str, Any]) -> str:
+        """The first of ``overrides`` that fails on its own, for an error message."""
+        for key, value in overrides.items():
+            if len(overrides) == 1:
+                return f"{key}={value!r}"
+            try:
+                self.with_overrides({key: value})
+            except DiffuseError:
+                return f"{key}={value!r}"
+        return f"one of {', '.join(overrides)}"
 
 
 def spec_from_preset(
@@ -146,21 +171,33 @@ def spec_from_preset(
     *,
     task: str = "diffusion",
     overrides: Mapping[str, Any] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> RunSpec:
     """The spec of training ``preset`` on ``data``, with the preset's training recipe.
 
-    For the classifier task a diffusion preset gives the encoder half of its U-Net with a
-    classification head (ADM section 4.1), over the preset's classes; a classifier preset
-    is taken as it is.
+    The channels, the classes and the image size are fitted to the data unless
+    ``overrides`` give them (:mod:`diffuse.train.autoconfig`: the data set is surveyed,
+    a folder's image headers read); ``report`` (e.g. ``print``) gets one line per setting
+    the data decided. For the classifier task a diffusion preset gives the encoder half of
+    its U-Net with a classification head (ADM section 4.1), over the data's classes; a
+    classifier preset is taken as it is.
     """
     chosen = presets.get(preset)
     data = DataSpec(data) if isinstance(data, str) else data
     overrides = dict(overrides or {})
     model = chosen.model_config
+    kind = ClassifierConfig if task == "classifier" else type(model)
+    for key in overrides:
+        check_setting(key, kind)
+    fitted = fit_to_data(model, task, survey_data(data.name), overrides)
+    settings = {**fitted.settings, **overrides}
     if task == "classifier" and not isinstance(model, ClassifierConfig):
-        model = classifier_for(model, overrides.pop("model.out_channels", None))
+        model = classifier_for(model, settings.pop("model.out_channels", None))
     spec = RunSpec(task, preset, model, chosen.diffusion, recipe(preset, task), data)
-    return spec.with_overrides(overrides)
+    spec = spec.with_overrides(settings)
+    for note in fitted.notes if report else ():
+        report(f"data: {note}")
+    return spec
 
 
 def classifier_for(model: EncoderConfig, num_classes: int | None = None) -> ClassifierConfig:
@@ -184,9 +221,39 @@ def split_key(key: str) -> tuple[str, str]:
     if not dot or section not in SECTIONS or not name:
         raise ConfigError(
             f"override {key!r} must be <section>.<field> with section one of "
-            f"{', '.join(SECTIONS)} (e.g. model.model_channels=32)"
+            f"{', '.join(SECTIONS)} (e.g. model.model_channels=32)" + nearest(section, SECTIONS)
         )
     return section, name
+
+
+def check_setting(key: str, model: type[EncoderConfig], where: str = "") -> tuple[str, str]:
+    """``key`` split as :func:`split_key`, refused unless its section has that field (the
+    model's fields are those of the network class ``model``). The error names the key,
+    ``where`` it came from, and the nearest valid key."""
+    section, name = split_key(key)
+    valid = setting_names(section, model)
+    if name not in valid:
+        hint = nearest(name, valid, section)
+        if not hint:
+            hint = f"; the {section} settings are {', '.join(valid)}"
+        raise ConfigError(f"unknown setting {key}{where} ({section} has no {name!r}){hint}")
+    return section, name
+
+
+def setting_names(section: str, model: type[EncoderConfig]) -> list[str]:
+    """The fields of ``section`` ("model": those of the network class ``model``, and its
+    ``kind``)."""
+    if section == "model":
+        return ["kind", *(f.name for f in fields(model))]
+    return [f.name for f in fields(DiffusionConfig if section == "diffusion" else TrainConfig)]
+
+
+def nearest(name: str, valid, prefix: str = "") -> str:
+    """(difflib) "; did you mean <prefix>.<the nearest valid name>?", or "" when none is near."""
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?"
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from diffuse.data.readahead import default_workers
 from diffuse.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -66,6 +67,11 @@ class TrainConfig:
         "auto",
     )
     random_flip: bool = _doc("flip training images left-right with probability 1/2", False)
+    workers: int | None = _doc(
+        "processes that decode a folder's images ahead of the training steps (DataLoader "
+        "workers); None: min(4, CPUs - 1); 0: the training process. Only the speed changes",
+        None,
+    )
     precision: str = _doc(
         "'auto' (bf16 where this device runs it faster, measured once and cached; see "
         "diffuse.autoprecision), 'fp32', 'bf16' (autocast, CPU or CUDA) or 'fp16' "
@@ -128,6 +134,8 @@ class TrainConfig:
             raise ConfigError(
                 f"ema_rates must be distinct numbers strictly between 0 and 1, got {self.ema_rates}"
             )
+        if self.workers is not None:
+            _require_int("workers", self.workers, minimum=0)
         if self.p_uncond is not None:
             _require_number("p_uncond", self.p_uncond, low=0.0, high=1.0, high_open=True)
         if self.wandb_project is not None and not (
@@ -147,6 +155,11 @@ class TrainConfig:
                 raise ConfigError(
                     f"train.{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}"
                 )
+
+    @property
+    def data_workers(self) -> int:
+        """The worker processes to use: ``workers``, or the default for this machine."""
+        return default_workers() if self.workers is None else self.workers
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

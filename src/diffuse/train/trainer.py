@@ -1,7 +1,8 @@
 """The training loop, shared by diffusion models, upsamplers and noisy classifiers.
 
 One step: take the step's global batch (:class:`~diffuse.train.randomness.BatchOrder`),
-keep this process's rows, draw the step's timesteps, noise, flips and label drops, run
+keep this process's rows (read ahead in worker processes when a folder's images are
+decoded on demand), draw the step's timesteps, noise, flips and label drops, run
 the rows through the network in micro-batches accumulating gradients, average over
 processes (DDP), skip the step if the loss is not finite, clip the gradients, take an
 AdamW step at the step's learning rate, update the EMA weights and the importance
@@ -15,7 +16,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from diffuse import autoprecision
 from diffuse.data import ImageDataset
+from diffuse.data.readahead import read_ahead
 from diffuse.errors import CheckpointError, ConfigError
 from diffuse.nn import build_network
 from diffuse.rendering import save_png
@@ -227,10 +229,10 @@ class Trainer:
         it early (``None`` when the run reached its last step)."""
         progress = self.state.progress
         outputs: dict[str, Path | None] = {"checkpoint": None, "grid": None}
-        with StopRequest() as stop:
+        with StopRequest() as stop, contextlib.closing(self.batches(progress.step)) as batches:
             while progress.step < self.config.steps:
                 started = time.perf_counter()
-                summary = self.train_step(progress.step, stop.signal is not None)
+                summary = self.train_step(progress.step, stop.signal is not None, next(batches))
                 report.step_done(summary, time.perf_counter() - started)
                 stopping = summary["stop"] > 0
                 outputs.update(self._write_outputs(stopping))
@@ -269,8 +271,25 @@ class Trainer:
         every = self.config.sample_every
         return step == self.config.steps or (every > 0 and step % every == 0)
 
-    def train_step(self, step: int, stop_requested: bool = False) -> dict[str, float]:
-        """Train on the batch of ``step``; returns the step's averaged statistics.
+    def batches(self, first: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's rows of the batches of steps ``first``, ``first + 1``, ... up to
+        the last: images and labels, read ahead in ``config.workers`` processes when the
+        images are decoded on demand (a large folder). The same batches whatever the
+        number of workers: each is a function of its step alone."""
+        steps = range(first, self.config.steps)
+        rows = ([int(i) for i in self.order.indices(step)[self.rows]] for step in steps)
+        workers = 0 if self.dataset.in_memory else self.config.data_workers
+        pin = self.device.type == "cuda"
+        return read_ahead(self.dataset.batch, rows, workers, pin_memory=pin)
+
+    def train_step(
+        self,
+        step: int,
+        stop_requested: bool = False,
+        images: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> dict[str, float]:
+        """Train on the batch of ``step`` (``images``: this process's images and labels of
+        it, already read by :meth:`batches`); returns the step's averaged statistics.
 
         The statistics hold ``loss`` (and the objective's other terms, overall and per
         quarter of the timestep range), ``grad_norm``, ``lr`` and ``stop`` (> 0 when any
@@ -282,7 +301,9 @@ class Trainer:
         flips = torch.rand(config.batch_size, generator=batch) < 0.5
         draws = self.objective.draw(config.batch_size, self.image_shape, batch, noise, self.device)
         draws = draws.rows(self.rows)
-        x, y = self.dataset.batch(self.order.indices(step)[self.rows])
+        if images is None:
+            images = self.dataset.batch(self.order.indices(step)[self.rows])
+        x, y = images
         if config.random_flip:
             x = torch.where(flips[self.rows, None, None, None], x.flip(-1), x)
         x = x.to(self.device, memory_format=torch.channels_last)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from diffuse.data import ImageDataset, load_dataset
 from diffuse.data.catalog import canonical_name
+from diffuse.data.survey import survey_data
 from diffuse.errors import DataError
 from diffuse.nn import ClassifierConfig
+from diffuse.train.autoconfig import PADDED_SIZES, fitting_notes
 from diffuse.train.spec import RunSpec
-
-# (native size, model size) pairs that a named set reaches by padding, not resizing.
-PADDED_SIZES = {(28, 32)}
 
 
 def needs_labels(spec: RunSpec) -> bool:
@@ -18,10 +19,16 @@ def needs_labels(spec: RunSpec) -> bool:
 
 
 def load_training_data(
-    spec: RunSpec, split: str = "train", *, progress: bool = True
+    spec: RunSpec,
+    split: str = "train",
+    *,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> ImageDataset:
     """The ``split`` of the run's data set at the network's size, labelled if needed
-    (``progress``: a bar while a folder's images are decoded).
+    (``progress``: a bar while a folder's images are decoded, in ``spec.train.workers``
+    processes; ``report``, e.g. ``print``: one line per way the images are cropped,
+    resized or padded to the network's size).
 
     A named data set must have the network's image size, be padded to it (28 -> 32) or be
     shrunk to it by a whole factor (28 -> 14: each pixel the mean of a 2x2 block, as the
@@ -35,9 +42,11 @@ def load_training_data(
         class_cond=needs_labels(spec),
         download=spec.data.download,
         progress=progress,
+        workers=spec.train.data_workers,
     )
-    if canonical_name(spec.data.name) is None:
-        dataset = load_dataset(spec.data.name, image_size=size, **options)
+    survey = survey_data(spec.data.name)
+    if survey.folder is not None:
+        dataset = load_dataset(spec.data.name, image_size=size, survey=survey.folder, **options)
     else:
         dataset = load_dataset(spec.data.name, **options)
         native = dataset.image_size
@@ -50,6 +59,8 @@ def load_training_data(
                 )
             dataset = load_dataset(spec.data.name, image_size=size, **options)
     check_compatible(spec, dataset)
+    for note in fitting_notes(survey, size) if report else ():
+        report(f"data: {note}")
     return dataset
 
 
