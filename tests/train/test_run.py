@@ -3,20 +3,15 @@ survive every bad input, and every kind of network trains."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import shutil
 import signal
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from diffuse.checkpoint import load_checkpoint
 from diffuse.data import ImageDataset
@@ -42,6 +37,7 @@ from diffuse.train.distributed import setup
 from diffuse.train.lock import LOCK_FILE
 from diffuse.train.run import RunFolder
 from diffuse.train.trainer import Trainer
+from helpers.run_checks import digest, stop_when, weights
 from helpers.sample_models import SMALL
 
 FAST = {
@@ -56,20 +52,6 @@ FAST = {
 def tiny_spec(steps: int = 4, **overrides) -> RunSpec:
     """The ``tiny`` preset on the digits, sized for a test."""
     return spec_from_preset("tiny", "digits", overrides={**FAST, "train.steps": steps, **overrides})
-
-
-def digest(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` with the SHA-256 of its bytes, but the lock file (it
-    holds the id of the last process that trained there)."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != LOCK_FILE
-    }
-
-
-def weights(checkpoint: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
-    return load_file(str(checkpoint / name))
 
 
 # ------------------------------------------------------------------ learning
@@ -130,20 +112,6 @@ def test_a_toy_model_learns_its_data(tmp_path):
 
 
 # ------------------------------------------------------------------- resume
-
-
-def stop_when(path: Path) -> threading.Thread:
-    """Send SIGTERM to this process as soon as the file ``path`` has content."""
-
-    def watch():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (path.exists() and path.stat().st_size):
-            time.sleep(0.002)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path):

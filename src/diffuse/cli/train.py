@@ -9,6 +9,10 @@ guidance for a class-conditional model) and run.json (the full configuration). A
 setting can be changed with --set SECTION.FIELD=VALUE (listed below). SIGINT/SIGTERM
 save a checkpoint and stop; --resume continues exactly where the run stopped. Under
 torchrun every process runs this command and process 0 writes.
+
+--set train.eval_every=N measures FID, precision and recall of the EMA model's samples
+every N steps and at the end (metrics.jsonl, the progress bar) against the training
+images, and keeps the checkpoint of the lowest FID in RUN/best.
 """
 
 from __future__ import annotations
@@ -212,6 +216,11 @@ def report(result, spec) -> None:
         caption = grid_caption(spec.model, spec.train.cfg_weight, spec.null_class is not None)
         print(f"  samples:    {result.grid}" + (f" ({caption})" if caption else ""))
     print(f"  metrics:    {result.run_dir / 'metrics.jsonl'}")
+    if result.best is not None:
+        print(
+            f"  best FID:   {result.best_fid:.2f} at step {result.best_step} "
+            f"({spec.train.eval_samples} samples): {result.best}"
+        )
     if result.evaluation and "accuracy" in result.evaluation:
         quarters = ", ".join(
             f"{result.evaluation[f'accuracy_q{q}']:.0%}"

@@ -27,9 +27,12 @@ from diffuse.train.spec import RunSpec, split_key
 from diffuse.train.trainer import Trainer, TrainResult
 from diffuse.train.training_data import check_compatible, load_training_data, load_validation_data
 
-# Settings a resumed run may change: they do not alter what the steps compute.
+# Settings a resumed run may change: they do not alter what the steps compute. FID can be
+# switched on or measured more or less often, but what a measurement is (samples, sampler,
+# guidance, reference) stays, so that the best FID so far compares with the next ones.
 RESUMABLE_CHANGES = frozenset(
     {
+        "train.eval_every",
         "train.steps",
         "train.log_every",
         "train.checkpoint_every",

@@ -8,7 +8,8 @@ checkpoint holds:
                             ``<parameter name>/<state name>``
     sampler.safetensors     the timestep sampler's loss history (loss-aware sampler only)
     trainer.json            step, optimizer updates, skipped steps, AdamW's hyperparameters,
-                            the gradient scaler, the seed and the data set's size
+                            the gradient scaler, the seed, the data set's size and, once FID
+                            has been measured while training, the lowest FID and its step
 
 Random state needs no file: every draw of step s is seeded by (seed, s) (see
 :mod:`diffuse.train.randomness`). Everything is JSON or safetensors, so resuming never
@@ -17,8 +18,9 @@ unpickles anything.
 
 from __future__ import annotations
 
+import math
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ TRAINER_FILE = "trainer.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 SAMPLER_FILE = "sampler.safetensors"
 TRAINER_FORMAT = "diffuse-trainer-state"
+BEST_KEY = "best_fid"
 LAYOUT = replace(
     CHECKPOINT_LAYOUT,
     what="training checkpoint",
@@ -70,6 +73,24 @@ class Progress:
 
 
 @dataclass
+class BestFid:
+    """The lowest FID measured while training (:mod:`diffuse.train.fid_tracking`) and the
+    step it was measured at; None before the first measurement. Saved in ``trainer.json``
+    so that a resumed run compares its next measurements with the best one before it.
+    """
+
+    fid: float | None = None
+    step: int | None = None
+
+    def offer(self, fid: float, step: int) -> bool:
+        """Keep (``fid``, ``step``) if it is lower than the best so far; whether it was."""
+        if self.fid is not None and not fid < self.fid:
+            return False
+        self.fid, self.step = float(fid), int(step)
+        return True
+
+
+@dataclass
 class TrainingState:
     """The objects a checkpoint saves and restores.
 
@@ -79,6 +100,7 @@ class TrainingState:
     sampler:    the timestep sampler.
     precision:  the :class:`~diffuse.train.precision.Precision` (gradient scaler).
     progress:   the counters.
+    best:       the lowest FID measured so far.
     """
 
     model: nn.Module
@@ -87,6 +109,7 @@ class TrainingState:
     sampler: Any
     precision: Any
     progress: Progress
+    best: BestFid = field(default_factory=BestFid)
 
 
 def step_folder(run_dir: Path, step: int) -> Path:
@@ -125,6 +148,7 @@ def save_training_checkpoint(
             {k: v for k, v in group.items() if k != "params"}
             for group in state.optimizer.state_dict()["param_groups"]
         ]
+        best = {BEST_KEY: asdict(state.best)} if state.best.fid is not None else {}
         atomic_write_json(
             tmp / TRAINER_FILE,
             {
@@ -133,6 +157,7 @@ def save_training_checkpoint(
                 **asdict(state.progress),
                 "param_groups": groups,
                 "scaler": state.precision.state_dict(),
+                **best,
                 **extra,
             },
         )
@@ -167,6 +192,7 @@ def load_training_checkpoint(folder: Path, state: TrainingState) -> dict[str, An
         progress = Progress(**{k: int(trainer[k]) for k in asdict(Progress())})
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{folder / TRAINER_FILE} lacks its counters ({error})") from None
+    best = _best_fid(trainer.get(BEST_KEY), folder / TRAINER_FILE)
     state.model.load_state_dict(model)
     state.ema.load(ema)
     state.optimizer.load_state_dict(optimizer)
@@ -174,7 +200,21 @@ def load_training_checkpoint(folder: Path, state: TrainingState) -> dict[str, An
         state.sampler.load_state_dict(sampler)
     state.precision.load_state_dict(trainer.get("scaler", {}))
     state.progress = progress
+    state.best = best
     return trainer
+
+
+def _best_fid(saved: Any, file: Path) -> BestFid:
+    """The :class:`BestFid` of a trainer.json entry (none in a run that never measured)."""
+    if saved is None:
+        return BestFid()
+    try:
+        fid, step = float(saved["fid"]), int(saved["step"])
+    except (KeyError, TypeError, ValueError):
+        fid, step = math.nan, -1
+    if not (math.isfinite(fid) and step >= 0):
+        raise CheckpointError(f"{file}: {BEST_KEY} {saved!r} is not a FID and a step")
+    return BestFid(fid, step)
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
@@ -186,6 +226,15 @@ def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)
     return removed
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the hidden folders that an atomic write of ``folder`` killed halfway left
+    beside it (``.NAME.*.tmp``, ``.NAME.old-PID``); returns them."""
+    stale = [p for p in folder.parent.glob(f".{folder.name}.*") if p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def _optimizer_tensors(
