@@ -1,13 +1,9 @@
 """What the training tests compare between runs: files by content, weights tensor by
-tensor, and a signal sent to the test's own process once a run has started writing."""
+tensor."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import threading
-import time
 from pathlib import Path
 
 import torch
@@ -33,17 +29,3 @@ def weights(checkpoint: Path, name: str = "model.safetensors") -> dict[str, torc
 def same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     """Whether two state dicts hold the same names and, bit for bit, the same values."""
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def stop_when(path: Path) -> threading.Thread:
-    """Send SIGTERM to this process as soon as the file ``path`` has content."""
-
-    def watch():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (path.exists() and path.stat().st_size):
-            time.sleep(0.002)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread

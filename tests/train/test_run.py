@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +40,7 @@ from diffuse.train.distributed import setup
 from diffuse.train.lock import LOCK_FILE
 from diffuse.train.run import RunFolder
 from diffuse.train.trainer import Trainer
-from helpers.run_checks import digest, stop_when, weights
+from helpers.run_checks import digest, weights
 from helpers.sample_models import SMALL
 
 FAST = {
@@ -112,6 +115,20 @@ def test_a_toy_model_learns_its_data(tmp_path):
 
 
 # ------------------------------------------------------------------- resume
+
+
+def stop_when(path: Path) -> threading.Thread:
+    """Send SIGTERM to this process as soon as the file ``path`` has content."""
+
+    def watch():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (path.exists() and path.stat().st_size):
+            time.sleep(0.002)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
 
 
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path):

@@ -35,7 +35,7 @@ from diffuse.nn import ClassifierConfig, SuperResConfig
 from diffuse.train import field_help, parse_override, resume, spec_from_preset, train
 from diffuse.train.preview import grid_caption
 from diffuse.train.run import RunFolder
-from diffuse.train.session import RESUMABLE_CHANGES
+from diffuse.train.session import MEASUREMENT_SETTINGS, RESUMABLE_CHANGES
 from diffuse.train.spec import DataSpec
 
 # Flags that are shortcuts for a training setting.
@@ -104,7 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume",
         action="store_true",
         help="continue the run in --out from its latest checkpoint with its saved settings "
-        f"(only {', '.join(sorted(k.split('.')[1] for k in RESUMABLE_CHANGES))} may change)",
+        f"(only {', '.join(sorted(k.split('.')[1] for k in RESUMABLE_CHANGES))} may change, "
+        f"and {', '.join(sorted(k.split('.')[1] for k in MEASUREMENT_SETTINGS))} until the run "
+        "has measured FID)",
     )
     mode.add_argument(
         "--overwrite",

@@ -9,7 +9,7 @@ checkpoint holds:
     sampler.safetensors     the timestep sampler's loss history (loss-aware sampler only)
     trainer.json            step, optimizer updates, skipped steps, AdamW's hyperparameters,
                             the gradient scaler, the seed, the data set's size and, once FID
-                            has been measured while training, the lowest FID and its step
+                            has been measured while training, its history (FidHistory)
 
 Random state needs no file: every draw of step s is seeded by (seed, s) (see
 :mod:`diffuse.train.randomness`). Everything is JSON or safetensors, so resuming never
@@ -43,7 +43,7 @@ TRAINER_FILE = "trainer.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 SAMPLER_FILE = "sampler.safetensors"
 TRAINER_FORMAT = "diffuse-trainer-state"
-BEST_KEY = "best_fid"
+FID_KEY = "fid_history"
 LAYOUT = replace(
     CHECKPOINT_LAYOUT,
     what="training checkpoint",
@@ -73,20 +73,24 @@ class Progress:
 
 
 @dataclass
-class BestFid:
-    """The lowest FID measured while training (:mod:`diffuse.train.fid_tracking`) and the
-    step it was measured at; None before the first measurement. Saved in ``trainer.json``
-    so that a resumed run compares its next measurements with the best one before it.
+class FidHistory:
+    """What FID while training (:mod:`diffuse.train.fid_tracking`) has measured: the
+    lowest FID and the step it was measured at, and the last step measured (all None
+    before the first measurement). Saved in ``trainer.json``, so that a resumed run
+    compares its measurements with the best one before it, and measures the step it
+    resumes at when a stop came before that step's measurement.
     """
 
-    fid: float | None = None
-    step: int | None = None
+    best_fid: float | None = None
+    best_step: int | None = None
+    last_step: int | None = None
 
-    def offer(self, fid: float, step: int) -> bool:
-        """Keep (``fid``, ``step``) if it is lower than the best so far; whether it was."""
-        if self.fid is not None and not fid < self.fid:
+    def add(self, fid: float, step: int) -> bool:
+        """Note the measurement ``fid`` of ``step``; whether it is the lowest so far."""
+        self.last_step = int(step)
+        if self.best_fid is not None and not fid < self.best_fid:
             return False
-        self.fid, self.step = float(fid), int(step)
+        self.best_fid, self.best_step = float(fid), int(step)
         return True
 
 
@@ -100,7 +104,7 @@ class TrainingState:
     sampler:    the timestep sampler.
     precision:  the :class:`~diffuse.train.precision.Precision` (gradient scaler).
     progress:   the counters.
-    best:       the lowest FID measured so far.
+    fid:        what FID while training has measured.
     """
 
     model: nn.Module
@@ -109,7 +113,7 @@ class TrainingState:
     sampler: Any
     precision: Any
     progress: Progress
-    best: BestFid = field(default_factory=BestFid)
+    fid: FidHistory = field(default_factory=FidHistory)
 
 
 def step_folder(run_dir: Path, step: int) -> Path:
@@ -148,7 +152,7 @@ def save_training_checkpoint(
             {k: v for k, v in group.items() if k != "params"}
             for group in state.optimizer.state_dict()["param_groups"]
         ]
-        best = {BEST_KEY: asdict(state.best)} if state.best.fid is not None else {}
+        fid = {FID_KEY: asdict(state.fid)} if state.fid.last_step is not None else {}
         atomic_write_json(
             tmp / TRAINER_FILE,
             {
@@ -157,7 +161,7 @@ def save_training_checkpoint(
                 **asdict(state.progress),
                 "param_groups": groups,
                 "scaler": state.precision.state_dict(),
-                **best,
+                **fid,
                 **extra,
             },
         )
@@ -192,7 +196,7 @@ def load_training_checkpoint(folder: Path, state: TrainingState) -> dict[str, An
         progress = Progress(**{k: int(trainer[k]) for k in asdict(Progress())})
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{folder / TRAINER_FILE} lacks its counters ({error})") from None
-    best = _best_fid(trainer.get(BEST_KEY), folder / TRAINER_FILE)
+    fid = _fid_history(trainer.get(FID_KEY), folder / TRAINER_FILE)
     state.model.load_state_dict(model)
     state.ema.load(ema)
     state.optimizer.load_state_dict(optimizer)
@@ -200,21 +204,25 @@ def load_training_checkpoint(folder: Path, state: TrainingState) -> dict[str, An
         state.sampler.load_state_dict(sampler)
     state.precision.load_state_dict(trainer.get("scaler", {}))
     state.progress = progress
-    state.best = best
+    state.fid = fid
     return trainer
 
 
-def _best_fid(saved: Any, file: Path) -> BestFid:
-    """The :class:`BestFid` of a trainer.json entry (none in a run that never measured)."""
+def _fid_history(saved: Any, file: Path) -> FidHistory:
+    """The :class:`FidHistory` of a trainer.json entry (empty in a run that never measured)."""
     if saved is None:
-        return BestFid()
+        return FidHistory()
     try:
-        fid, step = float(saved["fid"]), int(saved["step"])
+        history = FidHistory(
+            float(saved["best_fid"]), int(saved["best_step"]), int(saved["last_step"])
+        )
     except (KeyError, TypeError, ValueError):
-        fid, step = math.nan, -1
-    if not (math.isfinite(fid) and step >= 0):
-        raise CheckpointError(f"{file}: {BEST_KEY} {saved!r} is not a FID and a step")
-    return BestFid(fid, step)
+        history = FidHistory(math.nan, -1, -1)
+    if not (math.isfinite(history.best_fid) and min(history.best_step, history.last_step) >= 0):
+        raise CheckpointError(
+            f"{file}: {FID_KEY} {saved!r} is not a best FID, its step and the last step measured"
+        )
+    return history
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:

@@ -234,7 +234,7 @@ class Trainer:
             report.close()
         self.group.barrier()
         done = self.state.progress.step - first_step
-        best = self.state.best
+        history = self.state.fid
         return TrainResult(
             run_dir=self.run.path,
             first_step=first_step,
@@ -247,9 +247,9 @@ class Trainer:
             skipped=self.state.progress.skipped,
             evaluation=evaluation,
             rank=self.group.rank,
-            best=self.run.best if best.fid is not None else None,
-            best_fid=best.fid,
-            best_step=best.step,
+            best=self.run.best if history.best_fid is not None else None,
+            best_fid=history.best_fid,
+            best_step=history.best_step,
         )
 
     def _run_steps(self, report: LoopReport) -> tuple[dict[str, Path | None], str | None]:
@@ -258,6 +258,8 @@ class Trainer:
         it early (``None`` when the run reached its last step)."""
         progress = self.state.progress
         outputs: dict[str, Path | None] = {"checkpoint": None, "grid": None}
+        if self._measurement_missed():
+            self._measure_fid(report)
         with StopRequest() as stop:
             while progress.step < self.config.steps:
                 started = time.perf_counter()
@@ -297,6 +299,14 @@ class Trainer:
             written["grid"] = self.write_preview()
         return written
 
+    def _measurement_missed(self) -> bool:
+        """Whether the step this run starts at (resumed) is due a FID measurement that it
+        lacks: a stop came at that step, before its measurement, or measurements were
+        switched on. Every process decides alike, from the checkpoint's state."""
+        step = self.state.progress.step
+        due = step > 0 and evaluation_due(self.config, step, stopping=False)
+        return due and self.state.fid.last_step != step
+
     def _measure_fid(self, report: LoopReport) -> None:
         """Measure the EMA model (process 0), log the record and, when its FID is the
         lowest yet, write the checkpoint RUN/best; the other processes wait."""
@@ -304,7 +314,7 @@ class Trainer:
             step = self.state.progress.step
             record = self.fid.measure(self.ema_model(), step)
             report.measured(record)
-            if self.state.best.offer(record["fid"], step):
+            if self.state.fid.add(record["fid"], step):
                 remove_stale_temporaries(self.run.best)
                 self._write_checkpoint(self.run.best)
         self.group.barrier()
