@@ -21,7 +21,9 @@ global state), and the network measured is a copy in eval mode. So a run with
 measurements trains exactly the weights of a run without, and an interrupted and
 resumed run measures exactly what an uninterrupted one does.
 
-Only process 0 measures; the trainer makes the others wait at a barrier.
+Only process 0 measures; the trainer makes the others wait at a barrier, so under
+``torchrun`` a measurement must end within the process group's timeout (torch's
+defaults: 10 minutes with NCCL, 30 with gloo): size ``train.eval_samples`` to fit.
 """
 
 from __future__ import annotations
