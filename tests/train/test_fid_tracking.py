@@ -35,6 +35,14 @@ from helpers.train_processes import resume_run, tiny_run
 # A measurement of 12 samples drawn in 2 steps, every 2 training steps of 8 images.
 FID_EVERY_2 = ["--batch-size", "8", "--set", "train.eval_every=2"]
 FID_EVERY_2 += ["--set", "train.eval_samples=12", "--set", "train.eval_steps=2"]
+# The same for the Python API, with 3-step sample grids of 2 columns.
+QUICK_MEASUREMENTS = {
+    "train.batch_size": 8,
+    "train.eval_samples": 12,
+    "train.eval_steps": 2,
+    "train.sample_steps": 3,
+    "train.sample_columns": 2,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -57,16 +65,6 @@ def scripted_fids(monkeypatch, values: list[float]) -> None:
         return {"fid": next(given), "precision": 0.5, "recall": 0.5}
 
     monkeypatch.setattr(fid_tracking, "evaluate", evaluate)
-
-
-# Steps of 8 images, measured on 12 samples drawn in 2 steps, and 3-step sample grids.
-QUICK_MEASUREMENTS = {
-    "train.batch_size": 8,
-    "train.eval_samples": 12,
-    "train.eval_steps": 2,
-    "train.sample_steps": 3,
-    "train.sample_columns": 2,
-}
 
 
 def tiny_spec(**overrides) -> RunSpec:
