@@ -1,6 +1,7 @@
-"""Faults a training run survives: ``kill -9`` at every stage of writing a checkpoint, a
-full disk while saving, a damaged latest checkpoint, and a second ``diffuse train`` on the
-same run folder. Each is injected into a real ``diffuse train`` on the digits."""
+"""Faults a training run survives: ``kill -9`` at every stage of writing a checkpoint (and
+the best checkpoint of FID while training), a full disk while saving, a damaged latest
+checkpoint, and a second ``diffuse train`` on the same run folder. Each is injected into a
+real ``diffuse train`` on the digits."""
 
 from __future__ import annotations
 
@@ -50,14 +51,18 @@ def differing(folder: Path, reference: Path) -> list[str]:
 
 # Runs `diffuse train` jobs one after the other, each in a child forked from this process
 # (what a run imports is imported once: under load that takes longer than all the runs),
-# and prints for each its exit code and the listing of its checkpoints folder. A job's
-# fault (module, function, "before" | "after", pattern) makes the child SIGKILL itself
-# around the first call of module.function on a path matching the pattern.
+# and prints for each its exit code and the listings of its checkpoints folder and its run
+# folder. A job's fault (module, function, "before" | "after", pattern) makes the child
+# SIGKILL itself around the first call of module.function on a path matching the pattern.
+# FID while training measures with the stand-in feature network.
 DRIVER = r"""
 import importlib, json, os, re, signal, sys
 import sklearn.datasets, torch._dynamo
 import diffuse.train.session
 from diffuse.cli import main
+from helpers.stand_in_network import install_stand_in
+
+install_stand_in()
 
 def kill_at(module, name, when, pattern):
     owner = importlib.import_module(module)
@@ -86,7 +91,8 @@ for job in json.loads(sys.argv[1]):
         sys.stderr.flush()
         os._exit(code)
     code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
-    print(json.dumps({"code": code, "listing": sorted(os.listdir(job["look"]))}), flush=True)
+    listings = {"listing": sorted(os.listdir(job["look"])), "run": sorted(os.listdir(job["out"]))}
+    print(json.dumps({"code": code, **listings}), flush=True)
 """
 
 
@@ -102,9 +108,16 @@ class Job:
 
 
 def run_jobs(jobs: list[Job]) -> list[dict]:
-    """Each job's exit code ("code") and the names in its checkpoints folder ("listing")."""
+    """Each job's exit code ("code") and the names in its checkpoints folder ("listing")
+    and in its run folder ("run")."""
     plan = [
-        {"argv": j.argv, "log": str(j.log), "fault": j.fault, "look": str(j.out / "checkpoints")}
+        {
+            "argv": j.argv,
+            "log": str(j.log),
+            "fault": j.fault,
+            "look": str(j.out / "checkpoints"),
+            "out": str(j.out),
+        }
         for j in jobs
     ]
     done = subprocess.run(
@@ -176,6 +189,68 @@ def test_kill_9_while_saving_resumes_from_the_last_complete_checkpoint(killed_ru
     assert f"trained steps {complete} -> 3" in resumer.log.read_text()
     assert resumed["listing"] == ["step-00000001", "step-00000002", "step-00000003"]
     assert differing(resumer.out / "checkpoints/step-00000003", whole) == []
+
+
+# ------------------------------------------------- kill -9 while keeping the best
+
+# FID measured at steps 2 and 3 (the end): the first measurement writes RUN/best.
+MEASURED = [*THREE_STEPS, "--set", "train.eval_every=2", "--set", "train.eval_samples=8"]
+MEASURED += ["--set", "train.eval_steps=2"]
+BEST_TMP = r"/\.best\.[^/]*\.tmp/"
+BEST_STAGES = {
+    "weights-written": ("diffuse.checkpoint", "save_file", "after", BEST_TMP + r"model\.safetensors$"),
+    "trainer-state-written": (
+        "diffuse.train.state", "atomic_write_json", "after", BEST_TMP + r"trainer\.json$"
+    ),
+    "before-rename": ("os", "replace", "before", r"/best$"),
+    "after-rename": ("os", "replace", "after", r"/best$"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def killed_while_keeping_the_best(tmp_path_factory) -> tuple[Path, dict]:
+    """A measured run that nothing stopped, and for every stage of writing its first
+    RUN/best a run killed there and its resumed run (jobs and results)."""
+    root = tmp_path_factory.mktemp("best")
+    jobs = [Job(tiny_run(root / "whole", *MEASURED), root / "whole", root / "whole.log")]
+    for stage, fault in BEST_STAGES.items():
+        out = root / stage
+        jobs += [
+            Job(tiny_run(out, *MEASURED), out, root / f"{stage}.killed.log", fault),
+            Job(resume_run(out), out, root / f"{stage}.resumed.log"),
+        ]
+    whole, *results = run_jobs(jobs)
+    assert whole["code"] == 0, jobs[0].log.read_text()
+    pairs = zip(jobs[1::2], results[::2], jobs[2::2], results[1::2], strict=True)
+    return root / "whole", dict(zip(BEST_STAGES, pairs, strict=True))
+
+
+def fid_records(run: Path) -> list[dict]:
+    """The FID records of a run's metrics, without the time they took."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "eval_seconds"} for r in records if "fid" in r]
+
+
+@pytest.mark.parametrize("stage", BEST_STAGES)
+def test_kill_9_while_keeping_the_best_resumes_to_the_same_best(
+    killed_while_keeping_the_best, stage
+):
+    """Killed while it writes RUN/best after the step-2 measurement (before the step-2
+    checkpoint): RUN/best is absent or whole, never partial; --resume starts from step 1,
+    measures step 2 again, and ends with the uninterrupted run's checkpoint, RUN/best and
+    FID records, byte for byte, and no temporary folder left behind."""
+    whole, runs = killed_while_keeping_the_best
+    killer, killed, resumer, resumed = runs[stage]
+    assert killed["code"] == -signal.SIGKILL, killer.log.read_text()
+    assert killed["listing"] == ["step-00000001"]
+    assert ("best" in killed["run"]) == (stage == "after-rename")
+    assert resumed["code"] == 0, resumer.log.read_text()
+    assert "trained steps 1 -> 3" in resumer.log.read_text()
+    assert not [name for name in resumed["run"] if name.startswith(".best")]
+    step_3 = "checkpoints/step-00000003"
+    assert differing(resumer.out / step_3, whole / step_3) == []
+    assert differing(resumer.out / "best", whole / "best") == []
+    assert fid_records(resumer.out) == fid_records(whole)
 
 
 # --------------------------------------------------------------------- disk full

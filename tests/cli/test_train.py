@@ -112,10 +112,13 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(tmp_path):
     assert f"step-{loaded.step:08d}" in out.decode()
 
 
-# What torchrun gives each process: its rank, the world size and the rendezvous address.
+# What torchrun gives each process: its rank, the world size and the rendezvous address;
+# FID while training measures with the stand-in feature network.
 WORKER = """
 import os, sys
 from diffuse.cli import main
+from helpers.stand_in_network import install_stand_in
+install_stand_in()
 rank, ports, runs = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
 os.environ.update(RANK=rank, LOCAL_RANK=rank, WORLD_SIZE="2", MASTER_ADDR="127.0.0.1")
 for port, argv in zip(ports, runs):
@@ -134,14 +137,18 @@ def free_port() -> int:
 # the worker processes see the real CPU, whose bf16 instructions could make "auto" bf16.
 TWO_STEPS = ["--batch-size", "16", "--device", "cpu", "--set", "train.checkpoint_every=2"]
 TWO_STEPS += ["--set", "train.lr_decay=none", "--precision", "fp32"]
+FID_EVERY_2 = ["--set", "train.eval_every=2", "--set", "train.eval_samples=8"]
+FID_EVERY_2 += ["--set", "train.eval_steps=2"]
 
 
 def test_two_gloo_processes_match_one_process_and_resume(tmp_path):
     """Two CPU processes (gloo, started as torchrun starts them), each taking half of a
     global batch of 16, train 2 steps, then resume to 4: the weights equal those of one
-    process trained 4 steps on the same global batches, to float round-off."""
+    process trained 4 steps on the same global batches, to float round-off. Process 0
+    alone measures FID, at steps 2 and 4, while the other waits; the one process measures
+    nothing, so the measurements change no weight."""
     runs = [
-        tiny_run(tmp_path / "two", "--steps", "2", *TWO_STEPS),
+        tiny_run(tmp_path / "two", "--steps", "2", *TWO_STEPS, *FID_EVERY_2),
         ["train", "--out", str(tmp_path / "two"), "--resume", "--steps", "4", "--no-progress"],
     ]
     ports = f"{free_port()},{free_port()}"
@@ -160,6 +167,9 @@ def test_two_gloo_processes_match_one_process_and_resume(tmp_path):
     for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err[-3000:]
     assert outputs[0][0].count("trained steps") == 2 and "trained steps" not in outputs[1][0]
+    records = [json.loads(line) for line in (tmp_path / "two/metrics.jsonl").open()]
+    assert [record["step"] for record in records if "fid" in record] == [2, 4]
+    assert load_checkpoint(tmp_path / "two/best").step in (2, 4)
     assert main(tiny_run(tmp_path / "one", "--steps", "4", *TWO_STEPS)) == 0
     assert_same_weights(tmp_path / "two", tmp_path / "one", step=4)
 

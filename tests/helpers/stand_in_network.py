@@ -1,5 +1,6 @@
 """A stand-in for the FID Inception network, for tests of what is built around it (sweeps,
-the reference statistics cache): cheap, deterministic features of 8x8 grey images."""
+the reference statistics cache, FID while training): cheap, deterministic features of 8x8
+grey images."""
 
 from __future__ import annotations
 
@@ -51,3 +52,12 @@ def replace_inception(monkeypatch, module) -> list[ProjectedPixels]:
 
     monkeypatch.setattr(module, "InceptionExtractor", extractor)
     return made
+
+
+def install_stand_in() -> None:
+    """Make FID while training (:mod:`diffuse.train.fid_tracking`) measure with a
+    :class:`ProjectedPixels`, in a process that a test starts (where its monkeypatch does
+    not reach); in the test's own process use ``replace_inception``."""
+    import diffuse.train.fid_tracking as fid_tracking
+
+    fid_tracking.InceptionExtractor = lambda *args, **options: ProjectedPixels()

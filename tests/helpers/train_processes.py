@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 DIFFUSE = str(Path(sys.executable).parent / "diffuse")
+TESTS = Path(__file__).resolve().parents[1]
 QUICK = ["--set", "train.sample_steps=3", "--set", "train.sample_columns=2", "--no-progress"]
 
 
@@ -24,8 +25,11 @@ def resume_run(out: Path, *extra: str) -> list[str]:
 
 
 def one_thread_env() -> dict[str, str]:
-    """This process's environment with one OpenMP thread (the tests share the cores)."""
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+    """This process's environment with one OpenMP thread (the tests share the cores), and
+    the tests' folder on the module path, after what is there, so that a child process
+    imports ``helpers`` (e.g. :func:`helpers.stand_in_network.install_stand_in`)."""
+    path = [p for p in (os.environ.get("PYTHONPATH"), str(TESTS)) if p]
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
 
 
 def start_endless_training(run: Path, timeout: float = 120) -> tuple[subprocess.Popen, list[str]]:

@@ -3,7 +3,6 @@ survive every bad input, and every kind of network trains."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -16,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from diffuse.checkpoint import load_checkpoint
 from diffuse.data import ImageDataset
@@ -42,6 +40,7 @@ from diffuse.train.distributed import setup
 from diffuse.train.lock import LOCK_FILE
 from diffuse.train.run import RunFolder
 from diffuse.train.trainer import Trainer
+from helpers.run_checks import digest, weights
 from helpers.sample_models import SMALL
 
 FAST = {
@@ -56,20 +55,6 @@ FAST = {
 def tiny_spec(steps: int = 4, **overrides) -> RunSpec:
     """The ``tiny`` preset on the digits, sized for a test."""
     return spec_from_preset("tiny", "digits", overrides={**FAST, "train.steps": steps, **overrides})
-
-
-def digest(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` with the SHA-256 of its bytes, but the lock file (it
-    holds the id of the last process that trained there)."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != LOCK_FILE
-    }
-
-
-def weights(checkpoint: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
-    return load_file(str(checkpoint / name))
 
 
 # ------------------------------------------------------------------ learning

@@ -22,6 +22,10 @@ printed once at the start.
 --config FILE reads the settings --show-config prints (or a run's run.json: the same
 run again), whole or in part, JSON or YAML (with PyYAML). Precedence, lowest first: the
 preset (--preset, else the file's), the file, then the flags and --set.
+
+--set train.eval_every=N measures FID, precision and recall of the EMA model's samples
+every N steps and at the end (metrics.jsonl, the progress bar) against the training
+images, and keeps the checkpoint of the lowest FID in RUN/best.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from diffuse.train.config_file import read_config, spec_from_config
 from diffuse.train.distributed import is_first_process
 from diffuse.train.preview import grid_caption
 from diffuse.train.run import RunFolder
-from diffuse.train.session import RESUMABLE_CHANGES
+from diffuse.train.session import MEASUREMENT_SETTINGS, RESUMABLE_CHANGES
 
 # Flags that are shortcuts for a training setting.
 SHORTCUTS = {
@@ -129,7 +133,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume",
         action="store_true",
         help="continue the run in --out from its latest checkpoint with its saved settings "
-        f"(only {', '.join(sorted(k.split('.')[1] for k in RESUMABLE_CHANGES))} may change)",
+        f"(only {', '.join(sorted(k.split('.')[1] for k in RESUMABLE_CHANGES))} may change, "
+        f"and {', '.join(sorted(k.split('.')[1] for k in MEASUREMENT_SETTINGS))} until the run "
+        "has measured FID)",
     )
     mode.add_argument(
         "--overwrite",
@@ -271,6 +277,11 @@ def report(result, spec) -> None:
         caption = grid_caption(spec.model, spec.train.cfg_weight, spec.null_class is not None)
         print(f"  samples:    {result.grid}" + (f" ({caption})" if caption else ""))
     print(f"  metrics:    {result.run_dir / 'metrics.jsonl'}")
+    if result.best is not None:
+        print(
+            f"  best FID:   {result.best_fid:.2f} at step {result.best_step} "
+            f"({spec.train.eval_samples} samples): {result.best}"
+        )
     if result.evaluation and "accuracy" in result.evaluation:
         quarters = ", ".join(
             f"{result.evaluation[f'accuracy_q{q}']:.0%}"

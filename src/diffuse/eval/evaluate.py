@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 
-from diffuse.errors import ConfigError
+from diffuse.errors import ConfigError, DiffuseWarning
 from diffuse.eval.features import InceptionExtractor
 from diffuse.eval.metrics import fid, inception_score, kid, precision_recall
 from diffuse.eval.reference import ReferenceStatistics
@@ -20,7 +20,7 @@ from diffuse.eval.weights import LOGITS_HINT
 METRICS = ("fid", "kid", "sfid", "is", "pr")
 
 
-class SmallSampleWarning(UserWarning):
+class SmallSampleWarning(DiffuseWarning):
     """FID (or sFID) of a set with fewer images than feature dimensions (2048 for pool_3).
 
     The covariance of N < D vectors is singular (rank N - 1), and the FID estimator is

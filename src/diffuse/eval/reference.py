@@ -355,10 +355,39 @@ def dataset_reference(
         report: called with one line saying where the statistics came from or were written
             (the command line prints it); None says nothing.
     """
-    parts = set(metrics) & set(PARTS)
     source = reference_source(
         ref, split=split, n=n, image_size=image_size, data_dir=data_dir, progress=progress
     )
+    return source_reference(
+        source,
+        n,
+        metrics=metrics,
+        extractor=extractor,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        progress=progress,
+        report=report,
+    )
+
+
+def source_reference(
+    source: ReferenceSource,
+    n: int | None,
+    *,
+    metrics: Iterable[str] = PARTS,
+    extractor: InceptionExtractor | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> ReferenceStatistics:
+    """Reference statistics of the images of ``source``, from the cache or computed and
+    cached: :func:`dataset_reference` for any :class:`ReferenceSource` (e.g. the images a
+    training run learns from). ``n`` is the image count the source was asked for (None:
+    all), part of the cache entry's identity; the other arguments as for
+    :func:`dataset_reference`.
+    """
+    parts = set(metrics) & set(PARTS)
     if not parts:
         return ReferenceStatistics(info=source.info)
     extractor = extractor or InceptionExtractor()

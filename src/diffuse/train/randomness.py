@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 # Streams: independent sequences derived from the same seed.
-DATA_ORDER, BATCH, DROPOUT, PREVIEW, NOISE, EVALUATION = range(6)
+DATA_ORDER, BATCH, DROPOUT, PREVIEW, NOISE, EVALUATION, FID_SAMPLES = range(7)
 
 
 def derive_seed(*words: int) -> int:

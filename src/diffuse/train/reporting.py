@@ -2,8 +2,9 @@
 (and of the trackers: TensorBoard, Weights & Biases).
 
 :class:`LoopReport` takes each finished step (its loss statistics and how long it took),
-keeps the bar's loss and images/s current, and every ``log_every`` steps writes one
-record of the means since the last record (:class:`Window`). Only process 0 writes.
+keeps the bar's loss and images/s (and the last FID measured) current, and every
+``log_every`` steps writes one record of the means since the last record
+(:class:`Window`). Only process 0 writes.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class LoopReport:
         )
         self.window = Window()
         self.seconds = 0.0
+        self.shown: dict[str, str] = {}  # the bar's postfix
 
     def step_done(self, summary: dict[str, float], seconds: float) -> None:
         """Count the step just taken; write a record when one is due."""
@@ -85,10 +87,18 @@ class LoopReport:
         self.window.add(summary, seconds, config.batch_size)
         self.bar.update(1)
         if math.isfinite(summary["loss"]):
-            self.bar.set_postfix(loss=f"{summary['loss']:.4f}", img_s=f"{self.window.rate():.0f}")
+            self.shown.update(loss=f"{summary['loss']:.4f}", img_s=f"{self.window.rate():.0f}")
+            self.bar.set_postfix(self.shown)
         if self.log and (step % config.log_every == 0 or step == config.steps):
             self.log.write(self.window.record(step, self.trainer))
             self.window = Window()
+
+    def measured(self, record: dict) -> None:
+        """A FID measurement (:mod:`diffuse.train.fid_tracking`): logged, and shown on the
+        bar until the next one."""
+        self.shown["fid"] = f"{record['fid']:.2f}"
+        self.bar.set_postfix(self.shown)
+        self.write(record)
 
     def write(self, record: dict) -> None:
         """One record outside the step rhythm (process 0 only)."""

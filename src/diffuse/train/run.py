@@ -6,6 +6,8 @@ Layout::
     RUN/metrics.jsonl                 one JSON object per logged step
     RUN/checkpoints/step-XXXXXXXX/    checkpoints (the last K kept), see diffuse.train.state
     RUN/samples/step-XXXXXXXX.png     sample grids
+    RUN/best/                         the checkpoint of the lowest FID measured while
+                                      training (train.eval_every), see diffuse.train.fid_tracking
     RUN/tensorboard/                  TensorBoard events (train.tensorboard, diffuse.train.tracking)
     RUN/wandb/                        Weights & Biases' files, with train.wandb_project
     RUN/.lock                         held by the process training there (diffuse.train.lock)
@@ -32,11 +34,13 @@ from diffuse.train.tracking import TENSORBOARD_FOLDER, WANDB_FOLDER, Tracker
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
+BEST_FOLDER = "best"
 RUN_ENTRIES = (
     RUN_FILE,
     METRICS_FILE,
     "checkpoints",
     "samples",
+    BEST_FOLDER,
     TENSORBOARD_FOLDER,
     WANDB_FOLDER,
 )
@@ -66,6 +70,10 @@ class RunFolder:
     @property
     def samples(self) -> Path:
         return self.path / "samples"
+
+    @property
+    def best(self) -> Path:
+        return self.path / BEST_FOLDER
 
     def check_new(self, overwrite: bool) -> None:
         """Raise unless a new run may start here (read-only)."""

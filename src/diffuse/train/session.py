@@ -27,9 +27,11 @@ from diffuse.train.spec import RunSpec, split_key
 from diffuse.train.trainer import Trainer, TrainResult
 from diffuse.train.training_data import check_compatible, load_training_data, load_validation_data
 
-# Settings a resumed run may change: they do not alter what the steps compute.
+# Settings a resumed run may change: they do not alter what the steps compute. FID while
+# training can be switched on or measured more or less often.
 RESUMABLE_CHANGES = frozenset(
     {
+        "train.eval_every",
         "train.steps",
         "train.log_every",
         "train.tensorboard",
@@ -42,6 +44,17 @@ RESUMABLE_CHANGES = frozenset(
         "train.sample_steps",
         "train.cfg_weight",
         "train.workers",
+    }
+)
+# What a FID measurement is: a resumed run may change it only while it has measured
+# nothing, so that every FID it compares with its best was measured the same way.
+MEASUREMENT_SETTINGS = frozenset(
+    {
+        "train.eval_samples",
+        "train.eval_sampler",
+        "train.eval_steps",
+        "train.eval_cfg",
+        "train.eval_reference",
     }
 )
 
@@ -97,7 +110,8 @@ def resume(
     :class:`~diffuse.errors.DiffuseWarning` naming the file.
 
     changes:  new values for the settings in ``RESUMABLE_CHANGES`` (e.g. a larger
-              ``train.steps``); any other change is refused.
+              ``train.steps``), and for those of ``MEASUREMENT_SETTINGS`` while the run
+              has measured no FID; any other change is refused.
     data_dir: where to look for a named data set now (the run's data set is the same).
     Other arguments as for :func:`train`.
     """
@@ -105,7 +119,7 @@ def resume(
     spec = run.read_spec()
     check_run_unlocked(run.path)
     changes = dict(changes or {})
-    refused = sorted(set(changes) - RESUMABLE_CHANGES)
+    refused = sorted(set(changes) - RESUMABLE_CHANGES - MEASUREMENT_SETTINGS)
     for key in refused:
         split_key(key)
     if refused:
@@ -121,6 +135,7 @@ def resume(
         trainer = _trainer(spec, run, dataset, group, progress)
         with _run_lock(run, group):
             _resume_from_latest_readable(trainer, run.checkpoint_steps(), group.is_main)
+            _check_measurements_kept(changes, trainer)
             group.barrier()
             if group.is_main:
                 if changes or data_dir is not None:
@@ -135,6 +150,18 @@ def resume(
 def _run_lock(run: RunFolder, group: ProcessGroup) -> contextlib.AbstractContextManager:
     """The run folder's lock, held by the process that writes (process 0)."""
     return hold_run_lock(run.path) if group.is_main else contextlib.nullcontext()
+
+
+def _check_measurements_kept(changes: Mapping[str, Any], trainer: Trainer) -> None:
+    """Refuse a change of what a FID measurement is once the run has measured one."""
+    redefined = sorted(set(changes) & MEASUREMENT_SETTINGS)
+    history = trainer.state.fid
+    if redefined and history.last_step is not None:
+        raise ConfigError(
+            f"{', '.join(redefined)} cannot change: the run has measured FID (best "
+            f"{history.best_fid:.4g} at step {history.best_step}) with its settings, and its "
+            "next measurements compare with those. Start a new run to measure differently"
+        )
 
 
 def _resume_from_latest_readable(trainer: Trainer, checkpoints: list[Path], warn: bool) -> None:

@@ -8,7 +8,8 @@ checkpoint holds:
                             ``<parameter name>/<state name>``
     sampler.safetensors     the timestep sampler's loss history (loss-aware sampler only)
     trainer.json            step, optimizer updates, skipped steps, AdamW's hyperparameters,
-                            the gradient scaler, the seed and the data set's size
+                            the gradient scaler, the seed, the data set's size and, once FID
+                            has been measured while training, its history (FidHistory)
 
 Random state needs no file: every draw of step s is seeded by (seed, s) (see
 :mod:`diffuse.train.randomness`). Everything is JSON or safetensors, so resuming never
@@ -17,8 +18,9 @@ unpickles anything.
 
 from __future__ import annotations
 
+import math
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ TRAINER_FILE = "trainer.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 SAMPLER_FILE = "sampler.safetensors"
 TRAINER_FORMAT = "diffuse-trainer-state"
+FID_KEY = "fid_history"
 LAYOUT = replace(
     CHECKPOINT_LAYOUT,
     what="training checkpoint",
@@ -70,6 +73,28 @@ class Progress:
 
 
 @dataclass
+class FidHistory:
+    """What FID while training (:mod:`diffuse.train.fid_tracking`) has measured: the
+    lowest FID and the step it was measured at, and the last step measured (all None
+    before the first measurement). Saved in ``trainer.json``, so that a resumed run
+    compares its measurements with the best one before it, and measures the step it
+    resumes at when a stop came before that step's measurement.
+    """
+
+    best_fid: float | None = None
+    best_step: int | None = None
+    last_step: int | None = None
+
+    def add(self, fid: float, step: int) -> bool:
+        """Note the measurement ``fid`` of ``step``; whether it is the lowest so far."""
+        self.last_step = int(step)
+        if self.best_fid is not None and not fid < self.best_fid:
+            return False
+        self.best_fid, self.best_step = float(fid), int(step)
+        return True
+
+
+@dataclass
 class TrainingState:
     """The objects a checkpoint saves and restores.
 
@@ -79,6 +104,7 @@ class TrainingState:
     sampler:    the timestep sampler.
     precision:  the :class:`~diffuse.train.precision.Precision` (gradient scaler).
     progress:   the counters.
+    fid:        what FID while training has measured.
     """
 
     model: nn.Module
@@ -87,6 +113,7 @@ class TrainingState:
     sampler: Any
     precision: Any
     progress: Progress
+    fid: FidHistory = field(default_factory=FidHistory)
 
 
 def step_folder(run_dir: Path, step: int) -> Path:
@@ -125,6 +152,7 @@ def save_training_checkpoint(
             {k: v for k, v in group.items() if k != "params"}
             for group in state.optimizer.state_dict()["param_groups"]
         ]
+        fid = {FID_KEY: asdict(state.fid)} if state.fid.last_step is not None else {}
         atomic_write_json(
             tmp / TRAINER_FILE,
             {
@@ -133,6 +161,7 @@ def save_training_checkpoint(
                 **asdict(state.progress),
                 "param_groups": groups,
                 "scaler": state.precision.state_dict(),
+                **fid,
                 **extra,
             },
         )
@@ -167,6 +196,7 @@ def load_training_checkpoint(folder: Path, state: TrainingState) -> dict[str, An
         progress = Progress(**{k: int(trainer[k]) for k in asdict(Progress())})
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{folder / TRAINER_FILE} lacks its counters ({error})") from None
+    fid = _fid_history(trainer.get(FID_KEY), folder / TRAINER_FILE)
     state.model.load_state_dict(model)
     state.ema.load(ema)
     state.optimizer.load_state_dict(optimizer)
@@ -174,7 +204,25 @@ def load_training_checkpoint(folder: Path, state: TrainingState) -> dict[str, An
         state.sampler.load_state_dict(sampler)
     state.precision.load_state_dict(trainer.get("scaler", {}))
     state.progress = progress
+    state.fid = fid
     return trainer
+
+
+def _fid_history(saved: Any, file: Path) -> FidHistory:
+    """The :class:`FidHistory` of a trainer.json entry (empty in a run that never measured)."""
+    if saved is None:
+        return FidHistory()
+    try:
+        history = FidHistory(
+            float(saved["best_fid"]), int(saved["best_step"]), int(saved["last_step"])
+        )
+    except (KeyError, TypeError, ValueError):
+        history = FidHistory(math.nan, -1, -1)
+    if not (math.isfinite(history.best_fid) and min(history.best_step, history.last_step) >= 0):
+        raise CheckpointError(
+            f"{file}: {FID_KEY} {saved!r} is not a best FID, its step and the last step measured"
+        )
+    return history
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
@@ -186,6 +234,15 @@ def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)
     return removed
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the hidden folders that an atomic write of ``folder`` killed halfway left
+    beside it (``.NAME.*.tmp``, ``.NAME.old-PID``); returns them."""
+    stale = [p for p in folder.parent.glob(f".{folder.name}.*") if p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def _optimizer_tensors(

@@ -1,4 +1,4 @@
-"""The training settings: optimizer, schedule, EMA, precision, checkpoints, previews.
+"""The training settings: optimizer, schedule, EMA, precision, checkpoints, previews, FID.
 
 One frozen dataclass, :class:`TrainConfig`, stored in a run's ``run.json`` and in every
 checkpoint's metadata. Each field documents itself (``field_help``), so the command line
@@ -13,12 +13,14 @@ from typing import Any
 
 from diffuse.data.readahead import default_workers
 from diffuse.errors import ConfigError
+from diffuse.sample.sampler import SAMPLERS as EVAL_SAMPLERS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LR_DECAYS = ("none", "linear", "cosine")
 TIMESTEP_SAMPLERS = ("auto", "uniform", "loss-aware")
 PREVIEW_SAMPLERS = ("ddim", "ddpm")
 TENSORBOARD = ("auto", "on", "off")
+MIN_EVAL_IMAGES = 4  # a covariance, and precision/recall's 3 nearest neighbours of each image
 
 
 def _doc(text: str, default: Any) -> Any:
@@ -111,21 +113,53 @@ class TrainConfig:
         "(Ho & Salimans 2021, eq. 6); used when the model has a null class",
         1.0,
     )
+    eval_every: int = _doc(
+        "steps between measurements of FID, precision and recall of the EMA model's samples "
+        "against the training images (one more at the end; the lowest FID's checkpoint is "
+        "kept in RUN/best); 0: never",
+        0,
+    )
+    eval_samples: int = _doc(
+        "samples per measurement: the same seeds every time, classes in turn (at least 4; "
+        "FIDs of fewer than 2048 are biased upwards: compare them within a run)",
+        500,
+    )
+    eval_sampler: str = _doc(
+        "sampler of the measurements: 'dpm++2m', 'ddim' (eta 0) or 'ddpm'", "dpm++2m"
+    )
+    eval_steps: int = _doc(
+        "denoising steps of the measurements' sampler (quadratic spacing for dpm++2m, even "
+        "for the others)",
+        20,
+    )
+    eval_cfg: float = _doc(
+        "classifier-free guidance weight w of the measurements' samples (needs a model with "
+        "a null class); 0: plain conditional sampling",
+        0.0,
+    )
+    eval_reference: int = _doc(
+        "training images the reference statistics are computed from, evenly spread over "
+        "the set (all of them when it holds fewer); computed once and cached",
+        10000,
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
         object.__setattr__(self, "ema_rates", tuple(float(r) for r in self.ema_rates))
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
             _require_int(name, getattr(self, name), minimum=1)
-        for name in ("microbatch", "warmup_steps", "sample_every", "seed"):
+        for name in ("microbatch", "warmup_steps", "sample_every", "seed", "eval_every"):
             _require_int(name, getattr(self, name), minimum=0)
-        for name in ("max_nonfinite", "sample_columns", "sample_steps"):
+        for name in ("max_nonfinite", "sample_columns", "sample_steps", "eval_steps"):
             _require_int(name, getattr(self, name), minimum=1)
+        for name in ("eval_samples", "eval_reference"):
+            _require_int(name, getattr(self, name), minimum=MIN_EVAL_IMAGES)
         _require_number("lr", self.lr, low=0.0, low_open=True)
         _require_number("weight_decay", self.weight_decay, low=0.0)
         _require_number("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
         _require_number("grad_clip", self.grad_clip, low=0.0)
         _require_number("cfg_weight", self.cfg_weight, low=0.0)
+        _require_number("eval_cfg", self.eval_cfg, low=0.0)
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
             raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         if len(set(self.ema_rates)) != len(self.ema_rates) or not all(
@@ -150,6 +184,7 @@ class TrainConfig:
             ("timestep_sampler", TIMESTEP_SAMPLERS),
             ("sample_sampler", PREVIEW_SAMPLERS),
             ("tensorboard", TENSORBOARD),
+            ("eval_sampler", EVAL_SAMPLERS),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(

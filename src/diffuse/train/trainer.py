@@ -6,8 +6,9 @@ decoded on demand), draw the step's timesteps, noise, flips and label drops, run
 the rows through the network in micro-batches accumulating gradients, average over
 processes (DDP), skip the step if the loss is not finite, clip the gradients, take an
 AdamW step at the step's learning rate, update the EMA weights and the importance
-sampler. Process 0 logs, writes checkpoints and sample grids, and saves a checkpoint
-when SIGINT or SIGTERM arrives.
+sampler. Process 0 logs, writes checkpoints and sample grids, measures FID when asked
+(:mod:`diffuse.train.fid_tracking`, keeping the best checkpoint in RUN/best), and saves a
+checkpoint when SIGINT or SIGTERM arrives.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from diffuse import autoprecision
@@ -32,6 +34,7 @@ from diffuse.rendering import save_png
 from diffuse.train import randomness
 from diffuse.train.distributed import ProcessGroup
 from diffuse.train.ema import EMA
+from diffuse.train.fid_tracking import FidTracker, check_fid_settings, evaluation_due
 from diffuse.train.interrupt import StopRequest
 from diffuse.train.objectives import QUARTERS, objective_for
 from diffuse.train.optim import build_optimizer, learning_rate
@@ -45,6 +48,7 @@ from diffuse.train.state import (
     TrainingState,
     load_training_checkpoint,
     prune_checkpoints,
+    remove_stale_temporaries,
     save_training_checkpoint,
     step_folder,
 )
@@ -68,6 +72,9 @@ class TrainResult:
     evaluation:   statistics on held-out images at the end (a classifier's accuracy per
                   timestep quarter), or None.
     rank:         the process that returns this (0 in a single-process run).
+    best:         the checkpoint of the lowest FID measured while training (RUN/best), or
+                  None when FID was never measured.
+    best_fid:     that FID, and best_step the step it was measured at (None without).
     """
 
     run_dir: Path
@@ -81,6 +88,9 @@ class TrainResult:
     skipped: int
     evaluation: dict[str, float] | None = None
     rank: int = 0
+    best: Path | None = None
+    best_fid: float | None = None
+    best_step: int | None = None
 
 
 class Trainer:
@@ -92,6 +102,10 @@ class Trainer:
     group:      this process's place in a distributed run.
     progress:   show a progress bar (process 0).
     validation: held-out images on which process 0 evaluates the objective at the end.
+
+    With ``train.eval_every`` set, process 0 prepares the FID measurements here (the
+    Inception network and the reference statistics of ``dataset``), so that a setting or
+    an input they cannot serve fails before the run writes anything.
     """
 
     def __init__(
@@ -141,6 +155,18 @@ class Trainer:
             self.network = DistributedDataParallel(model, device_ids=device_ids)
         self.forward = self.precision.wrap(self.network)
         self.order = randomness.BatchOrder(len(dataset), config.batch_size, config.seed)
+        self.fid = None
+        if config.eval_every:
+            check_fid_settings(spec)
+            if group.is_main:
+                self.fid = FidTracker(
+                    spec,
+                    dataset,
+                    self.device,
+                    batch_size=self._micro_batch(),
+                    progress=progress,
+                    report=print,
+                )
 
     def _resolve_precision(self, requested: str) -> str:
         """``requested``, or for "auto" what :func:`diffuse.autoprecision.decide` measures
@@ -148,8 +174,7 @@ class Trainer:
         The processes of a distributed run train in bf16 only if all of them chose it."""
         if requested != "auto":
             return requested
-        rows = self.rows.stop - self.rows.start
-        batch = min(self.config.microbatch or rows, rows)
+        batch = self._micro_batch()
         decision = autoprecision.decide(
             self.device,
             network=self.spec.model.to_dict(),
@@ -163,6 +188,11 @@ class Trainer:
         if self.group.is_main:
             print(decision.message(), flush=True)
         return decision.precision
+
+    def _micro_batch(self) -> int:
+        """Images this process runs through the network at once in a training step."""
+        rows = self.rows.stop - self.rows.start
+        return min(self.config.microbatch or rows, rows)
 
     def _training_workload(self, batch: int) -> Callable[[str], None]:
         """One forward and backward pass of a copy of the network on ``batch`` training
@@ -209,6 +239,7 @@ class Trainer:
             report.close()
         self.group.barrier()
         done = self.state.progress.step - first_step
+        history = self.state.fid
         return TrainResult(
             run_dir=self.run.path,
             first_step=first_step,
@@ -221,6 +252,9 @@ class Trainer:
             skipped=self.state.progress.skipped,
             evaluation=evaluation,
             rank=self.group.rank,
+            best=self.run.best if history.best_fid is not None else None,
+            best_fid=history.best_fid,
+            best_step=history.best_step,
         )
 
     def _run_steps(self, report: LoopReport) -> tuple[dict[str, Path | None], str | None]:
@@ -229,13 +263,15 @@ class Trainer:
         it early (``None`` when the run reached its last step)."""
         progress = self.state.progress
         outputs: dict[str, Path | None] = {"checkpoint": None, "grid": None}
+        if self._measurement_missed():
+            self._measure_fid(report)
         with StopRequest() as stop, contextlib.closing(self.batches(progress.step)) as batches:
             while progress.step < self.config.steps:
                 started = time.perf_counter()
                 summary = self.train_step(progress.step, stop.signal is not None, next(batches))
                 report.step_done(summary, time.perf_counter() - started)
                 stopping = summary["stop"] > 0
-                outputs.update(self._write_outputs(stopping))
+                outputs.update(self._write_outputs(stopping, report))
                 if stopping:
                     break
         return outputs, stop.name if progress.step < self.config.steps else None
@@ -255,15 +291,38 @@ class Trainer:
         report.write({"step": step, **{f"test_{k}": v for k, v in evaluation.items()}})
         return evaluation
 
-    def _write_outputs(self, stopping: bool) -> dict[str, Path]:
-        """The checkpoint and sample grid due after the step just done."""
+    def _write_outputs(self, stopping: bool, report: LoopReport) -> dict[str, Path]:
+        """The FID measurement, checkpoint and sample grid due after the step just done.
+        FID comes first, so that the step's checkpoint holds the best FID it made."""
         step, config = self.state.progress.step, self.config
         written = {}
+        if evaluation_due(config, step, stopping):
+            self._measure_fid(report)
         if stopping or step % config.checkpoint_every == 0 or step == config.steps:
             written["checkpoint"] = self.save()
         if self.group.is_main and self._preview_due(step, stopping):
             written["grid"] = self.write_preview()
         return written
+
+    def _measurement_missed(self) -> bool:
+        """Whether the step this run starts at (resumed) is due a FID measurement that it
+        lacks: a stop came at that step, before its measurement, or measurements were
+        switched on. Every process decides alike, from the checkpoint's state."""
+        step = self.state.progress.step
+        due = step > 0 and evaluation_due(self.config, step, stopping=False)
+        return due and self.state.fid.last_step != step
+
+    def _measure_fid(self, report: LoopReport) -> None:
+        """Measure the EMA model (process 0), log the record and, when its FID is the
+        lowest yet, write the checkpoint RUN/best; the other processes wait."""
+        if self.fid is not None:
+            step = self.state.progress.step
+            record = self.fid.measure(self.ema_model(), step)
+            report.measured(record)
+            if self.state.fid.add(record["fid"], step):
+                remove_stale_temporaries(self.run.best)
+                self._write_checkpoint(self.run.best)
+        self.group.barrier()
 
     def _preview_due(self, step: int, stopping: bool) -> bool:
         if self.spec.task != "diffusion" or stopping:
@@ -419,21 +478,31 @@ class Trainer:
         """Write a checkpoint of the current step (process 0) and prune old ones."""
         folder = step_folder(self.run.path, self.state.progress.step)
         if self.group.is_main:
-            save_training_checkpoint(
-                folder,
-                self.state,
-                diffusion=self.spec.diffusion,
-                metadata=self.metadata(),
-                extra={"seed": self.config.seed, "dataset_size": len(self.dataset)},
-            )
+            self._write_checkpoint(folder)
             prune_checkpoints(self.run.path, self.config.keep_checkpoints)
         return folder
 
-    def write_preview(self) -> Path:
-        """Sample a grid with the EMA weights of the largest rate (else the raw weights)."""
+    def _write_checkpoint(self, folder: Path) -> None:
+        """The training checkpoint of the current state, atomically, as ``folder``."""
+        save_training_checkpoint(
+            folder,
+            self.state,
+            diffusion=self.spec.diffusion,
+            metadata=self.metadata(),
+            extra={"seed": self.config.seed, "dataset_size": len(self.dataset)},
+        )
+
+    def ema_model(self) -> nn.Module:
+        """A copy of the network in eval mode with the EMA weights of the largest rate (the
+        raw weights when no EMA is kept): what previews and FID measurements sample."""
         model = copy.deepcopy(self.model).eval()
         if self.state.ema.rates:
             model.load_state_dict(self.state.ema.state(max(self.state.ema.rates)))
+        return model
+
+    def write_preview(self) -> Path:
+        """Sample a grid with the EMA weights of the largest rate (else the raw weights)."""
+        model = self.ema_model()
         references = None
         if self.spec.model.kind == "superres":
             references = self.dataset.batch(
