@@ -213,8 +213,8 @@ def stop_at(monkeypatch, step: int) -> None:
     the signal comes in the step before, and the loop ends the step it is in."""
     train_step = Trainer.train_step
 
-    def signalling(trainer, index, stop_requested=False):
-        summary = train_step(trainer, index, stop_requested)
+    def signalling(trainer, index, *rest):
+        summary = train_step(trainer, index, *rest)
         if index == step - 2:
             os.kill(os.getpid(), signal.SIGTERM)
         return summary
