@@ -349,8 +349,14 @@ def report(plan, measured, images, fids, differences) -> None:
         f"fastest at the target FID: {fastest}, {rate[fastest]:.2f} images/s = "
         f"{rate[fastest] / rate[PEER]:.2f}x {PEER}'s {rate[PEER]:.2f} (issue 12's goal: 2x); "
         f"peak RSS {peak[fastest] / peak[PEER]:.2f}x, sampling RSS "
-        f"{growth[fastest] / growth[PEER]:.2f}x the peer's"
+        f"{times(growth[fastest], growth[PEER])} the peer's"
     )
+
+
+def times(ours: float, theirs: float) -> str:
+    """``ours / theirs`` as "1.23x"; "n/a" when the peer's figure is 0 (in one process,
+    memory a run reuses does not grow the peak)."""
+    return f"{ours / theirs:.2f}x" if theirs else "n/a"
 
 
 def main(argv: list[str] | None = None) -> int:
