@@ -90,7 +90,7 @@ def test_fid_is_recorded_every_n_steps_and_at_the_end_and_its_best_checkpoint_ke
     assert [r["step"] for r in measured] == [2, 4, 5]
     for record in measured:
         assert record["fid"] > 0 and record["eval_samples"] == 12 and record["eval_seconds"] > 0
-        assert 0 <= record["precision"] <= 1 and 0 <= record["recall"] <= 1
+        assert 0 <= record["sample_precision"] <= 1 and 0 <= record["sample_recall"] <= 1
     assert f"fid={measured[-1]['fid']:.2f}" in err  # the progress bar's last state
     # 12 samples against 1498 digits in 6-d stand-in features: no small-sample warning
     assert "warning" not in err

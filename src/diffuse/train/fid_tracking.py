@@ -181,8 +181,8 @@ class FidTracker:
         return {
             "step": step,
             "fid": results["fid"],
-            "precision": results["precision"],
-            "recall": results["recall"],
+            "sample_precision": results["precision"],
+            "sample_recall": results["recall"],
             "eval_samples": self.samples,
             "eval_seconds": time.perf_counter() - started,
         }
