@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "convert",
     "nll",
     "neighbors",
+    "reproduce",
     "sample",
     "sweep",
     "figures",

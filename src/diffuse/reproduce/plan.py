@@ -21,6 +21,13 @@ from diffuse.train import DataSpec, RunSpec, spec_from_preset
 TASKS = ("diffusion", "classifier")
 
 
+def check_scale(scale: float) -> float:
+    """A budget scale: a positive, finite number."""
+    if not (isinstance(scale, int | float) and 0 < scale < math.inf):
+        raise ConfigError(f"the budget scale must be a positive number, got {scale}")
+    return float(scale)
+
+
 @dataclass(frozen=True)
 class ModelPlan:
     """A model to train.

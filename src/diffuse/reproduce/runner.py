@@ -48,6 +48,7 @@ from diffuse.reproduce.plan import (
     Reference,
     Sampling,
     Verdict,
+    check_scale,
 )
 from diffuse.reproduce.store import Stopwatch, Store, provenance
 from diffuse.sample import SamplerSettings, Samples, Stage, generate, progressive
@@ -117,9 +118,10 @@ class Suite:
     models:    the models the claims may name, by name.
     scale:     budget scale: every model trains ``round(steps * scale)`` steps.
     progress:  show progress bars.
-    on_write:  called with the files of each finished record and a one-line description
-               (``--commit`` commits them).
     say:       prints a line of progress.
+
+    :attr:`written` collects the records written since :meth:`take_written` was last
+    called (``--commit`` commits them).
     """
 
     def __init__(
@@ -129,21 +131,23 @@ class Suite:
         *,
         scale: float = 1.0,
         progress: bool = True,
-        on_write: Callable[[list[Path], str], None] | None = None,
         say: Callable[[str], None] = print,
     ) -> None:
-        if not (scale > 0 and math.isfinite(scale)):
-            raise ConfigError(f"the budget scale must be a positive number, got {scale}")
         self.store = Store(root)
         self.models = models
-        self.scale = scale
+        self.scale = check_scale(scale)
         self.progress = progress
-        self.on_write = on_write or (lambda paths, message: None)
+        self.written: list[Path] = []
         self.say = say
         self._extractor: InceptionExtractor | None = None
         self._references: dict[Reference, Any] = {}
 
     # ------------------------------------------------------------------ models
+
+    def take_written(self) -> list[Path]:
+        """The records written since the last call, each once."""
+        written, self.written = list(dict.fromkeys(self.written)), []
+        return written
 
     def plan(self, name: str) -> ModelPlan:
         if name not in self.models:
@@ -176,7 +180,7 @@ class Suite:
         if not record["finished"]:
             record["finished"] = True
             self.store.write(record_path, record)
-            self.on_write([record_path], f"model {folder} trained")
+            self.written.append(record_path)
         return final
 
     def _check_same_settings(self, run: Path, spec, name: str) -> None:
@@ -210,6 +214,7 @@ class Suite:
             }
         )
         self.store.write(record_path, record)
+        self.written.append(record_path)
         if result.interrupted:
             raise SuiteInterrupted(result.interrupted)
         return record
@@ -353,7 +358,7 @@ class Suite:
             **provenance(),
         }
         self.store.write(path, record)
-        self.on_write([path], f"score: {sampling.model} ({_describe(sampling)})")
+        self.written.append(path)
         return record
 
     def floor(self, real: Reference, reference: Reference) -> dict:
@@ -381,7 +386,7 @@ class Suite:
             **provenance(),
         }
         self.store.write(path, record)
-        self.on_write([path], f"score: floor ({real.describe()})")
+        self.written.append(path)
         return record
 
     def likelihood(self, item: Likelihood) -> dict:
@@ -417,7 +422,7 @@ class Suite:
             **provenance(),
         }
         self.store.write(path, record)
-        self.on_write([path], f"score: bits/dim of {item.model}")
+        self.written.append(path)
         return record
 
     def curve(self, item: Curve) -> dict:
@@ -449,7 +454,7 @@ class Suite:
             **provenance(),
         }
         self.store.write(path, record)
-        self.on_write([path], f"score: training curve of {item.model}")
+        self.written.append(path)
         return record
 
     def figure(self, claim: Claim, item: Progressive) -> Path:
@@ -463,13 +468,15 @@ class Suite:
             stage, item.n, classes=classes, columns=item.columns, progress=self.progress
         )
         save_png(path, figure.render())
+        self.written.append(path)
         return path
 
     # ------------------------------------------------------------------ claims
 
     def run(self, claim: Claim, estimated_minutes: float | None = None) -> dict:
         """Everything ``claim`` needs (reusing what was done), then its result: checked,
-        plotted and written to ``<claim>/result.json``."""
+        plotted and written to ``<claim>/result.json``. A result that comes out as the one
+        already there (but for when and where it was computed) is left as it was."""
         self.say(f"claim {claim.number} ({claim.name}): {claim.title}")
         for name in claim.models:
             self.trained(name)
@@ -483,7 +490,6 @@ class Suite:
         figures = [self.figure(claim, item) for item in claim.figures]
         results = Results(quality, likelihood, curves, floor)
         verdict: Verdict = claim.check(results)
-        plots = [self._plot(claim, plot, results) for plot in claim.plots]
         result = {
             "claim": claim.name,
             "number": claim.number,
@@ -503,7 +509,9 @@ class Suite:
             "likelihood": {k: _short(v) for k, v in likelihood.items()},
             "curves": {k: _short(v) for k, v in curves.items()},
             "models": {name: self._model_summary(name) for name in claim.models},
-            "files": sorted(path.name for path in [*figures, *plots]),
+            "files": sorted(
+                [*(path.name for path in figures), *(plot.file for plot in claim.plots)]
+            ),
             "cost": {
                 "estimated_minutes": estimated_minutes,
                 **self._cost(claim, [*quality, *likelihood.values()]),
@@ -511,9 +519,21 @@ class Suite:
             "command": command(claim.name, self.scale),
             **provenance(),
         }
-        path = self.store.write(self.store.result(claim.name), result)
+        path = self.store.result(claim.name)
+        plots = [self.store.claim_file(claim.name, plot.file) for plot in claim.plots]
+        kept = self.store.read(path)
+        if (
+            kept is None
+            or _findings(kept) != _findings(result)
+            or not all(p.is_file() for p in plots)
+        ):
+            for plot in claim.plots:
+                self._plot(claim, plot, results)
+            self.store.write(path, result)
+            self.written += [path, *plots]
+            kept = result
         self.say(f"claim {claim.number} ({claim.name}): {verdict.summary()}")
-        return {"result": result, "files": [path, *figures, *plots]}
+        return kept
 
     def _model_summary(self, name: str) -> dict:
         folder = self.plan(name).folder(self.scale)
@@ -562,6 +582,14 @@ class Suite:
             path, x, series, xlabel=plot.xlabel, ylabel=ylabel, title=claim.source, logx=plot.logx
         )
         return path
+
+
+PROVENANCE = ("commit", "cpu", "threads", "torch", "date")
+
+
+def _findings(result: Mapping[str, Any]) -> dict:
+    """A claim's result without when and where it was computed, as JSON reads it back."""
+    return {k: v for k, v in json.loads(json.dumps(result)).items() if k not in PROVENANCE}
 
 
 def _value(results: Results, series: str, x: float, metric: str) -> float:

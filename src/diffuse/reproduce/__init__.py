@@ -1,0 +1,1 @@
+"""The reproduction suite: the papers' claims as experiments anyone can rerun on a CPU."""
