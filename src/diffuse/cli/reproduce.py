@@ -72,6 +72,7 @@ def run(args) -> int:
     if args.commit:
         _check_git(args.root)
     suite = Suite(args.root, MODELS, scale=args.budget_scale, progress=not args.no_progress)
+    suite.check(claims)
     for claim in claims:
         minutes = round(estimate([claim], MODELS, args.budget_scale).total, 1)
         try:

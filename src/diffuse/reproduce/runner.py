@@ -149,6 +149,13 @@ class Suite:
         written, self.written = list(dict.fromkeys(self.written)), []
         return written
 
+    def check(self, claims: Iterable[Claim]) -> None:
+        """Raise :class:`ConfigError` for a model of ``claims`` that cannot be trained as
+        declared (a setting its preset refuses), before any work."""
+        for claim in claims:
+            for name in claim.models:
+                self.plan(name).spec(self.scale).diffusion.build()
+
     def plan(self, name: str) -> ModelPlan:
         if name not in self.models:
             raise ConfigError(f"unknown model {name!r}; declared: {', '.join(self.models)}")
