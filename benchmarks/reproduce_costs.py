@@ -46,7 +46,9 @@ def measure(preset: str, task: str, batch: int, repeats: int) -> tuple[float, fl
     if task == "diffusion" and config.num_classes is not None:
         kwargs["y"] = torch.randint(0, config.num_classes, (batch,))
     if config.kind == "superres":
-        kwargs["low_res"] = torch.randn(batch, config.in_channels, config.low_res_size, config.low_res_size)
+        kwargs["low_res"] = torch.randn(
+            batch, config.in_channels, config.low_res_size, config.low_res_size
+        )
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
 
     def train_step() -> None:
@@ -80,7 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         pairs += [(name, "diffusion") for name in wanted if name not in known]
     rows = {pair: measure(*pair, args.batch_size, args.repeats) for pair in pairs}
     for (preset, task), (training, forward) in rows.items():
-        print(f"{preset} ({task}): training {training:.2f} ms/image, forward {forward:.3f} ms/image")
+        print(
+            f"{preset} ({task}): training {training:.2f} ms/image, forward {forward:.3f} ms/image"
+        )
     print("UNITS = {")
     for (preset, task), (training, forward) in rows.items():
         print(f'    ("{preset}", "{task}"): Unit({training:.3g}, {forward:.3g}),')

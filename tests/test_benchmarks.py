@@ -75,3 +75,19 @@ def test_a_measuring_process_answers_one_json_line():
     described = json.loads(done.stdout.strip().splitlines()[-1])
     # 7.66 M parameters and 3.59 GFLOP per image (issue 3's network)
     assert abs(described["params_m"] - 7.66) < 0.01 and abs(described["gflop"] - 3.59) < 0.01
+
+
+def test_the_reproduction_costs_are_measured_per_preset():
+    done = subprocess.run(
+        [
+            sys.executable, str(BENCHMARKS / "reproduce_costs.py"), "--presets", "tiny",
+            "--batch-size", "2", "--repeats", "1",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and "1 threads" in lines[1]
+    assert lines[2].startswith("tiny (diffusion): training ") and "ms/image" in lines[2]
+    assert lines[3] == "UNITS = {" and lines[5] == "}"
+    assert lines[4].startswith('    ("tiny", "diffusion"): Unit(')  # the line for costs.UNITS
