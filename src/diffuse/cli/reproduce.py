@@ -1,6 +1,6 @@
 """``diffuse reproduce [NAME ...]``: the papers' claims as experiments on this CPU.
 
-Each claim (``--list`` names them, with their estimated cost and whether they ran) trains
+Each claim (--list names them, with their estimated cost and whether they ran) trains
 its models, draws its samples, measures them and checks the paper's trend; the results
 (small JSON and PNG files) go under --root with REPRODUCTION.md, the report generated
 from them. Everything finished is kept and reused: the command can be stopped at any time

@@ -35,7 +35,9 @@ tenth of its steps (a quick look: its results are kept apart, in runs of other s
 counts). Sample quality is FID (with precision and recall, k = 3) of class-balanced
 samples against the Inception statistics of the first 10,000 training images (digits:
 all 1,498), fitted to the models' resolution; the floor is the FID of as many real test
-images against the same statistics (digits: the 299 test images). The papers' numbers are
+images against the same statistics (digits: the 299 test images). FID from fewer images
+than its 2,048 feature dimensions is biased upwards, so only FIDs of equal counts compare:
+within a claim they do. The papers' numbers are
 on their data sets (CIFAR-10, ImageNet), ours on Fashion-MNIST or digits: only the
 directions compare.
 """
