@@ -281,6 +281,34 @@ def test_an_interrupted_training_resumes_where_it_stopped(tmp_path, monkeypatch,
     assert result["models"]["tiny-linear"]["pieces"] == 2
 
 
+def test_a_signal_while_sampling_keeps_what_was_finished(finished, tmp_path, monkeypatch, capsys):
+    root = copy_of(finished, tmp_path)
+    kept = json.loads((root / "tiny-trend/result.json").read_text())
+    for made in [*(root / "scores").glob("quality-*.json"), *(root / ".work/samples").glob("*")]:
+        made.unlink()
+    declare(monkeypatch)
+    sample = runner.generate
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill -TERM` would, while sampling
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "generate", terminated)
+    assert reproduce(root, "tiny-trend") == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert "SIGTERM: stopped during tiny-trend; what was finished is kept" in err
+    assert not [path for path in root.rglob("*") if path.name.endswith(".tmp")]
+    assert not list((root / "scores").glob("quality-*.json"))
+    monkeypatch.setattr(runner, "generate", sample)
+    assert reproduce(root, "tiny-trend") == 0
+    again = json.loads((root / "tiny-trend/result.json").read_text())
+
+    def metrics(result):
+        return [(row["series"], row["x"], row["fid"], row["recall"]) for row in result["quality"]]
+
+    assert metrics(again) == metrics(kept)  # same seeds and kernels: the same samples, FIDs
+
+
 def test_an_unknown_claim_is_refused_naming_the_claims(tmp_path, declared, capsys):
     root = tmp_path / "r"
     assert reproduce(root, "tiny-trend", "tiny-trned") == 2

@@ -4,7 +4,8 @@ Each claim (--list names them, with their estimated cost and whether they ran) t
 its models, draws its samples, measures them and checks the paper's trend; the results
 (small JSON and PNG files) go under --root with REPRODUCTION.md, the report generated
 from them. Everything finished is kept and reused: the command can be stopped at any time
-(SIGINT or SIGTERM save the model being trained) and run again to continue. --commit
+(SIGINT or SIGTERM save the model being trained; a sample set or score being made is made
+again) and run again to continue. --commit
 commits each claim's results to git as it finishes. Without NAME every claim runs, in
 order. See REPRODUCTION.md (or diffuse.reproduce.report) for running it in the background.
 """
@@ -23,6 +24,7 @@ from diffuse.reproduce.plan import check_scale
 from diffuse.reproduce.report import write_report
 from diffuse.reproduce.runner import Suite, SuiteInterrupted
 from diffuse.reproduce.store import Store
+from diffuse.sample.interrupt import exit_status, signal_name, sigterm_interrupts
 
 
 def register(subparsers) -> None:
@@ -76,20 +78,28 @@ def run(args) -> int:
     for claim in claims:
         minutes = round(estimate([claim], MODELS, args.budget_scale).total, 1)
         try:
-            result = suite.run(claim, minutes)
-        except (SuiteInterrupted, KeyboardInterrupt) as stop:
-            name = stop.signal if isinstance(stop, SuiteInterrupted) else "SIGINT"
-            _finish(suite, store, args, f"reproduce: partial work on {claim.name} ({name})")
-            print(
-                f"diffuse reproduce: {name}: stopped during {claim.name}; what was finished is "
-                f"kept in {args.root}: run the same command again to continue",
-                file=sys.stderr,
-            )
-            return stop.exit_status if isinstance(stop, SuiteInterrupted) else 130
+            with sigterm_interrupts():
+                result = suite.run(claim, minutes)
+        except SuiteInterrupted as stop:
+            return _stopped(suite, store, args, claim.name, stop.signal)
+        except KeyboardInterrupt as stop:
+            return _stopped(suite, store, args, claim.name, signal_name(stop))
         verdict = result["verdict"]["summary"]
         _finish(suite, store, args, f"reproduce: claim {claim.number} ({claim.name}) {verdict}")
     print(f"results in {args.root}; report: {store.report}")
     return 0
+
+
+def _stopped(suite: Suite, store: Store, args, claim: str, name: str) -> int:
+    """A signal stopped the work on ``claim``: keep (and commit) what was finished, say how
+    to continue, exit with 128 + the signal's number."""
+    _finish(suite, store, args, f"reproduce: partial work on {claim} ({name})")
+    print(
+        f"diffuse reproduce: {name}: stopped during {claim}; what was finished is kept in "
+        f"{args.root}: run the same command again to continue",
+        file=sys.stderr,
+    )
+    return exit_status(name)
 
 
 def _list(claims, store: Store, scale: float) -> int:

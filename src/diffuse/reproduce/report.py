@@ -19,7 +19,7 @@ from diffuse.reproduce.runner import command
 from diffuse.reproduce.store import Store
 
 HOW_TO_RUN = """\
-Run the whole suite in the background (it takes about {hours:.1f} hours on a 2-core CPU;
+Run the whole suite in the background (estimated {hours:.1f} hours on a 2-core CPU;
 every finished model, sample set and score is kept, so it can be stopped at any time and
 started again with the same command; `--commit` commits each claim's results as it
 finishes):
@@ -36,10 +36,9 @@ counts). Sample quality is FID (with precision and recall, k = 3) of class-balan
 samples against the Inception statistics of the first 10,000 training images (digits:
 all 1,498), fitted to the models' resolution; the floor is the FID of as many real test
 images against the same statistics (digits: the 299 test images). FID from fewer images
-than its 2,048 feature dimensions is biased upwards, so only FIDs of equal counts compare:
-within a claim they do. The papers' numbers are
-on their data sets (CIFAR-10, ImageNet), ours on Fashion-MNIST or digits: only the
-directions compare.
+than its 2,048 feature dimensions is biased upwards, so only FIDs of equal counts compare,
+as they do within each claim. The papers' numbers are on their data sets (CIFAR-10,
+ImageNet), ours on Fashion-MNIST or digits: only the directions compare.
 """
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import statistics
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -71,10 +70,6 @@ class SuiteInterrupted(Exception):
     def __init__(self, signal_name: str) -> None:
         super().__init__(signal_name)
         self.signal = signal_name
-
-    @property
-    def exit_status(self) -> int:
-        return 128 + signal.Signals[self.signal]
 
 
 @dataclass(frozen=True)
