@@ -116,3 +116,29 @@ def test_step_noise_is_the_relative_noise_of_a_per_step_estimate_without_its_tre
     assert step_noise(flat) == pytest.approx(0.1, rel=0.05)  # sigma 1 over mean 10
     assert step_noise(falling) == pytest.approx(step_noise(flat) * 10 / 12.5, rel=0.05)
     assert np.isnan(step_noise([1.0, 2.0]))
+
+
+def test_every_check_reads_only_what_its_claim_measures():
+    """Each declared check, on made-up results holding exactly the claim's measurements,
+    gives a verdict whose parts state their numbers."""
+    generator = np.random.default_rng(0)
+    for claim in CLAIMS.values():
+        quality = [
+            {"series": p.series, "x": p.x, "fid": generator.uniform(5, 50),
+             "precision": generator.uniform(), "recall": generator.uniform()}
+            for p in claim.quality
+        ]  # fmt: skip
+        rate_distortion = [
+            {"step": step, "rate": 1 - step / 1000, "distortion": step / 4}
+            for step in (999, 500, 0, -1)
+        ]
+        likelihood = {
+            item.series: {"bpd": generator.uniform(3, 5), "rate_distortion": rate_distortion}
+            for item in claim.likelihood
+        }
+        curves = {item.series: {"noise": generator.uniform()} for item in claim.curves}
+        verdict = claim.check(Results(quality, likelihood, curves, None))
+        assert verdict.parts and all(part.text for part in verdict.parts), claim.name
+        failed = sum(not part.holds for part in verdict.parts)
+        expected = f"does not hold ({failed} of {len(verdict.parts)} parts fail)"
+        assert verdict.summary() == ("holds" if failed == 0 else expected), claim.name

@@ -501,23 +501,24 @@ P_UNCOND = {
 
 
 def _check_cfg(r) -> Verdict:
+    top = WEIGHTS[-1]
     parts = []
     for series in P_UNCOND:
         rows = {w: r.point(series, w) for w in WEIGHTS}
         best = min(WEIGHTS, key=lambda w: rows[w]["fid"])
-        parts.append(Part(f"{series}: best FID at a small w > 0 (at w = {best:g})", 0 < best <= 1))
-        parts.append(
+        parts += [
+            Part(f"{series}: best FID at a small w > 0 (at w = {best:g})", 0 < best <= 1),
             less(
-                f"{series}: precision rises from w = 0 to 3",
+                f"{series}: precision rises from w = 0 to {top:g}",
                 rows[0.0]["precision"],
-                rows[4.0]["precision"],
-            )
-        )
-        parts.append(
+                rows[top]["precision"],
+            ),
             less(
-                f"{series}: recall falls from w = 0 to 3", rows[3.0]["recall"], rows[0.0]["recall"]
-            )
-        )
+                f"{series}: recall falls from w = 0 to {top:g}",
+                rows[top]["recall"],
+                rows[0.0]["recall"],
+            ),
+        ]
     return Verdict(tuple(parts))
 
 
