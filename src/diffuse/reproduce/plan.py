@@ -272,7 +272,6 @@ class Claim:
     quality, likelihood, curves, figures: the measurements.
     plots:      the PNGs drawn from them.
     check:      the results -> :class:`Verdict` (see :class:`diffuse.reproduce.runner.Results`).
-    extra_models: models trained for the claim beyond those its measurements name.
     """
 
     name: str
@@ -289,7 +288,6 @@ class Claim:
     curves: Sequence[Curve] = ()
     figures: Sequence[Progressive] = ()
     plots: Sequence[Plot] = ()
-    extra_models: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if self.quality and (self.reference is None or self.floor is None):
@@ -300,4 +298,4 @@ class Claim:
         """Every model the claim needs, each once, in the order it first needs them."""
         names = [m for point in self.quality for m in point.sampling.models]
         names += [item.model for item in (*self.likelihood, *self.curves, *self.figures)]
-        return tuple(dict.fromkeys([*names, *self.extra_models]))
+        return tuple(dict.fromkeys(names))

@@ -97,12 +97,6 @@ class Results:
     def metric(self, metric: str, series: str, x: float) -> float:
         return float(self.point(series, x)[metric])
 
-    def series(self, series: str) -> list[Mapping[str, Any]]:
-        """The quality rows of ``series``, by increasing x."""
-        return sorted(
-            (row for row in self.quality if row["series"] == series), key=lambda r: r["x"]
-        )
-
     def nll(self, series: str) -> float:
         return float(self.likelihood[series]["bpd"])
 
