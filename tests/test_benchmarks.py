@@ -157,3 +157,19 @@ def test_bench_folder_loading_times_workers_against_none():
     for measure in ("into memory", "on demand, one epoch", "training, on demand"):
         line = lines[measure]
         assert line.startswith(f"{measure}: 0 workers ") and line.endswith("x with 1 workers)")
+
+
+def test_the_reproduction_costs_are_measured_per_preset():
+    done = subprocess.run(
+        [
+            sys.executable, str(BENCHMARKS / "reproduce_costs.py"), "--presets", "tiny",
+            "--batch-size", "2", "--repeats", "1",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and "1 threads" in lines[1]
+    assert lines[2].startswith("tiny (diffusion): training ") and "ms/image" in lines[2]
+    assert lines[3] == "UNITS = {" and lines[5] == "}"
+    assert lines[4].startswith('    ("tiny", "diffusion"): Unit(')  # the line for costs.UNITS

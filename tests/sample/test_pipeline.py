@@ -184,3 +184,21 @@ def test_requests_are_checked_before_sampling(base, up):
         stage = request.pop("stage")
         with pytest.raises(ConfigError, match=message):
             check_request(stage, **request)
+
+
+def test_a_start_step_skips_the_first_steps_of_the_reverse_process():
+    """Improved DDPM Fig. 4: sampling from pure noise at an earlier index of the chain."""
+    stage = Stage(base_unet(), DIFFUSION, SamplerSettings("ddim", "5"))
+    skipped = generate(stage, 3, seed=4, classes=[1], start_step=2)
+    generators = seeded_generators(range(4, 7))
+    labels = sample_labels(stage, generators, 0, [1])
+    by_hand = stage.sample(generators, labels, start_step=2)  # x at index 2 is pure noise
+    np.testing.assert_array_equal(skipped.images, to_uint8(by_hand))
+    full = generate(stage, 3, seed=4, classes=[1])
+    np.testing.assert_array_equal(
+        generate(stage, 3, seed=4, classes=[1], start_step=4).images, full.images
+    )
+    assert not np.array_equal(skipped.images, full.images)
+    for bad in (-1, 5, 2.0):
+        with pytest.raises(ConfigError, match=r"start step must be an index of the 5 steps"):
+            generate(stage, 1, start_step=bad)

@@ -201,6 +201,12 @@ def test_importance_weights_multiply_the_loss():
     mse = draws.noise.pow(2).mean(dim=(1, 2, 3))
     torch.testing.assert_close(stats["mse"], mse)
     torch.testing.assert_close(loss, weights * mse)
+    assert "loss_weighted" not in stats  # uniform timesteps: it would repeat the loss
+    objective = DiffusionObjective(process, LossAwareSampler(100))
+    loss, stats = objective.losses(EchoNet(), x, torch.zeros(3, dtype=torch.long), draws)
+    # importance-sampled timesteps: the weighted loss, the unbiased L estimate, is logged too
+    torch.testing.assert_close(stats["loss_weighted"], weights * mse)
+    torch.testing.assert_close(stats["loss"], mse)
 
 
 def test_upsampler_gets_the_area_downsampled_image():

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "export",
     "nll",
     "neighbors",
+    "reproduce",
     "sample",
     "sweep",
     "figures",

@@ -44,6 +44,7 @@ def check_request(
     classes: Sequence[int] | None = None,
     batch_size: int = 64,
     upsampler: Stage | None = None,
+    start_step: int | None = None,
 ) -> None:
     """Raise :class:`ConfigError` for a request that cannot be served, before any work."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -54,6 +55,16 @@ def check_request(
         raise ConfigError(
             "the base model is an upsampler: sample a base model and give the upsampler as "
             "the upsampler stage"
+        )
+    last = base.process.num_timesteps - 1
+    if start_step is not None and (
+        isinstance(start_step, bool)
+        or not isinstance(start_step, int)
+        or not 0 <= start_step <= last
+    ):
+        raise ConfigError(
+            f"the start step must be an index of the {last + 1} steps the sampler walks "
+            f"(0 .. {last}), got {start_step!r}"
         )
     known = base.label_classes
     if classes is not None:
@@ -128,6 +139,7 @@ def generate_batches(
     classes: Sequence[int] | None = None,
     batch_size: int = 64,
     upsampler: Stage | None = None,
+    start_step: int | None = None,
     progress: bool = False,
 ) -> Iterator[Samples]:
     """The ``n`` samples of :func:`generate`, yielded batch by batch as each finishes (so a
@@ -137,7 +149,9 @@ def generate_batches(
     order, ``batch_size`` each but the last. A stage of precision "auto" decides once,
     for full batches, so that every batch runs in the same precision.
     """
-    check_request(base, n, classes=classes, batch_size=batch_size, upsampler=upsampler)
+    check_request(
+        base, n, classes=classes, batch_size=batch_size, upsampler=upsampler, start_step=start_step
+    )
     base = base.with_precision_for(min(n, batch_size))
     if upsampler is not None:
         upsampler = upsampler.with_precision_for(min(n, batch_size))
@@ -145,7 +159,7 @@ def generate_batches(
         for start in range(0, n, batch_size):
             generators = seeded_generators(range(seed + start, seed + min(start + batch_size, n)))
             labels = sample_labels(base, generators, start, classes)
-            x = base.sample(generators, labels, progress=progress)
+            x = base.sample(generators, labels, start_step=start_step, progress=progress)
             if upsampler is not None:
                 x = upsampler.sample(generators, labels, low_res=quantize(x), progress=progress)
             bar.update(len(generators))
@@ -169,6 +183,7 @@ def generate(
     classes: Sequence[int] | None = None,
     batch_size: int = 64,
     upsampler: Stage | None = None,
+    start_step: int | None = None,
     progress: bool = False,
 ) -> Samples:
     """``n`` samples of ``base`` (upsampled by ``upsampler`` when given).
@@ -181,6 +196,9 @@ def generate(
                  classes.
     batch_size:  samples per network batch (bounds memory; does not change any sample).
     upsampler:   the second stage, conditioned on the base samples.
+    start_step:  the index of the base stage's chain at which sampling starts, from pure
+                 noise (default: the last, x_T); a lower index skips the first steps of the
+                 reverse process, as Improved DDPM's Fig. 4 skips a prefix of it.
     progress:    show progress bars.
     """
     batches = generate_batches(
@@ -190,6 +208,7 @@ def generate(
         classes=classes,
         batch_size=batch_size,
         upsampler=upsampler,
+        start_step=start_step,
         progress=progress,
     )
     return join_samples(list(batches))

@@ -14,7 +14,9 @@ sees each step's losses afterwards (:meth:`observe`, which feeds the importance 
   uniform t (ADM section 4.1), with its accuracy.
 
 Per-example statistics are also reported per quarter of the timestep range
-(``loss_q0`` for the quarter nearest the data, ..., ``loss_q3`` nearest pure noise).
+(``loss_q0`` for the quarter nearest the data, ..., ``loss_q3`` nearest pure noise). With
+importance-sampled timesteps the statistics also hold ``loss_weighted``, the loss times the
+importance weights: its batch mean is the unbiased estimate of the uniform-t loss.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 
 from diffuse.diffusion.gaussian import GaussianDiffusion
 from diffuse.diffusion.noise import randn
-from diffuse.diffusion.timesteps import TimestepSampler, make_timestep_sampler
+from diffuse.diffusion.timesteps import LossAwareSampler, TimestepSampler, make_timestep_sampler
 from diffuse.train.spec import RunSpec
 
 QUARTERS = 4
@@ -139,7 +141,13 @@ class DiffusionObjective(Objective):
             model, x, draws.t, noise=draws.noise, model_kwargs=self.model_kwargs(x, y, draws.drop)
         )
         stats = {name: value.detach().float() for name, value in terms.items()}
-        return terms["loss"] * draws.weights, stats
+        weighted = terms["loss"] * draws.weights
+        if isinstance(self.sampler, LossAwareSampler):
+            # The batch's unbiased estimate of the uniform-t loss (``loss`` itself averages
+            # the steps as drawn, biased towards the costly ones): what Improved DDPM's
+            # Fig. 6 plots, and what makes its noise comparable with a uniform run's.
+            stats["loss_weighted"] = weighted.detach().float()
+        return weighted, stats
 
 
 class ClassifierObjective(Objective):

@@ -1,0 +1,653 @@
+"""Run claims: train their models, draw their samples, measure, check, write the results.
+
+Every piece of work is found and reused when it was finished before, so the suite can be
+stopped at any moment and run again, in pieces, across days:
+
+- a model whose run holds the checkpoint of its last step is done; a run stopped earlier
+  (SIGINT/SIGTERM save a checkpoint; a killed one falls back to its latest) is resumed
+  with ``diffuse train --resume``'s machinery; a run trained with other settings than
+  declared is refused, never replaced;
+- a sample set (``.work/samples``), a score (``scores/``) and a figure are reused when
+  their file exists: their names are digests of everything that made them;
+- a claim's ``result.json`` is rewritten from its scores each time it is run.
+
+Each model record adds up the wall and CPU minutes of every piece of its training; each
+score records those of its sampling and evaluation; every record carries the code's
+commit and the CPU (:func:`~diffuse.reproduce.store.provenance`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffuse.checkpoint import load_checkpoint
+from diffuse.errors import ConfigError
+from diffuse.eval.evaluate import SmallSampleWarning, evaluate
+from diffuse.eval.features import InceptionExtractor
+from diffuse.eval.nll import measure_nll
+from diffuse.eval.reference import dataset_reference, reference_images
+from diffuse.io import atomic_path
+from diffuse.plots import plot_lines, plot_rate_distortion
+from diffuse.rendering import save_png
+from diffuse.reproduce.plan import (
+    Claim,
+    Curve,
+    Likelihood,
+    ModelPlan,
+    Plot,
+    Progressive,
+    Reference,
+    Sampling,
+    Verdict,
+    check_scale,
+)
+from diffuse.reproduce.store import Stopwatch, Store, provenance
+from diffuse.sample import SamplerSettings, Samples, Stage, generate, progressive
+from diffuse.sample.models import load_classifier, load_diffusion_model
+from diffuse.train import RunFolder, resume, train
+from diffuse.train.state import step_folder
+
+SAMPLE_BATCH = 250
+K = 3  # precision/recall neighbourhood (Kynkaanniemi et al. 2019; ADM's evaluator)
+
+
+class SuiteInterrupted(Exception):
+    """Training stopped by SIGINT/SIGTERM (its checkpoint saved): run the suite again to
+    continue.
+
+    signal: "SIGINT" or "SIGTERM".
+    """
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal = signal_name
+
+
+@dataclass(frozen=True)
+class Results:
+    """What a claim's check reads.
+
+    quality:    one row per :class:`Quality` point: ``series``, ``x`` and the metrics.
+    likelihood: rows of the :class:`Likelihood` items by series: ``bpd``, ``stderr``, ...
+    curves:     rows of the :class:`Curve` items by series: ``steps``, ``values``, ``noise``.
+    floor:      the real images' row (their FID against the reference).
+    """
+
+    quality: Sequence[Mapping[str, Any]]
+    likelihood: Mapping[str, Mapping[str, Any]]
+    curves: Mapping[str, Mapping[str, Any]]
+    floor: Mapping[str, Any] | None
+
+    def point(self, series: str, x: float) -> Mapping[str, Any]:
+        """The quality row of ``series`` at ``x``."""
+        for row in self.quality:
+            if row["series"] == series and row["x"] == x:
+                return row
+        raise KeyError(f"no quality point {series!r} at {x}")
+
+    def metric(self, metric: str, series: str, x: float) -> float:
+        return float(self.point(series, x)[metric])
+
+    def nll(self, series: str) -> float:
+        return float(self.likelihood[series]["bpd"])
+
+
+class Suite:
+    """Runs claims into a root folder.
+
+    root:      the root folder (:mod:`diffuse.reproduce.store`).
+    models:    the models the claims may name, by name.
+    scale:     budget scale: every model trains ``round(steps * scale)`` steps.
+    progress:  show progress bars.
+    say:       prints a line of progress.
+
+    :attr:`written` collects the records written since :meth:`take_written` was last
+    called (``--commit`` commits them).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        models: Mapping[str, ModelPlan],
+        *,
+        scale: float = 1.0,
+        progress: bool = True,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.store = Store(root)
+        self.models = models
+        self.scale = check_scale(scale)
+        self.progress = progress
+        self.written: list[Path] = []
+        self.say = say
+        self._extractor: InceptionExtractor | None = None
+        self._references: dict[Reference, Any] = {}
+
+    # ------------------------------------------------------------------ models
+
+    def take_written(self) -> list[Path]:
+        """The records written since the last call, each once."""
+        written, self.written = list(dict.fromkeys(self.written)), []
+        return written
+
+    def check(self, claims: Iterable[Claim]) -> None:
+        """Raise :class:`ConfigError` for a model of ``claims`` that cannot be trained as
+        declared (a setting its preset refuses), before any work."""
+        for claim in claims:
+            for name in claim.models:
+                self.plan(name).spec(self.scale).diffusion.build()
+
+    def plan(self, name: str) -> ModelPlan:
+        if name not in self.models:
+            raise ConfigError(f"unknown model {name!r}; declared: {', '.join(self.models)}")
+        return self.models[name]
+
+    def trained(self, name: str) -> Path:
+        """The final checkpoint of model ``name``, trained (or its training continued) first
+        when it is not there yet; raises :class:`SuiteInterrupted` when a signal stops it."""
+        plan = self.plan(name)
+        folder = plan.folder(self.scale)
+        spec, run = plan.spec(self.scale), self.store.run(folder)
+        final = step_folder(run, spec.train.steps)
+        record_path = self.store.model_record(folder)
+        record = self.store.read(record_path) or {
+            "model": name,
+            "description": plan.description,
+            "preset": plan.preset,
+            "data": plan.data,
+            "settings": dict(plan.settings),
+            "steps": spec.train.steps,
+            "spec": spec.to_dict(),
+            "pieces": [],
+            "finished": False,
+        }
+        if RunFolder(run).run_file.is_file():
+            self._check_same_settings(run, spec, name)
+        if not final.is_dir():
+            record = self._train_piece(name, spec, run, record, record_path)
+        if not record["finished"]:
+            record["finished"] = True
+            self.store.write(record_path, record)
+            self.written.append(record_path)
+        return final
+
+    def _check_same_settings(self, run: Path, spec, name: str) -> None:
+        saved = RunFolder(run).read_spec().to_dict()
+        wanted = spec.to_dict()
+        if saved != wanted:
+            changed = _differences(saved, wanted)
+            raise ConfigError(
+                f"{run} holds a run of model {name} trained with other settings than declared "
+                f"now ({'; '.join(changed[:3])}); move it away to train the model again, or "
+                "use another --root"
+            )
+
+    def _train_piece(self, name, spec, run: Path, record: dict, record_path: Path) -> dict:
+        started = RunFolder(run).run_file.is_file()
+        self.say(
+            f"model {name}: {'resuming' if started else 'training'} ({spec.train.steps} steps)"
+        )
+        with Stopwatch() as watch:
+            if started:
+                result = resume(run, progress=self.progress)
+            else:
+                result = train(spec, run, progress=self.progress)
+        record["pieces"].append(
+            {
+                "first_step": result.first_step,
+                "step": result.step,
+                "interrupted": result.interrupted,
+                **watch.minutes(),
+                **provenance(),
+            }
+        )
+        self.store.write(record_path, record)
+        self.written.append(record_path)
+        if result.interrupted:
+            raise SuiteInterrupted(result.interrupted)
+        return record
+
+    # ------------------------------------------------------------------ samples
+
+    def _stage(
+        self,
+        checkpoint: Path,
+        sampler: str,
+        steps: str,
+        eta: float = 0.0,
+        *,
+        upsampler: bool = False,
+        variance: str | None = None,
+        classifier: Path | None = None,
+        **guidance,
+    ) -> Stage:
+        """The stage of a trained model: its EMA weights, the sampler, a fixed variance in
+        place of its own, a classifier's guidance (``guidance``: cfg, classifier_scale)."""
+        loaded = load_diffusion_model(checkpoint, upsampler=upsampler)
+        diffusion = loaded.diffusion
+        if variance is not None:
+            diffusion = replace(diffusion, variance=variance)
+        if classifier is not None:
+            guidance["classifier"] = load_classifier(classifier, loaded.diffusion).model
+        return Stage(loaded.model, diffusion, SamplerSettings(sampler, steps, eta), **guidance)
+
+    def sample_identity(self, sampling: Sampling) -> dict:
+        """What makes a sample set: its settings and the runs of its models."""
+        folders = {name: self.plan(name).folder(self.scale) for name in sampling.models}
+        return {"sampling": asdict(sampling), "models": folders}
+
+    def samples(self, sampling: Sampling) -> tuple[Samples, dict]:
+        """The sample set (made now, or read back) and the cost of making it."""
+        identity = self.sample_identity(sampling)
+        path = self.store.samples(identity)
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                labels = data["arr_1"] if "arr_1" in data.files else None
+                cost = json.loads(str(data["cost"]))
+                return Samples(data["arr_0"], labels), cost
+        checkpoints = {name: self.trained(name) for name in sampling.models}
+        base = self._stage(
+            checkpoints[sampling.model],
+            sampling.sampler,
+            sampling.steps,
+            sampling.eta,
+            variance=sampling.variance,
+            classifier=checkpoints.get(sampling.classifier),
+            cfg=sampling.cfg,
+            classifier_scale=sampling.classifier_scale,
+        )
+        upsampler = None
+        if sampling.upsampler is not None:
+            upsampler = self._stage(
+                checkpoints[sampling.upsampler],
+                sampling.upsampler_sampler,
+                sampling.upsampler_steps,
+                upsampler=True,
+            )
+        classes = None if base.label_classes is None else list(range(base.label_classes))
+        start = None
+        if sampling.skip:
+            start = round((1.0 - sampling.skip) * base.process.num_timesteps) - 1
+        self.say(f"sampling {sampling.n} images of {sampling.model} ({_describe(sampling)})")
+        with Stopwatch() as watch:
+            samples = generate(
+                base,
+                sampling.n,
+                seed=sampling.seed,
+                classes=classes,
+                batch_size=SAMPLE_BATCH,
+                upsampler=upsampler,
+                start_step=start,
+                progress=self.progress,
+            )
+        cost = watch.minutes()
+        arrays = {"arr_0": samples.images, "cost": json.dumps(cost)}
+        if samples.labels is not None:
+            arrays["arr_1"] = samples.labels
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        return samples, cost
+
+    # ------------------------------------------------------------------ scores
+
+    @property
+    def extractor(self) -> InceptionExtractor:
+        if self._extractor is None:
+            self._extractor = InceptionExtractor()
+        return self._extractor
+
+    def metrics(self) -> tuple[str, ...]:
+        """FID and precision/recall; the Inception Score too where the weights have logits."""
+        return ("fid", "pr", "is") if self.extractor.has_logits else ("fid", "pr")
+
+    def reference(self, reference: Reference):
+        """The reference statistics (from diffuse's cache, computed on first use)."""
+        if reference not in self._references:
+            self._references[reference] = dataset_reference(
+                reference.data,
+                metrics=("fid", "pr"),
+                split=reference.split,
+                n=reference.n,
+                image_size=reference.image_size,
+                extractor=self.extractor,
+                progress=self.progress,
+                report=self.say,
+            )
+        return self._references[reference]
+
+    def _evaluate(self, images, reference: Reference) -> tuple[dict, dict]:
+        """The metrics of uint8 images against ``reference``, and the minutes they took.
+        FID from fewer images than the 2048 feature dimensions is biased upwards: the
+        suite compares only FIDs of equal counts (its floor included), so the warning
+        that says so is not repeated for every score."""
+        reference_stats = self.reference(reference)
+        with Stopwatch() as watch, warnings.catch_warnings():
+            warnings.simplefilter("ignore", SmallSampleWarning)
+            values = evaluate(
+                images,
+                reference_stats,
+                metrics=self.metrics(),
+                extractor=self.extractor,
+                k=K,
+                progress=self.progress,
+            )
+        return values, watch.minutes()
+
+    def _score_identity(self, what: dict, reference: Reference) -> dict:
+        return {**what, "reference": asdict(reference), "network": self.extractor.tag, "k": K}
+
+    def quality(self, sampling: Sampling, reference: Reference) -> dict:
+        """Sample quality of a sample set against ``reference`` (a score, reused)."""
+        identity = self._score_identity(self.sample_identity(sampling), reference)
+        path = self.store.score("quality", identity)
+        found = self.store.read(path)
+        if found is not None:
+            return found
+        samples, sampling_cost = self.samples(sampling)
+        values, evaluation_cost = self._evaluate(samples.images, reference)
+        record = {
+            "kind": "quality",
+            **identity,
+            "n": len(samples.images),
+            **values,
+            "sampling_cost": sampling_cost,
+            "evaluation_cost": evaluation_cost,
+            **provenance(),
+        }
+        self.store.write(path, record)
+        self.written.append(path)
+        return record
+
+    def floor(self, real: Reference, reference: Reference) -> dict:
+        """Real images measured as if they were samples: the best FID the count allows."""
+        identity = self._score_identity({"real": asdict(real)}, reference)
+        path = self.store.score("floor", identity)
+        found = self.store.read(path)
+        if found is not None:
+            return found
+        images = reference_images(
+            real.data, split=real.split, n=real.n, image_size=real.image_size, progress=False
+        )
+        values, evaluation_cost = self._evaluate(images, reference)
+        record = {
+            "kind": "floor",
+            **identity,
+            "n": len(images),
+            **values,
+            "evaluation_cost": evaluation_cost,
+            **provenance(),
+        }
+        self.store.write(path, record)
+        self.written.append(path)
+        return record
+
+    def likelihood(self, item: Likelihood) -> dict:
+        """Bits/dim of the first test images under a model (a score, reused)."""
+        plan = self.plan(item.model)
+        identity = {
+            "model": plan.folder(self.scale),
+            "variance": item.variance,
+            "n": item.n,
+            "data": plan.data,
+            "split": "test",
+            "seed": 0,
+        }
+        path = self.store.score("nll", identity)
+        found = self.store.read(path)
+        if found is not None:
+            return found
+        loaded = load_checkpoint(self.trained(item.model))
+        if item.variance is not None:
+            loaded = replace(loaded, diffusion=replace(loaded.diffusion, variance=item.variance))
+        self.say(f"bits/dim of {item.n} test images under {item.model}")
+        with Stopwatch() as watch:
+            measured = measure_nll(
+                loaded, plan.data, split="test", n=item.n, progress=self.progress
+            )
+        summary = {k: v for k, v in measured.summary.items() if k != "checkpoint"}
+        record = {
+            "kind": "nll",
+            **identity,
+            **summary,
+            "rate_distortion": measured.rate_distortion,
+            "cost": watch.minutes(),
+            **provenance(),
+        }
+        self.store.write(path, record)
+        self.written.append(path)
+        return record
+
+    def curve(self, item: Curve) -> dict:
+        """A statistic training logged at every step, with its noise (a score, reused)."""
+        plan = self.plan(item.model)
+        identity = {"model": plan.folder(self.scale), "statistic": list(item.statistic)}
+        path = self.store.score("curve", identity)
+        found = self.store.read(path)
+        if found is not None:
+            return found
+        run = self.trained(item.model).parents[1]
+        lines = RunFolder(run).metrics_file.read_text(encoding="utf-8").splitlines()
+        logged = [json.loads(line) for line in lines if line.strip()]
+        key = next((k for k in item.statistic if any(k in entry for entry in logged)), None)
+        if key is None:
+            raise ConfigError(
+                f"the training log of {item.model} holds none of {', '.join(item.statistic)}"
+            )
+        rows = [(entry["step"], entry[key]) for entry in logged if key in entry]
+        values = [value for _, value in rows]
+        record = {
+            "kind": "curve",
+            **identity,
+            "key": key,
+            "steps": [step for step, _ in rows],
+            "values": values,
+            "noise": step_noise(values[len(values) // 2 :]),
+            "final": statistics.fmean(values[-max(1, len(values) // 10) :]),
+            **provenance(),
+        }
+        self.store.write(path, record)
+        self.written.append(path)
+        return record
+
+    def figure(self, claim: Claim, item: Progressive) -> Path:
+        """DDPM Fig. 6 of a model into the claim's folder (reused when there)."""
+        path = self.store.claim_file(claim.name, f"progressive-{item.model}.png")
+        if path.is_file():
+            return path
+        stage = self._stage(self.trained(item.model), item.sampler, item.steps)
+        classes = None if stage.label_classes is None else list(range(stage.label_classes))
+        figure = progressive(
+            stage, item.n, classes=classes, columns=item.columns, progress=self.progress
+        )
+        save_png(path, figure.render())
+        self.written.append(path)
+        return path
+
+    # ------------------------------------------------------------------ claims
+
+    def run(self, claim: Claim, estimated_minutes: float | None = None) -> dict:
+        """Everything ``claim`` needs (reusing what was done), then its result: checked,
+        plotted and written to ``<claim>/result.json``. A result that comes out as the one
+        already there (but for when and where it was computed) is left as it was."""
+        self.say(f"claim {claim.number} ({claim.name}): {claim.title}")
+        for name in claim.models:
+            self.trained(name)
+        floor = None if claim.floor is None else self.floor(claim.floor, claim.reference)
+        quality = [
+            {"series": p.series, "x": p.x, **self.quality(p.sampling, claim.reference)}
+            for p in claim.quality
+        ]
+        likelihood = {item.series: self.likelihood(item) for item in claim.likelihood}
+        curves = {item.series: self.curve(item) for item in claim.curves}
+        figures = [self.figure(claim, item) for item in claim.figures]
+        results = Results(quality, likelihood, curves, floor)
+        verdict: Verdict = claim.check(results)
+        result = {
+            "claim": claim.name,
+            "number": claim.number,
+            "title": claim.title,
+            "source": claim.source,
+            "paper": claim.paper,
+            "trend": claim.trend,
+            "budget_scale": self.scale,
+            "verdict": {
+                "holds": verdict.holds,
+                "summary": verdict.summary(),
+                "parts": [asdict(part) for part in verdict.parts],
+            },
+            "reference": None if claim.reference is None else claim.reference.describe(),
+            "floor": _short(floor),
+            "quality": [_short(row) for row in quality],
+            "likelihood": {k: _short(v) for k, v in likelihood.items()},
+            "curves": {k: _short(v) for k, v in curves.items()},
+            "models": {name: self._model_summary(name) for name in claim.models},
+            "files": sorted(
+                [*(path.name for path in figures), *(plot.file for plot in claim.plots)]
+            ),
+            "cost": {
+                "estimated_minutes": estimated_minutes,
+                **self._cost(claim, [*quality, *likelihood.values()]),
+            },
+            "command": command(claim.name, self.scale),
+            **provenance(),
+        }
+        path = self.store.result(claim.name)
+        plots = [self.store.claim_file(claim.name, plot.file) for plot in claim.plots]
+        kept = self.store.read(path)
+        if (
+            kept is None
+            or _findings(kept) != _findings(result)
+            or not all(p.is_file() for p in plots)
+        ):
+            for plot in claim.plots:
+                self._plot(claim, plot, results)
+            self.store.write(path, result)
+            self.written += [path, *plots]
+            kept = result
+        self.say(f"claim {claim.number} ({claim.name}): {verdict.summary()}")
+        return kept
+
+    def _model_summary(self, name: str) -> dict:
+        folder = self.plan(name).folder(self.scale)
+        record = self.store.read(self.store.model_record(folder)) or {"pieces": []}
+        pieces = record["pieces"]
+        return {
+            "folder": folder,
+            "steps": record.get("steps"),
+            "wall_minutes": round(sum(p["wall_minutes"] for p in pieces), 3),
+            "cpu_minutes": round(sum(p["cpu_minutes"] for p in pieces), 3),
+            "pieces": len(pieces),
+        }
+
+    def _cost(self, claim: Claim, scores: Iterable[Mapping[str, Any]]) -> dict:
+        """Wall and CPU minutes of a claim: its models' training, its samples and scores
+        (each counted in full, also where another claim shares it)."""
+        totals = {"wall_minutes": 0.0, "cpu_minutes": 0.0}
+        pieces = [self._model_summary(name) for name in claim.models]
+        for score in scores:
+            pieces += [score.get(k) or {} for k in ("sampling_cost", "evaluation_cost", "cost")]
+        for piece in pieces:
+            for key in totals:
+                totals[key] += piece.get(key, 0.0)
+        return {key: round(value, 2) for key, value in totals.items()}
+
+    def _plot(self, claim: Claim, plot: Plot, results: Results) -> Path:
+        path = self.store.claim_file(claim.name, plot.file)
+        if plot.metric == "rate_distortion":
+            rows = next(iter(results.likelihood.values()))["rate_distortion"]
+            plot_rate_distortion(path, rows)
+            return path
+        if plot.metric == "curve":
+            curves = list(results.curves.items())
+            length = min(len(row["values"]) for _, row in curves)
+            x = curves[0][1]["steps"][:length]
+            series = {name: row["values"][:length] for name, row in curves}
+            ylabel = curves[0][1]["key"]
+        else:
+            names = list(dict.fromkeys(row["series"] for row in results.quality))
+            x = sorted({row["x"] for row in results.quality})
+            series = {
+                name: [_value(results, name, value, plot.metric) for value in x] for name in names
+            }
+            ylabel = plot.metric
+        plot_lines(
+            path, x, series, xlabel=plot.xlabel, ylabel=ylabel, title=claim.source, logx=plot.logx
+        )
+        return path
+
+
+PROVENANCE = ("commit", "cpu", "threads", "torch", "date")
+
+
+def _findings(result: Mapping[str, Any]) -> dict:
+    """A claim's result without when and where it was computed, as JSON reads it back."""
+    return {k: v for k, v in json.loads(json.dumps(result)).items() if k not in PROVENANCE}
+
+
+def _value(results: Results, series: str, x: float, metric: str) -> float:
+    try:
+        return float(results.point(series, x).get(metric, math.nan))
+    except KeyError:
+        return math.nan
+
+
+def step_noise(values: Sequence[float]) -> float:
+    """The relative noise of a per-step estimate: the standard deviation of consecutive
+    differences over sqrt(2) (a slow trend cancels in them), over the mean."""
+    if len(values) < 3:
+        return math.nan
+    differences = np.diff(np.asarray(values, dtype=np.float64))
+    return float(differences.std(ddof=1) / math.sqrt(2) / abs(np.mean(values)))
+
+
+def command(name: str, scale: float) -> str:
+    """The command that reruns a claim."""
+    return f"diffuse reproduce {name}" + ("" if scale == 1 else f" --budget-scale {scale:g}")
+
+
+SHORT_DROPPED = ("per_image", "rate_distortion", "values", "steps", "sampling", "models")
+
+
+def _short(row: Mapping[str, Any] | None) -> dict | None:
+    """A score as a claim's result shows it: without its long lists."""
+    if row is None:
+        return None
+    return {k: v for k, v in row.items() if k not in SHORT_DROPPED}
+
+
+def _describe(sampling: Sampling) -> str:
+    parts = [f"{sampling.sampler} {sampling.steps}"]
+    if sampling.eta:
+        parts.append(f"eta {sampling.eta:g}")
+    if sampling.variance:
+        parts.append(sampling.variance)
+    if sampling.cfg is not None:
+        parts.append(f"cfg {sampling.cfg:g}")
+    if sampling.classifier:
+        parts.append(f"classifier scale {sampling.classifier_scale:g}")
+    if sampling.skip:
+        parts.append(f"{sampling.skip:.0%} skipped")
+    if sampling.upsampler:
+        parts.append(f"upsampled by {sampling.upsampler}")
+    return ", ".join(parts)
+
+
+def _differences(saved: Mapping, wanted: Mapping, prefix: str = "") -> list[str]:
+    """The settings that differ between two run descriptions, as "key: saved -> wanted"."""
+    found = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key), wanted.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return found

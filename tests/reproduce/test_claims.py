@@ -1,0 +1,144 @@
+"""The declared suite: every claim of issue 13 with models that can be trained as declared,
+budgets that add up to about 8 hours, and checks that say "holds" on the papers' own
+numbers and "does not hold" on the reverse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffuse.reproduce.claims import CLAIMS, DDIM, FIGURES, MODELS, OBJECTIVES, SCHEDULES
+from diffuse.reproduce.costs import estimate, evaluations, training_minutes
+from diffuse.reproduce.runner import Results, Suite, step_noise
+
+
+def test_every_claim_of_the_issue_is_declared_with_models_that_train():
+    assert sorted(claim.number for claim in CLAIMS.values()) == list(range(1, 11))
+    needed = {name for claim in CLAIMS.values() for name in claim.models}
+    assert needed == set(MODELS)  # no model is declared for nothing
+    Suite("unused", MODELS).check(CLAIMS.values())  # every spec and process builds
+    for claim in CLAIMS.values():
+        assert claim.source and claim.paper and claim.trend
+        assert claim.quality or claim.likelihood or claim.curves
+
+
+def test_the_budgets_add_up_to_about_eight_hours_on_two_cores():
+    total = estimate(CLAIMS.values(), MODELS)
+    assert 7 * 60 < total.total < 9 * 60, total
+    assert all(estimate([claim], MODELS).total > 5 for claim in CLAIMS.values())
+    # at a tenth of the budget only the training shrinks (sample counts stay)
+    tenth = estimate(CLAIMS.values(), MODELS, 0.1)
+    assert tenth.training == pytest.approx(total.training / 10, rel=0.02)
+    assert tenth.sampling == total.sampling
+
+
+def test_the_single_stage_model_trains_as_long_as_the_two_stages():
+    stages = training_minutes(MODELS["f14-cosine-simple"], 1) + training_minutes(
+        MODELS["f28-upsampler"], 1
+    )
+    assert training_minutes(MODELS["f28-single"], 1) == pytest.approx(stages, rel=0.01)
+
+
+def test_shared_work_is_counted_once():
+    both = estimate([OBJECTIVES, SCHEDULES], MODELS)
+    models = {*OBJECTIVES.models, *SCHEDULES.models}
+    assert len(models) == 3  # the linear L_simple model serves both claims
+    assert both.training == pytest.approx(sum(training_minutes(MODELS[m], 1) for m in models))
+
+
+def test_sampling_work_counts_the_steps_walked():
+    assert evaluations("dpm++2m", "20") == 20
+    assert evaluations("ddim", "even50", skip=0.2) == 40
+    assert evaluations("ddpm", "1000") == 1000
+
+
+def rows(table: dict) -> list[dict]:
+    return [
+        {"series": series, "x": x, "fid": fid}
+        for series, values in table.items()
+        for x, fid in values.items()
+    ]
+
+
+# DDIM Table 1, CIFAR-10
+DDIM_TABLE = {
+    "eta 0": {10: 13.36, 20: 6.84, 50: 4.67, 100: 4.16, 1000: 4.04},
+    "eta 1": {10: 41.07, 20: 18.36, 50: 8.01, 100: 5.78, 1000: 4.73},
+    "sigma-hat": {10: 367.43, 20: 133.37, 50: 32.72, 100: 9.99, 1000: 3.17},
+}
+
+
+def test_the_ddim_check_holds_on_the_papers_table_and_fails_reversed():
+    verdict = DDIM.check(Results(rows(DDIM_TABLE), {}, {}, None))
+    assert verdict.holds and len(verdict.parts) == 5
+    assert (
+        verdict.parts[0].text
+        == "10 steps, eta 0 below the best of eta 1 and sigma-hat: 13.36 < 41.07"
+    )
+    swapped = {
+        "eta 0": DDIM_TABLE["eta 1"],
+        "eta 1": DDIM_TABLE["eta 0"],
+        "sigma-hat": DDIM_TABLE["sigma-hat"],
+    }
+    verdict = DDIM.check(Results(rows(swapped), {}, {}, None))
+    assert not verdict.holds and verdict.summary() == "does not hold (5 of 5 parts fail)"
+
+
+def test_the_objectives_check_reads_fid_and_bits_per_dim():
+    quality = rows({"L_simple": {0: 3.17}, "L": {0: 13.51}})
+    nll = {"L_simple": {"bpd": 3.75}, "L": {"bpd": 3.70}}
+    assert OBJECTIVES.check(Results(quality, nll, {}, None)).holds  # DDPM Tables 1-2
+    nll = {"L_simple": {"bpd": 3.70}, "L": {"bpd": 3.75}}
+    verdict = OBJECTIVES.check(Results(quality, nll, {}, None))
+    assert [part.holds for part in verdict.parts] == [True, False]
+
+
+def test_the_rate_distortion_check_on_ddpm_table_4():
+    # DDPM Table 4 (CIFAR-10): reverse time, rate (bits/dim), distortion (RMSE, [0, 255])
+    table = [
+        (100, 0.00000, 67.60125), (200, 0.00013, 60.97170), (300, 0.00081, 54.18826),
+        (400, 0.00282, 46.12765), (500, 0.00716, 38.03236), (600, 0.01507, 30.80948),
+        (700, 0.02866, 24.43656), (800, 0.05415, 18.47482), (900, 0.11994, 12.02277),
+        (1000, 1.77581, 0.95136),
+    ]  # fmt: skip
+    lossy = [{"step": 1000 - t, "rate": rate, "distortion": d} for t, rate, d in table]
+    lossless = {"step": -1, "rate": 1.77581, "distortion": 0.0}
+    results = Results([], {"fashion 28x28": {"rate_distortion": [*lossy, lossless]}}, {}, None)
+    verdict = FIGURES.check(results)
+    assert verdict.holds, verdict.parts  # 12.0 < 67.6 / 5 at 0.12 of the 1.78 bits/dim
+    assert "0.12 < 0.89" in verdict.parts[0].text
+
+
+def test_step_noise_is_the_relative_noise_of_a_per_step_estimate_without_its_trend():
+    generator = np.random.default_rng(0)
+    flat = 10 + generator.normal(size=4000)
+    falling = flat + np.linspace(5, 0, 4000)  # a slow trend leaves the figure as it is
+    assert step_noise(flat) == pytest.approx(0.1, rel=0.05)  # sigma 1 over mean 10
+    assert step_noise(falling) == pytest.approx(step_noise(flat) * 10 / 12.5, rel=0.05)
+    assert np.isnan(step_noise([1.0, 2.0]))
+
+
+def test_every_check_reads_only_what_its_claim_measures():
+    """Each declared check, on made-up results holding exactly the claim's measurements,
+    gives a verdict whose parts state their numbers."""
+    generator = np.random.default_rng(0)
+    for claim in CLAIMS.values():
+        quality = [
+            {"series": p.series, "x": p.x, "fid": generator.uniform(5, 50),
+             "precision": generator.uniform(), "recall": generator.uniform()}
+            for p in claim.quality
+        ]  # fmt: skip
+        rate_distortion = [
+            {"step": step, "rate": 1 - step / 1000, "distortion": step / 4}
+            for step in (999, 500, 0, -1)
+        ]
+        likelihood = {
+            item.series: {"bpd": generator.uniform(3, 5), "rate_distortion": rate_distortion}
+            for item in claim.likelihood
+        }
+        curves = {item.series: {"noise": generator.uniform()} for item in claim.curves}
+        verdict = claim.check(Results(quality, likelihood, curves, None))
+        assert verdict.parts and all(part.text for part in verdict.parts), claim.name
+        failed = sum(not part.holds for part in verdict.parts)
+        expected = f"does not hold ({failed} of {len(verdict.parts)} parts fail)"
+        assert verdict.summary() == ("holds" if failed == 0 else expected), claim.name

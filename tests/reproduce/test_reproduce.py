@@ -1,0 +1,397 @@
+"""`diffuse reproduce` end to end on a claim declared for the tests: tiny models of the
+digits, trained a few steps, measured with a stand-in for the Inception network; then a
+rerun that redoes nothing, an interrupted training that resumes, and every bad input
+refused with a one-line error and nothing written or lost."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import diffuse.cli.reproduce as reproduce_cli
+import diffuse.reproduce.runner as runner
+from conftest import isolate
+from diffuse.cli import main
+from diffuse.reproduce.claims import less
+from diffuse.reproduce.plan import (
+    Claim,
+    Curve,
+    Likelihood,
+    ModelPlan,
+    Plot,
+    Progressive,
+    Quality,
+    Reference,
+    Sampling,
+    Verdict,
+)
+from helpers.stand_in_network import replace_inception
+
+SMALL = {
+    "diffusion.timesteps": 40,
+    "train.batch_size": 16,
+    "train.sample_columns": 1,
+    "train.sample_steps": 2,
+}
+FOUR = {**SMALL, "model.image_size": 4}  # the base of the two-stage pipeline: 4x4 digits
+MODELS = {
+    plan.name: plan
+    for plan in (
+        ModelPlan("tiny-cosine", "tiny", "digits", 3, SMALL, description="tiny, cosine"),
+        ModelPlan(
+            "tiny-linear",
+            "tiny",
+            "digits",
+            6,
+            {**SMALL, "diffusion.schedule": "linear", "train.log_every": 1},
+            description="tiny, linear",
+        ),
+        ModelPlan(
+            "tiny-classifier",
+            "tiny",
+            "digits",
+            2,
+            {"diffusion.timesteps": 40, "train.batch_size": 16},
+            task="classifier",
+        ),
+        ModelPlan("tiny-4", "tiny", "digits", 2, FOUR, description="4x4 base"),
+        ModelPlan(
+            "up-4-8",
+            "fashion-upsampler-14-28",
+            "digits",
+            2,
+            {**SMALL, "model.image_size": 8, "model.low_res_size": 4, "model.model_channels": 16},
+            description="4 -> 8 upsampler",
+        ),
+    )
+}
+
+
+def check(r) -> Verdict:
+    return Verdict(
+        (
+            less(
+                "FID, cosine below linear",
+                r.metric("fid", "cosine", 3),
+                r.metric("fid", "linear", 3),
+            ),
+            less("bits/dim, cosine below linear", r.nll("cosine"), r.nll("linear")),
+        )
+    )
+
+
+def sampling(model: str, **options) -> Sampling:
+    return Sampling(model, **{"steps": "3", "n": 12, **options})
+
+
+CLAIM = Claim(
+    name="tiny-trend",
+    number=1,
+    title="a tiny cosine model beats a tiny linear one",
+    source="the tests",
+    paper="FID 1.0 against 2.0",
+    trend="FID and bits/dim lower with the cosine schedule",
+    check=check,
+    reference=Reference("digits", "train", 40),
+    floor=Reference("digits", "test", 12),
+    quality=(
+        Quality("cosine", 3, sampling("tiny-cosine")),
+        Quality("linear", 3, sampling("tiny-linear")),
+        Quality("cosine", 5, sampling("tiny-cosine", steps="5", skip=0.2)),
+        Quality(
+            "linear", 5, sampling("tiny-linear", sampler="ddpm", steps="5", variance="fixed_large")
+        ),
+        Quality(
+            "guided",
+            3,
+            sampling("tiny-cosine", cfg=1.0, classifier="tiny-classifier", classifier_scale=2.0),
+        ),
+        Quality("two-stage", 3, sampling("tiny-4", upsampler="up-4-8", upsampler_steps="2")),
+    ),
+    likelihood=(Likelihood("cosine", "tiny-cosine", n=4), Likelihood("linear", "tiny-linear", n=4)),
+    curves=(Curve("linear", "tiny-linear"),),
+    figures=(Progressive("tiny-cosine", steps="4", n=2, columns=3),),
+    plots=(Plot("fid.png", "fid", "steps"), Plot("loss.png", "curve", "step")),
+)
+
+
+def declare(monkeypatch, claims=(CLAIM,), models=MODELS) -> list:
+    """The command runs ``claims`` and ``models``, measured with a stand-in for the
+    Inception network; returns the list of stand-ins made."""
+    monkeypatch.setattr(reproduce_cli, "CLAIMS", {claim.name: claim for claim in claims})
+    monkeypatch.setattr(reproduce_cli, "MODELS", models)
+    return replace_inception(monkeypatch, runner)
+
+
+@pytest.fixture
+def declared(monkeypatch):
+    return declare(monkeypatch)
+
+
+def reproduce(root: Path, *args: str) -> int:
+    return main(["reproduce", *args, "--root", str(root), "--no-progress"])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, str]:
+    """The test claim run once into a root folder (tests that change it copy it), and
+    what the command printed."""
+    root = tmp_path_factory.mktemp("finished") / "reproduction"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        isolate(monkeypatch, tmp_path_factory)
+        declare(monkeypatch)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert reproduce(root, "tiny-trend") == 0
+    return root, printed.getvalue()
+
+
+def copy_of(finished, tmp_path: Path) -> Path:
+    """A copy of the finished root, its files' times kept."""
+    return Path(shutil.copytree(finished[0], tmp_path / "reproduction"))
+
+
+def files_and_times(root: Path) -> dict[str, int]:
+    return {
+        str(path.relative_to(root)): path.stat().st_mtime_ns
+        for path in root.rglob("*")
+        if path.is_file()
+    }
+
+
+def test_a_claim_runs_end_to_end(finished):
+    root, out = finished
+    assert "model tiny-cosine: training (3 steps)" in out and "sampling 12 images" in out
+    result = json.loads((root / "tiny-trend/result.json").read_text())
+    rows = {(row["series"], row["x"]): row for row in result["quality"]}
+    assert len(rows) == 6 and all(row["n"] == 12 and row["fid"] >= 0 for row in rows.values())
+    assert 0 <= rows[("guided", 3)]["precision"] <= 1 and "recall" in rows[("guided", 3)]
+    assert result["floor"]["n"] == 12 and result["floor"]["fid"] >= 0
+    # the verdict is the declared check on these numbers, part by part
+    fids = rows[("cosine", 3)]["fid"], rows[("linear", 3)]["fid"]
+    nlls = result["likelihood"]["cosine"]["bpd"], result["likelihood"]["linear"]["bpd"]
+    parts = result["verdict"]["parts"]
+    assert [part["holds"] for part in parts] == [fids[0] < fids[1], nlls[0] < nlls[1]]
+    assert result["verdict"]["holds"] == (fids[0] < fids[1] and nlls[0] < nlls[1])
+    assert f"{fids[0]:.2f}" in parts[0]["text"] and f"{fids[1]:.2f}" in parts[0]["text"]
+    curve = json.loads(next((root / "scores").glob("curve-*.json")).read_text())
+    assert curve["key"] == "loss" and curve["steps"] == list(range(1, 7)) and curve["noise"] > 0
+    assert result["files"] == ["fid.png", "loss.png", "progressive-tiny-cosine.png"]
+    for name in result["files"]:
+        assert (root / "tiny-trend" / name).read_bytes().startswith(b"\x89PNG")
+    cosine = result["models"]["tiny-cosine"]
+    assert cosine["steps"] == 3 and cosine["pieces"] == 1 and cosine["cpu_minutes"] > 0
+    record = json.loads((root / "models/tiny-cosine-3steps.json").read_text())
+    assert record["finished"] and record["pieces"][0]["cpu"] == "CPU of the test suite"
+    for key in ("commit", "cpu", "threads", "date", "wall_minutes", "cpu_minutes"):
+        assert key in record["pieces"][0]
+    assert result["cpu"] == "CPU of the test suite"
+    assert result["command"] == "diffuse reproduce tiny-trend"
+    report = (root / "REPRODUCTION.md").read_text()
+    verdict = "**yes**" if result["verdict"]["holds"] else "**no**"
+    assert "| 1 | [a tiny cosine model beats a tiny linear one](#1-tiny-trend) |" in report
+    assert verdict in report and "`diffuse reproduce tiny-trend`" in report
+    assert "**floor**: real test images" in report and "nohup diffuse reproduce" in report
+    assert (root / ".work/.gitignore").read_text().endswith("*\n")
+
+
+def test_a_rerun_trains_samples_and_measures_nothing(finished, tmp_path, declared, capsys):
+    root = copy_of(finished, tmp_path)
+    before = files_and_times(root)
+    assert reproduce(root, "tiny-trend") == 0
+    out = capsys.readouterr().out
+    assert "training" not in out and "resuming" not in out and "sampling" not in out
+    after = files_and_times(root)
+    assert after.keys() == before.keys()
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"REPRODUCTION.md"}, changed  # the report is regenerated, alone
+    assert all(made.calls == 0 for made in declared)  # no image's features computed
+
+
+def stop_when(path: Path) -> threading.Thread:
+    """Send SIGTERM to this process as soon as the file ``path`` has content."""
+
+    def watch():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (path.exists() and path.stat().st_size):
+            time.sleep(0.002)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+RESUMED = Claim(
+    name="tiny-resume",
+    number=2,
+    title="bits/dim of a cosine and a linear tiny model",
+    source="the tests",
+    paper="none",
+    trend="bits/dim lower with the cosine schedule",
+    check=lambda r: Verdict((less("bits/dim", r.nll("cosine"), r.nll("linear")),)),
+    likelihood=(Likelihood("cosine", "tiny-cosine", n=2), Likelihood("linear", "tiny-linear", n=2)),
+)
+
+
+def test_an_interrupted_training_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
+    long = ModelPlan(
+        "tiny-linear",
+        "tiny",
+        "digits",
+        40,
+        {**SMALL, "diffusion.schedule": "linear", "train.log_every": 1},
+    )
+    declare(monkeypatch, [RESUMED], {**MODELS, "tiny-linear": long})
+    root = tmp_path / "r"
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a late signal must not kill pytest
+    try:
+        watcher = stop_when(root / ".work/runs/tiny-linear-40steps/metrics.jsonl")
+        assert reproduce(root) == 128 + signal.SIGTERM
+        watcher.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "SIGTERM: stopped during tiny-resume" in capsys.readouterr().err
+    record = json.loads((root / "models/tiny-linear-40steps.json").read_text())
+    (piece,) = record["pieces"]
+    assert piece["interrupted"] == "SIGTERM" and 0 < piece["step"] < 40 and not record["finished"]
+    assert not (root / "tiny-resume/result.json").exists()
+    assert "not run yet" in (root / "REPRODUCTION.md").read_text()
+    cosine = root / ".work/runs/tiny-cosine-3steps"
+    trained_before = files_and_times(cosine)  # finished before the signal: kept as it is
+
+    assert reproduce(root) == 0
+    assert "model tiny-linear: resuming (40 steps)" in capsys.readouterr().out
+    record = json.loads((root / "models/tiny-linear-40steps.json").read_text())
+    first, second = record["pieces"]
+    assert (second["first_step"], second["step"]) == (first["step"], 40)
+    assert second["interrupted"] is None and record["finished"]
+    assert files_and_times(cosine) == trained_before
+    result = json.loads((root / "tiny-resume/result.json").read_text())
+    assert result["models"]["tiny-linear"]["pieces"] == 2
+
+
+def test_a_signal_while_sampling_keeps_what_was_finished(finished, tmp_path, monkeypatch, capsys):
+    root = copy_of(finished, tmp_path)
+    kept = json.loads((root / "tiny-trend/result.json").read_text())
+    for made in [*(root / "scores").glob("quality-*.json"), *(root / ".work/samples").glob("*")]:
+        made.unlink()
+    declare(monkeypatch)
+    sample = runner.generate
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill -TERM` would, while sampling
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "generate", terminated)
+    assert reproduce(root, "tiny-trend") == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert "SIGTERM: stopped during tiny-trend; what was finished is kept" in err
+    assert not [path for path in root.rglob("*") if path.name.endswith(".tmp")]
+    assert not list((root / "scores").glob("quality-*.json"))
+    monkeypatch.setattr(runner, "generate", sample)
+    assert reproduce(root, "tiny-trend") == 0
+    again = json.loads((root / "tiny-trend/result.json").read_text())
+
+    def metrics(result):
+        return [(row["series"], row["x"], row["fid"], row["recall"]) for row in result["quality"]]
+
+    assert metrics(again) == metrics(kept)  # same seeds and kernels: the same samples, FIDs
+
+
+def test_an_unknown_claim_is_refused_naming_the_claims(tmp_path, declared, capsys):
+    root = tmp_path / "r"
+    assert reproduce(root, "tiny-trend", "tiny-trned") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "diffuse reproduce: error: unknown claim 'tiny-trned'; the claims are: tiny-trend"
+    assert not root.exists()
+    assert reproduce(root, "--budget-scale", "0") == 2
+    assert "budget scale must be a positive number, got 0.0" in capsys.readouterr().err
+    assert not root.exists()
+
+
+def test_the_list_gives_each_claim_its_estimate_and_status(finished, tmp_path, declared, capsys):
+    root = tmp_path / "r"
+    assert reproduce(root, "--list") == 0
+    out = capsys.readouterr().out
+    assert " 1  tiny-trend" in out and "not run yet: a tiny cosine model beats" in out
+    assert "all 1: about 0.0 hours on a 2-core CPU" in out
+    assert not root.exists()  # listing writes nothing
+    assert reproduce(finished[0], "--list") == 0
+    result = json.loads((finished[0] / "tiny-trend/result.json").read_text())
+    assert f"{result['verdict']['summary']}: a tiny cosine model" in capsys.readouterr().out
+
+
+def test_the_report_shows_claims_not_run_yet_with_their_command(tmp_path, declared, capsys):
+    root = tmp_path / "r"
+    assert reproduce(root, "--report-only") == 0
+    report = (root / "REPRODUCTION.md").read_text()
+    assert "| not run yet | not run yet | `diffuse reproduce tiny-trend` |" in report
+    assert "**Not run yet.** Models: `tiny-cosine` (tiny, cosine)" in report
+    assert not (root / ".work").exists()
+
+
+def test_a_run_trained_with_other_settings_is_refused_and_kept(
+    finished, tmp_path, monkeypatch, capsys
+):
+    root = copy_of(finished, tmp_path)
+    before = files_and_times(root)
+    changed = ModelPlan("tiny-cosine", "tiny", "digits", 3, {**SMALL, "train.lr": 5e-4})
+    declare(monkeypatch, models={**MODELS, "tiny-cosine": changed})
+    assert reproduce(root, "tiny-trend") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("diffuse reproduce: error: ") and err.count("\n") == 0
+    assert "holds a run of model tiny-cosine trained with other settings than declared now" in err
+    assert "train.lr: 0.002 -> 0.0005" in err and "move it away" in err
+    assert files_and_times(root) == before
+
+
+def git(root: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+def test_commit_records_each_result_and_nothing_else(finished, tmp_path, declared, capsys):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    (repo / "notes.txt").write_text("mine\n")
+    git(repo, "add", "notes.txt")  # staged by the user: must stay staged, uncommitted
+    root = Path(shutil.copytree(finished[0], repo / "reproduction"))
+    (root / "tiny-trend/result.json").unlink()
+    floor = next((root / "scores").glob("floor-*.json"))
+    floor.unlink()  # measured again, so committed
+    assert reproduce(root, "tiny-trend", "--commit") == 0
+    assert git(repo, "log", "--format=%s").startswith("reproduce: claim 1 (tiny-trend) ")
+    committed = set(git(repo, "show", "--name-only", "--format=", "HEAD").split())
+    assert committed == {
+        "reproduction/tiny-trend/result.json",
+        "reproduction/tiny-trend/fid.png",
+        "reproduction/tiny-trend/loss.png",
+        f"reproduction/scores/{floor.name}",
+        "reproduction/REPRODUCTION.md",
+    }
+    assert "A  notes.txt" in git(repo, "status", "--short")
+    assert reproduce(root, "tiny-trend", "--commit") == 0  # nothing new: no new commit
+    assert len(git(repo, "log", "--format=%s").splitlines()) == 1
+
+
+def test_commit_outside_a_repository_is_refused_before_any_work(tmp_path, declared, capsys):
+    root = tmp_path / "r"
+    assert reproduce(root, "tiny-trend", "--commit") == 2
+    assert "--commit needs --root inside a git repository" in capsys.readouterr().err
+    assert not root.exists()
