@@ -20,7 +20,6 @@ import pytest
 
 import diffuse.cli.reproduce as reproduce_cli
 import diffuse.reproduce.runner as runner
-from conftest import isolate
 from diffuse.cli import main
 from diffuse.reproduce.claims import less
 from diffuse.reproduce.plan import (
@@ -35,6 +34,7 @@ from diffuse.reproduce.plan import (
     Sampling,
     Verdict,
 )
+from helpers.isolation import isolate
 from helpers.stand_in_network import replace_inception
 
 SMALL = {
