@@ -346,15 +346,19 @@ def test_a_damaged_latest_checkpoint_is_named_by_sample_and_passed_over_by_resum
 def test_a_second_train_on_a_running_folder_is_refused_and_the_first_unharmed(tmp_path, capsys):
     run = tmp_path / "run"
     first, argv = start_endless_training(run)
-    spec = (run / "run.json").read_bytes()
-    for second in (argv, [*argv, "--overwrite"], resume_run(run)):
-        assert main(second) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1, err
-        assert f"{run} is in use: process {first.pid} is training there" in err
-    assert first.poll() is None  # still training
-    first.send_signal(signal.SIGTERM)
-    _, err = first.communicate(timeout=120)
+    try:
+        spec = (run / "run.json").read_bytes()
+        for second in (argv, [*argv, "--overwrite"], resume_run(run)):
+            assert main(second) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1, err
+            assert f"{run} is in use: process {first.pid} is training there" in err
+        assert first.poll() is None  # still training
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=120)
+    finally:  # a failed assertion must not leave the endless training running
+        if first.poll() is None:
+            first.kill()
     assert first.returncode == 128 + signal.SIGTERM, err.decode()
     assert (run / "run.json").read_bytes() == spec
     step = load_checkpoint(run).step
