@@ -62,6 +62,7 @@ def unet2d_arguments(model: UNet) -> dict:
         out_channels=config.out_channels,
         block_out_channels=widths,
         layers_per_block=config.num_res_blocks,
+        dropout=config.dropout,
         down_block_types=tuple("AttnDownBlock2D" if attn else down for attn in attention),
         up_block_types=tuple("AttnUpBlock2D" if attn else up for attn in reversed(attention)),
         attention_head_dim=head_widths.pop(),
