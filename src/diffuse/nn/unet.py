@@ -106,7 +106,7 @@ class UNet(Network):
         emb = self.embed_timesteps(t) + self.embed_labels(y, x.shape[0], x.device)
         h, skips = self.encode(x, emb)
         h = self.decoder(h, skips, F.silu(emb))
-        return self.out_conv(F.silu(self.out_norm(h))).contiguous()
+        return self.out_conv(self.out_norm(h, silu=True)).contiguous()
 
     def embed_labels(self, y: torch.Tensor | None, n: int, device: torch.device):
         """Class embedding [N, E] of labels ``y`` (0 when unconditional)."""
