@@ -27,10 +27,12 @@ from diffuse.train.spec import RunSpec, split_key
 from diffuse.train.trainer import Trainer, TrainResult
 from diffuse.train.training_data import check_compatible, load_training_data, load_validation_data
 
-# Settings a resumed run may change: they do not alter what the steps compute.
+# Settings a resumed run may change: they do not alter what the steps compute (compiled
+# steps only round differently).
 RESUMABLE_CHANGES = frozenset(
     {
         "train.steps",
+        "train.compile",
         "train.log_every",
         "train.checkpoint_every",
         "train.keep_checkpoints",

@@ -14,6 +14,7 @@ from typing import Any
 from diffuse.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_SETTINGS = ("auto", "on", "off")
 LR_DECAYS = ("none", "linear", "cosine")
 TIMESTEP_SAMPLERS = ("auto", "uniform", "loss-aware")
 PREVIEW_SAMPLERS = ("ddim", "ddpm")
@@ -71,6 +72,11 @@ class TrainConfig:
         "(autocast with a gradient scaler, CUDA only)",
         "auto",
     )
+    compile: str = _doc(
+        "'auto' (torch.compile the training step only where it is measured faster and a "
+        "long run repays the compile; see diffuse.train.autocompile), 'on' or 'off'",
+        "auto",
+    )
     max_nonfinite: int = _doc(
         "stop with an error after this many consecutive steps with a non-finite loss "
         "(each one is skipped)",
@@ -121,6 +127,7 @@ class TrainConfig:
             _require_number("p_uncond", self.p_uncond, low=0.0, high=1.0, high_open=True)
         for name, allowed in (
             ("precision", PRECISIONS),
+            ("compile", COMPILE_SETTINGS),
             ("lr_decay", LR_DECAYS),
             ("timestep_sampler", TIMESTEP_SAMPLERS),
             ("sample_sampler", PREVIEW_SAMPLERS),
