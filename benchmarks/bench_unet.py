@@ -1,22 +1,28 @@
 """Speed and memory of our U-Net against its peers, each built natively by its own library.
 
-The network of issue 3: 32x32 RGB, width 64, multipliers (1, 2, 2), two residual blocks
-per level, attention at 16x16 with 64 channels per head, adaptive GroupNorm and BigGAN
-resampling blocks (ADM style): 7.66 M parameters, 3.59 GFLOP per image forward. Peers,
-each built, fed and trained as its own users do:
+Two networks (``--networks``): ``bench``, the network of issue 3: 32x32 RGB, width 64,
+multipliers (1, 2, 2), two residual blocks per level, attention at 16x16 with 64 channels
+per head, adaptive GroupNorm and BigGAN resampling blocks (ADM style): 7.66 M parameters,
+3.59 GFLOP per image forward; and ``fashion``, the ``fashion`` preset's: 28x28 grey, width
+32, multipliers (1, 2, 4), attention at 14x14 and 7x7 with 32 channels per head, 16
+GroupNorm groups, adaptive GroupNorm, convolutional resampling, dropout 0.1, 10 classes
+and a null class: 3.87 M parameters, 0.87 GFLOP per image. Peers, each built, fed
+(class labels by its own keyword) and trained as its own users do:
 
 - diffusers: ``UNet2DModel`` with the same architecture (``diffusers_twin.py``) and
   diffusers' own initialisation; AdamW as its ``train_unconditional.py`` example
   (betas 0.95/0.999, weight decay 1e-6); ``no_grad`` as its pipelines.
-- guided-diffusion: ``create_model`` of its ``script_util`` with the same settings
-  (``use_fp16=False``), from the checkout named by ``$GUIDED_DIFFUSION`` (skipped when
-  unset; fetched for measuring, never part of this repository); AdamW as its TrainLoop;
-  ``no_grad`` as its samplers. The same network as ours, parameter for parameter. Its
+- guided-diffusion: its ``UNetModel`` with the same settings (``use_fp16=False``; made
+  directly, as its ``create_model`` fixes three input channels), from the checkout named
+  by ``$GUIDED_DIFFUSION`` (skipped when unset; fetched for measuring, never part of this
+  repository); AdamW as its TrainLoop; ``no_grad`` as its samplers. The same network as
+  ours, parameter for parameter (its GroupNorms have 32 groups, hard-coded: on the
+  ``fashion`` network 32 instead of 16, the same parameters and FLOPs). Its
   attention blocks always use its own gradient checkpointing (hard-coded), which
   recomputes them in the backward pass outside autocast: its bf16 training fails
   (reported as such).
-- denoising-diffusion-pytorch: ``Unet(dim=64, dim_mults=(1, 2, 2))``, a lighter network
-  of the same layout (linear attention at every level, full attention in the middle);
+- denoising-diffusion-pytorch (``bench`` network only: it has no class conditioning):
+  ``Unet(dim=64, dim_mults=(1, 2, 2))``, a lighter network of the same layout (linear attention at every level, full attention in the middle);
   Adam (betas 0.9/0.99) as its Trainer; ``inference_mode`` as its sampler. Read its
   ratio per GFLOP too. Installed with ``pip install --no-deps denoising_diffusion_pytorch
   einops ema-pytorch``; torchvision and accelerate, which its package imports for its
@@ -25,10 +31,10 @@ each built, fed and trained as its own users do:
 bf16 is autocast for every implementation (what accelerate's ``mixed_precision="bf16"``
 does for the peers' training scripts); float32 and bf16 are compared at equal precision.
 
-Every measurement - one (implementation, precision, mode) - runs in its own fresh process
-(``bench_unet.py measure ...``, answering one JSON line): it builds the network, takes
-``--warmup`` steps, then times ``--iterations`` steps, and reports images/s (median step),
-peak resident memory and page faults per step. Rounds repeat the set with the
+Every measurement - one (implementation, network, precision, mode) - runs in its own
+fresh process (``bench_unet.py measure ...``, answering one JSON line): it builds the
+network, takes ``--warmup`` steps, then times ``--iterations`` steps, and reports images/s
+(median step), peak resident memory and page faults per step. Rounds repeat the set with the
 implementations in rotated order, so that drift of a shared machine hits all alike; the
 median round counts. Ratios are ours against the fastest peer at equal precision and
 mode, in images/s and in achieved GFLOP/s (per GFLOP: fair to a lighter network).
@@ -87,6 +93,7 @@ diffusers 1229 (808): 1.06x guided-diffusion's. ``--with-checkpointing`` adds ou
 guided-diffusion's, for about a sixth fewer images/s (measured on a loaded machine).
 
     .venv/bin/python benchmarks/bench_unet.py                        # batch 64, 3 rounds
+    .venv/bin/python benchmarks/bench_unet.py --networks fashion --precisions fp32
     GUIDED_DIFFUSION=/path/to/guided-diffusion .venv/bin/python benchmarks/bench_unet.py
     .venv/bin/python benchmarks/bench_unet.py --batch-size 2 --rounds 1 --iterations 1
     .venv/bin/python benchmarks/bench_unet.py --one-process --warmup 1  # the old way
@@ -120,6 +127,7 @@ from benchlib import (
     run_fresh,
     time_call,
 )
+from diffuse import presets
 from diffuse.diffusion.diffusion_config import DiffusionConfig
 from diffuse.nn import UNet, UNetConfig
 from diffuse.train import TrainConfig
@@ -139,6 +147,9 @@ CONFIG = UNetConfig(
     scale_shift_norm=True,
     resample="resblock",
 )
+# The networks measured: issue 3's 32x32 ADM network, and the `fashion` preset's
+# (28x28 grey, class-conditional with a null class, dropout 0.1, convolutional resampling).
+NETWORKS = {"bench": CONFIG, "fashion": presets.get("fashion").model_config}
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 MODES = {"forward": 1, "training": 3}  # FLOP of a mode's step, in forward passes
 
@@ -150,18 +161,23 @@ MODES = {"forward": 1, "training": 3}  # FLOP of a mode's step, in forward passe
 class Implementation:
     """A U-Net as its own library's users build, feed and train it.
 
-    build:         the network, with its library's own initialisation.
+    build:         the network of one of our configurations, with its library's own
+                   initialisation.
     optimizer:     the optimizer its training script makes for the network.
     no_grad:       how its sampler turns autograd off.
     channels_last: whether its training code passes channels_last batches.
+    labels:        the keyword its network takes class labels by.
     missing:       why it cannot be measured here, or None.
+    unsupported:   why it cannot build a given configuration, or None.
     """
 
-    build: Callable[[], nn.Module]
+    build: Callable[[UNetConfig], nn.Module]
     optimizer: Callable[[nn.Module], torch.optim.Optimizer]
     no_grad: Callable[[], contextlib.AbstractContextManager]
     channels_last: bool
+    labels: str
     missing: Callable[[], str | None]
+    unsupported: Callable[[UNetConfig], str | None] = lambda config: None
 
 
 def not_installed(*modules: str) -> Callable[[], str | None]:
@@ -172,10 +188,10 @@ def not_installed(*modules: str) -> Callable[[], str | None]:
     return missing
 
 
-def build_diffusers() -> nn.Module:
+def build_diffusers(config: UNetConfig) -> nn.Module:
     from diffusers import UNet2DModel
 
-    return UNet2DModel(**unet2d_arguments(UNet(CONFIG)))
+    return UNet2DModel(**unet2d_arguments(UNet(config)))
 
 
 def guided_diffusion_missing() -> str | None:
@@ -187,24 +203,33 @@ def guided_diffusion_missing() -> str | None:
     return None
 
 
-def build_guided_diffusion() -> nn.Module:
+def build_guided_diffusion(config: UNetConfig) -> nn.Module:
+    """guided-diffusion's ``UNetModel`` with ``config``'s architecture (its ``create_model``
+    fixes three input channels, so the model is made directly). Its GroupNorms always have
+    32 groups (hard-coded): for the ``fashion`` network (16) the same parameters and FLOPs."""
     sys.path.insert(0, os.environ["GUIDED_DIFFUSION"])
-    from guided_diffusion.script_util import create_model  # imports no MPI
+    from guided_diffusion.unet import UNetModel  # imports no MPI
 
-    return create_model(
-        image_size=32,
-        num_channels=64,
-        num_res_blocks=2,
-        channel_mult="1,2,2",
-        attention_resolutions="16",
-        num_head_channels=64,
-        use_scale_shift_norm=True,
-        resblock_updown=True,
-        use_fp16=False,
+    classes = config.num_classes
+    return UNetModel(
+        image_size=config.image_size,
+        in_channels=config.in_channels,
+        model_channels=config.model_channels,
+        out_channels=config.out_channels,
+        num_res_blocks=config.num_res_blocks,
+        attention_resolutions=tuple(config.image_size // r for r in config.attention_resolutions),
+        dropout=config.dropout,
+        channel_mult=config.channel_mult,
+        num_classes=None if classes is None else classes + int(config.null_class),
+        num_heads=config.num_heads,
+        num_head_channels=config.num_head_channels or -1,
+        use_scale_shift_norm=config.scale_shift_norm,
+        resblock_updown=config.resample == "resblock",
+        use_new_attention_order=config.attention_order == "new",
     )
 
 
-def build_denoising_diffusion_pytorch() -> nn.Module:
+def build_denoising_diffusion_pytorch(config: UNetConfig) -> nn.Module:
     for name in ("torchvision", "accelerate"):  # imported by its package for its Trainer
         if importlib.util.find_spec(name) is None:
             stand_in = types.ModuleType(name)
@@ -215,40 +240,53 @@ def build_denoising_diffusion_pytorch() -> nn.Module:
     return Unet(dim=64, dim_mults=(1, 2, 2))
 
 
+def only_the_bench_network(config: UNetConfig) -> str | None:
+    """denoising-diffusion-pytorch's ``Unet`` has no class conditioning and its own layout:
+    it stands in (lighter) for the bench network only."""
+    return None if config == CONFIG else "its Unet is measured on the bench network only"
+
+
+def diffusers_adamw(model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW as diffusers' ``train_unconditional.py`` example makes it."""
+    return torch.optim.AdamW(
+        model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8
+    )
+
+
 IMPLEMENTATIONS = {
     "ours": Implementation(
-        build=lambda: UNet(CONFIG),
+        build=UNet,
         optimizer=lambda model: build_optimizer(model, TrainConfig()),
         no_grad=torch.inference_mode,
         channels_last=True,
+        labels="y",
         missing=lambda: None,
     ),
     # ours trading compute for memory (--with-checkpointing): every block recomputed in
     # the backward pass (UNetConfig.gradient_checkpointing)
     "ours-checkpointed": Implementation(
-        build=lambda: UNet(replace(CONFIG, gradient_checkpointing=True)),
+        build=lambda config: UNet(replace(config, gradient_checkpointing=True)),
         optimizer=lambda model: build_optimizer(model, TrainConfig()),
         no_grad=torch.inference_mode,
         channels_last=True,
+        labels="y",
         missing=lambda: None,
     ),
     "diffusers": Implementation(
         build=build_diffusers,
-        optimizer=lambda model: torch.optim.AdamW(
-            model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8
-        ),
+        optimizer=diffusers_adamw,
         no_grad=torch.no_grad,
         channels_last=False,
+        labels="class_labels",
         missing=not_installed("diffusers"),
     ),
     # diagnosis only (--peers diffusers-twin): diffusers' network carrying our weights
     "diffusers-twin": Implementation(
-        build=lambda: diffusers_twin(UNet(CONFIG)),
-        optimizer=lambda model: torch.optim.AdamW(
-            model.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8
-        ),
+        build=lambda config: diffusers_twin(UNet(config)),
+        optimizer=diffusers_adamw,
         no_grad=torch.no_grad,
         channels_last=False,
+        labels="class_labels",
         missing=not_installed("diffusers"),
     ),
     "guided-diffusion": Implementation(
@@ -256,6 +294,7 @@ IMPLEMENTATIONS = {
         optimizer=lambda model: torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0),
         no_grad=torch.no_grad,
         channels_last=False,
+        labels="y",
         missing=guided_diffusion_missing,
     ),
     "denoising-diffusion-pytorch": Implementation(
@@ -263,7 +302,9 @@ IMPLEMENTATIONS = {
         optimizer=lambda model: torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99)),
         no_grad=torch.inference_mode,
         channels_last=False,
+        labels="y",
         missing=not_installed("denoising_diffusion_pytorch", "einops", "ema_pytorch"),
+        unsupported=only_the_bench_network,
     ),
 }
 
@@ -282,26 +323,41 @@ def autocast(dtype: torch.dtype | None):
     return torch.autocast("cpu", dtype=dtype)
 
 
-def inputs(impl: Implementation, batch: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch x_t and its timesteps, in the memory format the implementation's code uses."""
+def inputs(
+    impl: Implementation, config: UNetConfig, batch: int, mode: str
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """A batch x_t, its timesteps and its class labels (as the keyword the implementation's
+    network takes, none for an unconditional one), x_t in the memory format the
+    implementation's code uses."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, 32, 32, generator=generator)
+    size = config.image_size
+    x = torch.randn(batch, config.in_channels, size, size, generator=generator)
     if impl.channels_last and mode == "training":
         x = x.contiguous(memory_format=torch.channels_last)
-    return x, torch.randint(0, 1000, (batch,), generator=generator)
+    t = torch.randint(0, 1000, (batch,), generator=generator)
+    if config.num_classes is None:
+        return x, t, {}
+    return x, t, {impl.labels: torch.randint(0, config.num_classes, (batch,), generator=generator)}
 
 
-def make_step(impl: Implementation, model: nn.Module, mode: str, precision: str, batch: int):
+def make_step(
+    impl: Implementation,
+    model: nn.Module,
+    config: UNetConfig,
+    mode: str,
+    precision: str,
+    batch: int,
+):
     """One step of ``mode``: a forward pass without autograd, or a training step (forward,
     mean squared error to a noise target, backward, the optimizer's step)."""
-    x, t = inputs(impl, batch, mode)
+    x, t, labels = inputs(impl, config, batch, mode)
     dtype = PRECISIONS[precision]
     if mode == "forward":
 
         def forward() -> None:
             model.eval()
             with impl.no_grad(), autocast(dtype):
-                output_of(model(x, t))
+                output_of(model(x, t, **labels))
 
         return forward
     optimizer = impl.optimizer(model)
@@ -310,7 +366,7 @@ def make_step(impl: Implementation, model: nn.Module, mode: str, precision: str,
     def training() -> None:
         model.train()
         with autocast(dtype):
-            output = output_of(model(x, t))
+            output = output_of(model(x, t, **labels))
         loss = (output.float() - target).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -319,14 +375,16 @@ def make_step(impl: Implementation, model: nn.Module, mode: str, precision: str,
     return training
 
 
-def measure(name: str, precision: str, mode: str, batch: int, warmup: int, iterations: int):
-    """Images/s, memory and page faults of one (implementation, precision, mode) in this
-    process, which should be a fresh one."""
-    impl = IMPLEMENTATIONS[name]
+def measure(
+    name: str, network: str, precision: str, mode: str, batch: int, warmup: int, iterations: int
+):
+    """Images/s, memory and page faults of one (implementation, network, precision, mode)
+    in this process, which should be a fresh one."""
+    impl, config = IMPLEMENTATIONS[name], NETWORKS[network]
     torch.manual_seed(0)
-    model = impl.build()
+    model = impl.build(config)
     rss_built = peak_rss_mib()
-    step = make_step(impl, model, mode, precision, batch)
+    step = make_step(impl, model, config, mode, precision, batch)
     for _ in range(warmup):
         step()
     minor, major = page_faults()
@@ -342,16 +400,17 @@ def measure(name: str, precision: str, mode: str, batch: int, warmup: int, itera
     }
 
 
-def measure_in_one_process(names, precisions, modes, batch, warmup, rounds) -> dict:
+def measure_in_one_process(names, network, precisions, modes, batch, warmup, rounds) -> dict:
     """The earlier benchmark's scheme, for comparison: one network per implementation,
     shared by its float32 and bf16 variants; per mode, every variant warmed up and then
     timed in interleaved rounds, all in this one process."""
-    models = {name: IMPLEMENTATIONS[name].build() for name in names}
+    config = NETWORKS[network]
+    models = {name: IMPLEMENTATIONS[name].build(config) for name in names}
     results = {}
     for mode in modes:
         steps = {
             (name, precision): make_step(
-                IMPLEMENTATIONS[name], models[name], mode, precision, batch
+                IMPLEMENTATIONS[name], models[name], config, mode, precision, batch
             )
             for precision in precisions
             for name in names
@@ -378,15 +437,17 @@ def measure_in_one_process(names, precisions, modes, batch, warmup, rounds) -> d
     return results
 
 
-def describe(name: str) -> dict:
-    """Parameters (millions) and forward GFLOP per image of an implementation, counted on
-    the meta device, where attention decomposes into countable matrix products (the
-    CPU's fused attention kernel has no FLOP formula)."""
-    model = IMPLEMENTATIONS[name].build().eval()
+def describe(name: str, network: str) -> dict:
+    """Parameters (millions) and forward GFLOP per image of an implementation's network,
+    counted on the meta device, where attention decomposes into countable matrix products
+    (the CPU's fused attention kernel has no FLOP formula)."""
+    impl, config = IMPLEMENTATIONS[name], NETWORKS[network]
+    model = impl.build(config).eval()
     params = sum(p.numel() for p in model.parameters())
-    x, t = inputs(IMPLEMENTATIONS[name], 1, "forward")
+    x, t, labels = inputs(impl, config, 1, "forward")
+    meta = {key: value.to("meta") for key, value in labels.items()}
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        output_of(model.to("meta")(x.to("meta"), t.to("meta")))
+        output_of(model.to("meta")(x.to("meta"), t.to("meta"), **meta))
     return {"params_m": params / 1e6, "gflop": counter.get_total_flops() / 1e9}
 
 
@@ -486,19 +547,16 @@ def print_checks(result: dict, loss_steps: int, loss_batch: int) -> None:
 # ---------------------------------------------------------------- the report
 
 
-def report(results: dict, described: dict, peaks: dict, modes, precisions) -> None:
-    """A table per (mode, precision), then ours against the fastest peer."""
-    print(
-        "\npeak RSS: the measuring process's peak resident memory (imports included); step "
-        "RSS: its growth\nover the steps, after the network was built; faults, major: minor "
-        "and major page faults per timed step"
-    )
+def report(network: str, results: dict, described: dict, peaks: dict, modes, precisions) -> None:
+    """For one network, a table per (mode, precision), then ours against the fastest peer."""
     for mode in modes:
         for precision in precisions:
             rows = {
-                name: runs for (name, p, m), runs in results.items() if (p, m) == (precision, mode)
+                name: runs
+                for (net, name, p, m), runs in results.items()
+                if (net, p, m) == (network, precision, mode)
             }
-            print(f"\n{mode} {precision}")
+            print(f"\n{network} network, {mode} {precision}")
             print(
                 f"  {'implementation':28s} {'params':>7s} {'GFLOP':>6s} {'images/s':>9s} "
                 f"{'GFLOP/s':>8s} {'%peak':>6s} {'peak RSS':>9s} {'step RSS':>9s} {'faults':>8s} "
@@ -511,12 +569,13 @@ def report(results: dict, described: dict, peaks: dict, modes, precisions) -> No
                     print(f"  {name:28s} failed: {failed[0]}")
                     continue
                 speed[name] = statistics.median(r["images_per_s"] for r in runs)
-                achieved[name] = speed[name] * described[name]["gflop"] * MODES[mode]
+                size = described[network, name]
+                achieved[name] = speed[name] * size["gflop"] * MODES[mode]
                 growth = [r["step_rss_mib"] for r in runs if "step_rss_mib" in r]
                 step_rss = f"{max(growth):7.0f}Mi" if growth else f"{'-':>9s}"
                 print(
-                    f"  {name:28s} {described[name]['params_m']:6.2f}M "
-                    f"{described[name]['gflop']:6.2f} {speed[name]:9.1f} {achieved[name]:8.1f} "
+                    f"  {name:28s} {size['params_m']:6.2f}M "
+                    f"{size['gflop']:6.2f} {speed[name]:9.1f} {achieved[name]:8.1f} "
                     f"{100 * achieved[name] / peaks[precision]:5.1f}% "
                     f"{max(r['peak_rss_mib'] for r in runs):7.0f}Mi "
                     f"{step_rss} "
@@ -563,6 +622,7 @@ def main_measure(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench_unet.py (measuring process)")
     parser.add_argument("task", choices=("measure", "one-process", "describe", "peaks", "checks"))
     parser.add_argument("--names", default="ours")
+    parser.add_argument("--network", default="bench", choices=sorted(NETWORKS))
     parser.add_argument("--precisions", default="fp32")
     parser.add_argument("--modes", default="forward")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -576,17 +636,23 @@ def main_measure(argv: list[str]) -> None:
     if args.task == "measure":
         emit(
             measure(
-                names[0], precisions[0], modes[0], args.batch_size, args.warmup, args.iterations
+                names[0],
+                args.network,
+                precisions[0],
+                modes[0],
+                args.batch_size,
+                args.warmup,
+                args.iterations,
             )
         )
     elif args.task == "one-process":
         emit(
             measure_in_one_process(
-                names, precisions, modes, args.batch_size, args.warmup, args.rounds
+                names, args.network, precisions, modes, args.batch_size, args.warmup, args.rounds
             )
         )
     elif args.task == "describe":
-        emit(describe(names[0]))
+        emit(describe(names[0], args.network))
     elif args.task == "peaks":
         emit(matmul_peaks())
     else:
@@ -601,6 +667,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3, help="timed steps per measurement")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated")
     parser.add_argument("--modes", default="forward,training", help="comma-separated")
+    parser.add_argument(
+        "--networks",
+        default="bench,fashion",
+        help="comma-separated: 'bench' (issue 3's 32x32 ADM network), 'fashion' (the preset's)",
+    )
     parser.add_argument(
         "--peers",
         default="diffusers,guided-diffusion,denoising-diffusion-pytorch",
@@ -623,48 +694,76 @@ def main() -> None:
     args = parser.parse_args()
 
     print(describe_machine())
-    names = ["ours", *(["ours-checkpointed"] if args.with_checkpointing else [])]
+    available = ["ours", *(["ours-checkpointed"] if args.with_checkpointing else [])]
     for name in args.peers.split(","):
         why = IMPLEMENTATIONS[name].missing()
         if why is None:
-            names.append(name)
+            available.append(name)
         else:
             print(f"skipping {name}: {why}")
+    networks = args.networks.split(",")
+    unknown = sorted(set(networks) - set(NETWORKS))
+    if unknown:
+        parser.error(f"unknown networks {unknown}; known: {', '.join(sorted(NETWORKS))}")
+    names = {}
+    for network in networks:
+        names[network] = []
+        for name in available:
+            why = IMPLEMENTATIONS[name].unsupported(NETWORKS[network])
+            if why is None:
+                names[network].append(name)
+            else:
+                print(f"skipping {name} on the {network} network: {why}")
     precisions, modes = args.precisions.split(","), args.modes.split(",")
-    described = {name: run_fresh(SCRIPT, ["describe", "--names", name]) for name in names}
+    described = {
+        (network, name): run_fresh(SCRIPT, ["describe", "--names", name, "--network", network])
+        for network in networks
+        for name in names[network]
+    }
     peaks = run_fresh(SCRIPT, ["peaks"])
     print("matmul peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))
     common = ["--batch-size", str(args.batch_size), "--warmup", str(args.warmup)]
-    results: dict[tuple[str, str, str], list[dict]] = {}
+    results: dict[tuple[str, str, str, str], list[dict]] = {}
     if args.one_process:
         print(f"batch {args.batch_size}, all variants in ONE process, {args.rounds} rounds")
-        answer = run_fresh(
-            SCRIPT,
-            [
-                "one-process", "--names", ",".join(names), "--precisions", args.precisions,
-                "--modes", args.modes, "--rounds", str(args.rounds), *common,
-            ],
-        )  # fmt: skip
-        results = {tuple(key.split("|")): [value] for key, value in answer.items()}
+        for network in networks:
+            answer = run_fresh(
+                SCRIPT,
+                [
+                    "one-process", "--names", ",".join(names[network]), "--network", network,
+                    "--precisions", args.precisions, "--modes", args.modes,
+                    "--rounds", str(args.rounds), *common,
+                ],
+            )  # fmt: skip
+            for key, value in answer.items():
+                results[(network, *key.split("|"))] = [value]
     else:
         print(
             f"batch {args.batch_size}, each measurement a fresh process ({args.warmup} "
             f"warm-up + {args.iterations} timed steps), {args.rounds} rounds"
         )
         for r in range(args.rounds):
-            for mode in modes:
-                for precision in precisions:
-                    for name in rotated(names, r):
-                        argv = [
-                            "measure", "--names", name, "--precisions", precision,
-                            "--modes", mode, "--iterations", str(args.iterations), *common,
-                        ]  # fmt: skip
-                        try:
-                            answer = run_fresh(SCRIPT, argv)
-                        except RuntimeError as error:
-                            answer = {"error": str(error).strip().splitlines()[-1]}
-                        results.setdefault((name, precision, mode), []).append(answer)
-    report(results, described, peaks, modes, precisions)
+            for network in networks:
+                for mode in modes:
+                    for precision in precisions:
+                        for name in rotated(names[network], r):
+                            argv = [
+                                "measure", "--names", name, "--network", network,
+                                "--precisions", precision, "--modes", mode,
+                                "--iterations", str(args.iterations), *common,
+                            ]  # fmt: skip
+                            try:
+                                answer = run_fresh(SCRIPT, argv)
+                            except RuntimeError as error:
+                                answer = {"error": str(error).strip().splitlines()[-1]}
+                            results.setdefault((network, name, precision, mode), []).append(answer)
+    print(
+        "\npeak RSS: the measuring process's peak resident memory (imports included); step "
+        "RSS: its growth\nover the steps, after the network was built; faults, major: minor "
+        "and major page faults per timed step"
+    )
+    for network in networks:
+        report(network, results, described, peaks, modes, precisions)
     if args.check:
         checked = run_fresh(
             SCRIPT,

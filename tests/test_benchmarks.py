@@ -71,17 +71,40 @@ def test_bench_unet_measures_ours_and_diffusers_in_fresh_processes():
     assert "7.66M" in out  # both networks: the same architecture
 
 
-def test_a_measuring_process_answers_one_json_line():
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="needs diffusers")
+def test_bench_unet_trains_the_fashion_network_against_diffusers_natively_built():
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_unet.py"), "describe", "--names", "ours"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+        [
+            sys.executable, str(BENCHMARKS / "bench_unet.py"), "--networks", "fashion",
+            "--batch-size", "1", "--rounds", "1", "--warmup", "0", "--iterations", "1",
+            "--peers", "diffusers", "--precisions", "fp32", "--modes", "training",
+        ],
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "fashion network, training fp32" in out and "bench network" not in out
+    assert out.count("ours / fastest peer (diffusers)") == 1
+    assert out.count("3.87M") == 2  # ours and diffusers: the preset's 3,870,625 parameters
+
+
+@pytest.mark.parametrize(
+    ("network", "params_m", "gflop"),
+    [("bench", 7.66, 3.59), ("fashion", 3.87, 0.867)],  # issue 3's network; the preset's
+)
+def test_a_measuring_process_answers_one_json_line(network, params_m, gflop):
+    done = subprocess.run(
+        [
+            sys.executable, str(BENCHMARKS / "bench_unet.py"), "describe", "--names", "ours",
+            "--network", network,
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     described = json.loads(done.stdout.strip().splitlines()[-1])
-    # 7.66 M parameters and 3.59 GFLOP per image (issue 3's network)
-    assert abs(described["params_m"] - 7.66) < 0.01 and abs(described["gflop"] - 3.59) < 0.01
+    assert abs(described["params_m"] - params_m) < 0.01
+    assert abs(described["gflop"] - gflop) < 0.01
 
 
 def in_this_process(module):
@@ -173,3 +196,26 @@ def test_the_reproduction_costs_are_measured_per_preset():
     assert lines[2].startswith("tiny (diffusion): training ") and "ms/image" in lines[2]
     assert lines[3] == "UNITS = {" and lines[5] == "}"
     assert lines[4].startswith('    ("tiny", "diffusion"): Unit(')  # the line for costs.UNITS
+
+
+@pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="needs diffusers")
+@pytest.mark.parametrize("network", ["bench", "fashion"])
+def test_diffusers_builds_each_network_natively_with_our_architecture(network):
+    bench_unet = pytest.importorskip("bench_unet")
+    ours = bench_unet.describe("ours", network)
+    peer = bench_unet.describe("diffusers", network)
+    assert peer["params_m"] == ours["params_m"]  # parameter for parameter
+    assert abs(peer["gflop"] - ours["gflop"]) < 1e-3 * ours["gflop"]  # FLOP counts, same ops
+
+
+def test_the_fashion_network_is_the_presets():
+    bench_unet = pytest.importorskip("bench_unet")
+    from diffuse import presets
+
+    config = bench_unet.NETWORKS["fashion"]
+    assert config == presets.get("fashion").model_config
+    # class labels go in by each library's own keyword
+    x, t, labels = bench_unet.inputs(bench_unet.IMPLEMENTATIONS["diffusers"], config, 2, "training")
+    assert x.shape == (2, 1, 28, 28) and t.shape == (2,)
+    assert set(labels) == {"class_labels"} and labels["class_labels"].max() < 10
+    assert bench_unet.IMPLEMENTATIONS["denoising-diffusion-pytorch"].unsupported(config)

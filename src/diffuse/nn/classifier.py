@@ -8,7 +8,6 @@ images x_t to predict p(y | x_t, t); its gradient with respect to x_t guides sam
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from diffuse.nn.encoder import Network
@@ -45,7 +44,7 @@ class EncoderClassifier(Network):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.check_input(x, t)
         h, _ = self.encode(x, self.embed_timesteps(t))
-        h = F.silu(self.out_norm(h))
+        h = self.out_norm(h, silu=True)
         if self.config.pool == "attention":
             return self.pool(h)
         return self.pool(h.mean(dim=(2, 3)))

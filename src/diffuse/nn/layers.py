@@ -16,18 +16,41 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from diffuse.nn.group_norm import fused_group_norm_applies, group_norm_act
+
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm (Wu & He 2018) computed in float32 whatever the input's precision.
+    """GroupNorm (Wu & He 2018) computed in float32 whatever the input's precision, with
+    the adaptive scale-shift (ADM section 3) and the SiLU that follow it where asked.
 
     The result is returned in the input's dtype, so the next convolution stays in the
     autocast precision. ATen's kernels accumulate bf16/fp16 inputs in float32, and on the
     CPU take float32 affine parameters with them: there the call is direct (bit-identical to
     normalising ``x.float()`` and rounding, without the copies); elsewhere the input is
-    cast to float32 explicitly.
+    cast to float32 explicitly. Float channels_last inputs on the CPU go through
+    :func:`~diffuse.nn.group_norm.group_norm_act`, one pass for all three steps.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        scale: torch.Tensor | None = None,
+        shift: torch.Tensor | None = None,
+        silu: bool = False,
+    ) -> torch.Tensor:
+        """SiLU(GN(x) * (1 + scale) + shift): the scale-shift when ``scale`` and ``shift``
+        ([N, C, 1, 1]) are given, the SiLU when ``silu``."""
+        if fused_group_norm_applies(x) and x.dtype == self.weight.dtype:
+            return group_norm_act(
+                x, self.weight, self.bias, self.num_groups, self.eps, scale, shift, silu
+            )
+        h = self.normalize(x)
+        if scale is not None:
+            h = torch.addcmul(shift, h, 1 + scale)
+        return F.silu(h) if silu else h
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """GN(x) by the framework's kernels."""
         if x.dtype == self.weight.dtype or x.device.type == "cpu":
             return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -135,29 +158,34 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """``x`` [N, C, H, W] features, ``emb`` [N, E] the SiLU of the embedding."""
-        h = F.silu(self.norm1(x))
+        h = self.norm1(x, silu=True)
         if self.resample is not None:
             h, x = self.resample(h), self.resample(x)
         h = self.conv1(h)
-        h = conditioned_norm(h, self.embedding(emb), self.norm2, self.scale_shift_norm)
-        h = self.conv2(self.dropout(F.silu(h)))
+        h = conditioned_norm(h, self.embedding(emb), self.norm2, self.scale_shift_norm, silu=True)
+        h = self.conv2(self.dropout(h))
         return self.skip(x) + h
 
 
 def conditioned_norm(
-    h: torch.Tensor, cond: torch.Tensor, norm: nn.Module, scale_shift: bool
+    h: torch.Tensor,
+    cond: torch.Tensor,
+    norm: GroupNorm32,
+    scale_shift: bool,
+    silu: bool = False,
 ) -> torch.Tensor:
     """Normalise ``h`` [N, C, H, W] under the projected embedding ``cond`` [N, C or 2C].
 
     Adaptive GroupNorm (ADM section 3): ``norm(h) * (1 + s) + b`` with ``(s, b)`` the two
     halves of ``cond``; otherwise the embedding is added before the norm, ``norm(h + cond)``
-    (DDPM).
+    (DDPM). The SiLU that follows in a residual block is applied too when ``silu``, in the
+    same pass where :class:`GroupNorm32` fuses them.
     """
     cond = cond.to(h.dtype)[:, :, None, None]
     if scale_shift:
         scale, shift = cond.chunk(2, dim=1)
-        return torch.addcmul(shift, norm(h), 1 + scale)
-    return norm(h + cond)
+        return norm(h, scale, shift, silu=silu)
+    return norm(h + cond, silu=silu)
 
 
 def multihead_attention(qkv: torch.Tensor, heads: int, order: str) -> torch.Tensor:

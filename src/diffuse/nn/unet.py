@@ -118,7 +118,7 @@ class UNet(Network):
         tokens = F.silu(torch.stack([time, label], dim=1)) if self.class_tokens else None
         h, skips = self.encode(x, emb, tokens)
         h = self.decoder(h, skips, F.silu(emb), tokens)
-        return self.out_conv(F.silu(self.out_norm(h))).contiguous()
+        return self.out_conv(self.out_norm(h, silu=True)).contiguous()
 
     def embed_labels(self, y: torch.Tensor | None, n: int, device: torch.device):
         """Class embedding [N, E] of labels ``y`` (0 when unconditional)."""

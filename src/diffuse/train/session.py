@@ -27,12 +27,14 @@ from diffuse.train.spec import RunSpec, split_key
 from diffuse.train.trainer import Trainer, TrainResult
 from diffuse.train.training_data import check_compatible, load_training_data, load_validation_data
 
-# Settings a resumed run may change: they do not alter what the steps compute. FID while
-# training can be switched on or measured more or less often.
+# Settings a resumed run may change: they do not alter what the steps compute (compiled
+# steps only round differently). FID while training can be switched on or measured more
+# or less often.
 RESUMABLE_CHANGES = frozenset(
     {
         "train.eval_every",
         "train.steps",
+        "train.compile",
         "train.log_every",
         "train.tensorboard",
         "train.wandb_project",

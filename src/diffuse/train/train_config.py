@@ -16,6 +16,7 @@ from diffuse.errors import ConfigError
 from diffuse.sample.sampler import SAMPLERS as EVAL_SAMPLERS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_SETTINGS = ("auto", "on", "off")
 LR_DECAYS = ("none", "linear", "cosine")
 TIMESTEP_SAMPLERS = ("auto", "uniform", "loss-aware")
 PREVIEW_SAMPLERS = ("ddim", "ddpm")
@@ -78,6 +79,11 @@ class TrainConfig:
         "'auto' (bf16 where this device runs it faster, measured once and cached; see "
         "diffuse.autoprecision), 'fp32', 'bf16' (autocast, CPU or CUDA) or 'fp16' "
         "(autocast with a gradient scaler, CUDA only)",
+        "auto",
+    )
+    compile: str = _doc(
+        "'auto' (torch.compile the training step only where it is measured faster and a "
+        "long run repays the compile; see diffuse.train.autocompile), 'on' or 'off'",
         "auto",
     )
     max_nonfinite: int = _doc(
@@ -180,6 +186,7 @@ class TrainConfig:
             )
         for name, allowed in (
             ("precision", PRECISIONS),
+            ("compile", COMPILE_SETTINGS),
             ("lr_decay", LR_DECAYS),
             ("timestep_sampler", TIMESTEP_SAMPLERS),
             ("sample_sampler", PREVIEW_SAMPLERS),

@@ -31,14 +31,14 @@ from diffuse.data.readahead import read_ahead
 from diffuse.errors import CheckpointError, ConfigError
 from diffuse.nn import build_network
 from diffuse.rendering import save_png
-from diffuse.train import randomness
+from diffuse.train import autocompile, randomness
 from diffuse.train.distributed import ProcessGroup
 from diffuse.train.ema import EMA
 from diffuse.train.fid_tracking import FidTracker, check_fid_settings, evaluation_due
 from diffuse.train.interrupt import StopRequest
 from diffuse.train.objectives import QUARTERS, objective_for
 from diffuse.train.optim import build_optimizer, learning_rate
-from diffuse.train.precision import Precision
+from diffuse.train.precision import AutocastModel, Precision
 from diffuse.train.preview import preview_grid
 from diffuse.train.reporting import LoopReport
 from diffuse.train.run import RunFolder
@@ -53,6 +53,8 @@ from diffuse.train.state import (
     step_folder,
 )
 from diffuse.train.tracking import check_trackers
+
+clock = time.perf_counter  # times the steps; a module attribute, so that a test can fake it
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,9 @@ class Trainer:
         if group.distributed:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = DistributedDataParallel(model, device_ids=device_ids)
-        self.forward = self.precision.wrap(self.network)
+        self.eager_forward = self.forward = self.precision.wrap(self.network)
+        self.compiled_forward: AutocastModel | None = None
+        self.compile = autocompile.CompileChoice(config.compile)
         self.order = randomness.BatchOrder(len(dataset), config.batch_size, config.seed)
         self.fid = None
         if config.eval_every:
@@ -225,6 +229,7 @@ class Trainer:
                 f"{folder} was trained on {trainer.get('dataset_size')} images, the data set now "
                 f"holds {len(self.dataset)}; resume with the run's own data"
             )
+        self.compile = autocompile.CompileChoice(self.config.compile, trainer.get("compile"))
 
     # ------------------------------------------------------------------- loop
 
@@ -267,14 +272,45 @@ class Trainer:
             self._measure_fid(report)
         with StopRequest() as stop, contextlib.closing(self.batches(progress.step)) as batches:
             while progress.step < self.config.steps:
-                started = time.perf_counter()
+                self.forward = self._step_forward()
+                started = clock()
                 summary = self.train_step(progress.step, stop.signal is not None, next(batches))
-                report.step_done(summary, time.perf_counter() - started)
+                seconds = clock() - started
+                report.step_done(summary, seconds)
+                self._choose_compilation(seconds)
                 stopping = summary["stop"] > 0
                 outputs.update(self._write_outputs(stopping, report))
                 if stopping:
                     break
         return outputs, stop.name if progress.step < self.config.steps else None
+
+    def _step_forward(self) -> AutocastModel:
+        """The network call of the next step: compiled or eager, as ``train.compile`` says."""
+        if not self.compile.compiled:
+            return self.eager_forward
+        if self.compiled_forward is None:
+            if self.group.is_main:
+                print(
+                    "train.compile: compiling the training step (minutes on a CPU the first "
+                    "time, then cached)",
+                    flush=True,
+                )
+            compiled = autocompile.compile_network(self.network)
+            self.compiled_forward = self.precision.wrap(compiled)
+        return self.compiled_forward
+
+    def _choose_compilation(self, seconds: float) -> None:
+        """Report the step's time to the ``train.compile`` choice; process 0 prints its
+        decisions. All processes decide together (compiled only where all agree)."""
+
+        def agree(yes: bool) -> bool:
+            votes = torch.tensor([float(yes)], device=self.device)
+            return self.group.all_reduce_sum(votes).item() == self.group.world_size
+
+        remaining = self.config.steps - self.state.progress.step
+        message = self.compile.step_done(seconds, remaining, agree)
+        if message and self.group.is_main:
+            print(message, flush=True)
 
     def _finish(
         self, outputs: dict[str, Path | None], interrupted: str | None, report: LoopReport
@@ -489,7 +525,11 @@ class Trainer:
             self.state,
             diffusion=self.spec.diffusion,
             metadata=self.metadata(),
-            extra={"seed": self.config.seed, "dataset_size": len(self.dataset)},
+            extra={
+                "seed": self.config.seed,
+                "dataset_size": len(self.dataset),
+                "compile": self.compile.decided,
+            },
         )
 
     def ema_model(self) -> nn.Module:
