@@ -35,8 +35,10 @@ def cpu_ms_per_image(step, batch: int, repeats: int) -> float:
 
 
 def measure(preset: str, task: str, batch: int, repeats: int) -> tuple[float, float]:
-    """(training ms, forward ms) per image of ``preset``'s network for ``task``."""
-    spec = spec_from_preset(preset, "digits", task=task)
+    """(training ms, forward ms) per image of ``preset``'s network for ``task``, fitted
+    to the data the suite trains it on (so at the resolution it trains at)."""
+    data = next((plan.data for plan in MODELS.values() if plan.preset == preset), "digits")
+    spec = spec_from_preset(preset, data, task=task)
     config = spec.model
     network = build_network(config)
     shape = (batch, config.in_channels, config.image_size, config.image_size)

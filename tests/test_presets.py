@@ -34,11 +34,11 @@ PAPER_PARAMETERS = {
 }
 # The article's five models (issue 14), built from our blocks with its published settings.
 ARTICLE_PARAMETERS = {
-    "article-res-conv": 11_198_131,
-    "article-res": 8_770_867,
-    "article-res-res": 12_613_939,
-    "article-res-res-atn": 12_812_851,
-    "article-res-large": 16_725_171,
+    "article-res-conv": 213_955_123,
+    "article-res": 175_102_771,
+    "article-res-res": 254_968_627,
+    "article-res-res-atn": 267_569_971,
+    "article-res-large": 383_032_755,
 }
 ARTICLE_RECIPES = {
     "res-conv": ("res", "conv", "clsatn", "chnatn"),
@@ -85,15 +85,16 @@ def test_article_presets_have_the_published_settings(variant):
     assert config.blocks == ARTICLE_RECIPES[variant]
     assert (config.image_size, config.in_channels, config.out_channels) == (64, 3, 6)
     assert config.model_channels == (192 if large else 128)
-    assert (config.channel_mult, config.attention_resolutions) == ((1, 1, 1), (16,))
+    # "channel multiplier 1" as the article's code applies it: width 2 ** i at level i
+    assert (config.channel_mult, config.attention_resolutions) == ((2, 4, 8), (16,))
     assert (config.embedding_channels, config.num_classes, config.null_class) == (512, 1000, True)
     assert (diffusion.schedule, diffusion.timesteps) == ("cosine", 1000)
     assert (diffusion.variance, diffusion.loss) == ("learned_range", "hybrid")
     # The CPU version: the same recipe and shape at Fashion-MNIST's size.
     small = presets.get(f"fashion-article-{variant}")
     assert small.model_config.blocks == config.blocks and small.diffusion == diffusion
-    assert small.model_config.channel_mult == (1, 1, 1) and small.image_size == 28
-    assert small.model_config.model_channels == (36 if large else 24)
+    assert small.model_config.channel_mult == (2, 4, 8) and small.image_size == 28
+    assert small.model_config.model_channels == (18 if large else 12)
 
 
 def test_every_preset_is_listed_and_consistent():

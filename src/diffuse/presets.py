@@ -442,26 +442,29 @@ _RES_CONV = ("res", "conv", "clsatn", "chnatn")
 _RES = ("res", "clsatn", "chnatn")
 _RES_RES = ("res", "res", "clsatn", "chnatn")
 _RES_RES_ATN = ("res", "res", "clsatn", "atn", "chnatn")
+# The article's "channel multiplier 1": level i of 3 is 2 ** i times the base width.
+ARTICLE_MULTIPLIERS = (2, 4, 8)
 
 
 def _article_unet(blocks: tuple[str, ...], model_channels: int = 128) -> UNetConfig:
     """The article's class-conditional ImageNet 64x64 U-Net with the recipe ``blocks``.
 
-    As published: 128 base channels (192 for the large model), channel multiplier 1 at
-    each of 3 levels (64, 32, 16 pixels), attention at 16x16, time and class embeddings of
-    512 whatever the width, dropout 0.1, 1000 classes and a null class (p_uncond 0.2 in its
-    training recipe). One recipe unit per level in the encoder (the article's one block per
-    level; our decoder has one more), 64 channels per attention head (the article's two
-    heads at 128 channels). The article's code computes level i's width as
-    ``128 * 2 ** (chMult * i)``, so its multiplier 1 doubles the width at each level; issue
-    14 reads the published "channel multiplier 1" as (1, 1, 1), and so do we.
+    As published: 128 base channels (192 for the large model) and "channel multiplier 1",
+    which the article's code applies as ``width_i = 128 * 2 ** (1 * i)`` for levels
+    i = 1, 2, 3: widths 256, 512 and 1024 at 64, 32 and 16 pixels (our multipliers
+    (2, 4, 8) of the base; the stem maps to the base width first, as its input convolution
+    does). Attention at 16x16, time and class embeddings of 512 whatever the width,
+    dropout 0.1, 1000 classes and a null class (p_uncond 0.2 in its training recipe). One
+    recipe unit per level in the encoder (the article's one block per level; our decoder
+    has one more, and our middle stays at 16x16 where the article's downsamples once more
+    to 8x8), 64 channels per attention head (the article's two heads at 128 channels).
     """
     return UNetConfig(
         image_size=64,
         in_channels=3,
         out_channels=6,
         model_channels=model_channels,
-        channel_mult=(1, 1, 1),
+        channel_mult=ARTICLE_MULTIPLIERS,
         num_res_blocks=1,
         blocks=blocks,
         attention_resolutions=(16,),
@@ -476,60 +479,61 @@ def _article_unet(blocks: tuple[str, ...], model_channels: int = 128) -> UNetCon
 @_preset("article-res-conv", ARTICLE)
 def _article_res_conv():
     """The article's res-conv model, ImageNet 64x64 class-conditional: each unit runs a
-    residual block, a ConvNeXt block, class attention and channel attention; width 128,
-    multipliers (1, 1, 1), attention at 16x16, embeddings of 512; cosine schedule,
-    T = 1000, learned variances, L_hybrid. 11,198,131 parameters."""
+    residual block, a ConvNeXt block, class attention and channel attention; base width
+    128 (levels of 256, 512, 1024), attention at 16x16, embeddings of 512; cosine
+    schedule, T = 1000, learned variances, L_hybrid. 213,955,123 parameters."""
     return _article_unet(_RES_CONV), _ARTICLE_DIFFUSION
 
 
 @_preset("article-res", ARTICLE)
 def _article_res():
     """The article's res model: as ``article-res-conv`` with units of a residual block,
-    class attention and channel attention. 8,770,867 parameters."""
+    class attention and channel attention. 175,102,771 parameters."""
     return _article_unet(_RES), _ARTICLE_DIFFUSION
 
 
 @_preset("article-res-res", ARTICLE)
 def _article_res_res():
     """The article's res-res model: as ``article-res-conv`` with units of two residual
-    blocks, class attention and channel attention. 12,613,939 parameters."""
+    blocks, class attention and channel attention. 254,968,627 parameters."""
     return _article_unet(_RES_RES), _ARTICLE_DIFFUSION
 
 
 @_preset("article-res-res-atn", ARTICLE)
 def _article_res_res_atn():
     """The article's res-res-atn model: as ``article-res-res`` with spatial self-attention
-    after the class attention (at 16x16 only). 12,812,851 parameters."""
+    after the class attention (at 16x16 only). 267,569,971 parameters."""
     return _article_unet(_RES_RES_ATN), _ARTICLE_DIFFUSION
 
 
 @_preset("article-res-large", ARTICLE)
 def _article_res_large():
-    """The article's res-large model: ``article-res`` at width 192 (embeddings still 512).
-    16,725,171 parameters."""
+    """The article's res-large model: ``article-res`` at base width 192 (levels of 384,
+    768, 1536; embeddings still 512).
+    383,032,755 parameters."""
     return _article_unet(_RES, model_channels=192), _ARTICLE_DIFFUSION
 
 
-def _fashion_article_unet(blocks: tuple[str, ...], model_channels: int = 24) -> UNetConfig:
+def _fashion_article_unet(blocks: tuple[str, ...], model_channels: int = 12) -> UNetConfig:
     """The article's U-Net shrunk for Fashion-MNIST on a 2-core CPU, with the recipe ``blocks``.
 
-    28x28 grey, 10 classes and a null class; the article's shape scaled down: width 24
-    (36 for the large model, the article's 192 / 128), multipliers (1, 1, 1) at 28, 14 and
-    7 pixels, attention at 7x7 (a quarter of the image side, as 16 of 64), embeddings of
-    96 whatever the width, 12 channels per head (two heads at width 24, three at 36),
-    12 GroupNorm groups, dropout 0.1, one unit per level.
+    28x28 grey, 10 classes and a null class; the article's shape scaled down: base width
+    12 (18 for the large model, the article's 192 / 128) doubled at each level as the
+    article's multiplier 1 does (24, 48, 96 at 28, 14 and 7 pixels), attention at 7x7 (a
+    quarter of the image side, as 16 of 64), embeddings of 96 whatever the width, 12
+    channels per head, 6 GroupNorm groups, dropout 0.1, one unit per level.
     """
     return UNetConfig(
         image_size=28,
         in_channels=1,
         out_channels=2,
         model_channels=model_channels,
-        channel_mult=(1, 1, 1),
+        channel_mult=ARTICLE_MULTIPLIERS,
         num_res_blocks=1,
         blocks=blocks,
         attention_resolutions=(7,),
         num_head_channels=12,
-        norm_groups=12,
+        norm_groups=6,
         dropout=0.1,
         embedding_channels=96,
         num_classes=10,
@@ -540,24 +544,24 @@ def _fashion_article_unet(blocks: tuple[str, ...], model_channels: int = 24) -> 
 @_preset("fashion-article-res-conv", SMALL)
 def _fashion_article_res_conv():
     """``article-res-conv`` for Fashion-MNIST on this CPU: units of a residual block, a
-    ConvNeXt block, class attention and channel attention; width 24, multipliers
-    (1, 1, 1), attention at 7x7, embeddings of 96; cosine schedule, T = 1000, learned
-    variances, L_hybrid. 390,917 parameters, 0.150 GFLOP per image forward."""
+    ConvNeXt block, class attention and channel attention; widths 24, 48, 96,
+    attention at 7x7, embeddings of 96; cosine schedule, T = 1000, learned variances,
+    L_hybrid. 2,085,197 parameters, 0.406 GFLOP per image forward."""
     return _fashion_article_unet(_RES_CONV), _ARTICLE_DIFFUSION
 
 
 @_preset("fashion-article-res", SMALL)
 def _fashion_article_res():
     """``article-res`` for Fashion-MNIST on this CPU: as ``fashion-article-res-conv`` with
-    units of a residual block, class attention and channel attention. 295,229 parameters,
-    0.114 GFLOP per image forward."""
+    units of a residual block, class attention and channel attention. 1,668,389 parameters,
+    0.331 GFLOP per image forward."""
     return _fashion_article_unet(_RES), _ARTICLE_DIFFUSION
 
 
 @_preset("fashion-article-res-res", SMALL)
 def _fashion_article_res_res():
     """``article-res-res`` for Fashion-MNIST on this CPU: units of two residual blocks,
-    class attention and channel attention. 431,741 parameters, 0.178 GFLOP per image
+    class attention and channel attention. 2,422,373 parameters, 0.477 GFLOP per image
     forward."""
     return _fashion_article_unet(_RES_RES), _ARTICLE_DIFFUSION
 
@@ -565,13 +569,14 @@ def _fashion_article_res_res():
 @_preset("fashion-article-res-res-atn", SMALL)
 def _fashion_article_res_res_atn():
     """``article-res-res-atn`` for Fashion-MNIST on this CPU: as
-    ``fashion-article-res-res`` with spatial self-attention (at 7x7 only). 439,085
-    parameters, 0.180 GFLOP per image forward."""
+    ``fashion-article-res-res`` with spatial self-attention (at 7x7 only). 2,534,693
+    parameters, 0.488 GFLOP per image forward."""
     return _fashion_article_unet(_RES_RES_ATN), _ARTICLE_DIFFUSION
 
 
 @_preset("fashion-article-res-large", SMALL)
 def _fashion_article_res_large():
     """``article-res-large`` for Fashion-MNIST on this CPU: ``fashion-article-res`` at
-    width 36 (embeddings still 96). 576,701 parameters, 0.256 GFLOP per image forward."""
-    return _fashion_article_unet(_RES, model_channels=36), _ARTICLE_DIFFUSION
+    base width 18: widths 36, 72, 144 (embeddings still 96). 3,558,767 parameters, 0.743
+    GFLOP per image forward."""
+    return _fashion_article_unet(_RES, model_channels=18), _ARTICLE_DIFFUSION

@@ -173,7 +173,8 @@ def test_info_names_the_checkpoint_step_and_weights_file_that_were_used(named_ru
     assert (folder / info["weights_file"]).is_file()
     # The record is what made the samples: loaded from it, they come out the same.
     loaded = load_checkpoint(info["checkpoint"], weights=info["weights"])
-    stage = Stage(loaded.model, loaded.diffusion, SamplerSettings("ddim", info["steps"]))
+    settings = SamplerSettings(info["sampler"], info["steps"])
+    stage = Stage(loaded.model, loaded.diffusion, settings)
     with np.load(tmp_path / "ema" / "samples.npz") as npz:
         images = npz["arr_0"]
     assert np.abs(generate(stage, 4, classes=[1]).images.astype(int) - images).max() <= 1
@@ -222,8 +223,20 @@ def test_dpm_solver_takes_quadratic_steps_for_a_bare_count_and_says_so(
     assert steps == "even4" and "walks" not in out
     assert np.abs(even - quad).max() > 1  # other steps, other samples
     # Other samplers keep a bare count evenly spaced.
-    assert sample_run(run_folder, tmp_path / "ddim", "--steps", "4") == 0
+    assert sample_run(run_folder, tmp_path / "ddim", "--sampler", "ddim", "--steps", "4") == 0
     assert info_of(tmp_path / "ddim")["steps"] == "4" and "walks" not in capsys.readouterr().out
+
+
+def test_the_default_path_is_dpm_solver_with_20_quadratic_steps(checkpoints, tmp_path, capsys):
+    out = tmp_path / "default"
+    argv = ["sample", str(checkpoints["run"]), "--n", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    info = info_of(out)
+    assert (info["sampler"], info["steps"]) == ("dpm++2m", "quad20")
+    assert "dpm++2m with 20 steps walks quad20" in capsys.readouterr().out
+    # eta belongs to DDIM: asked for without --sampler ddim, a clear error and nothing written
+    assert main([*argv[:-3], "--out", str(tmp_path / "eta"), "--eta", "1"]) == 2
+    assert "eta is DDIM's" in capsys.readouterr().err and not (tmp_path / "eta").exists()
 
 
 def interrupt_batch(monkeypatch, signal_name, every: int = 2):

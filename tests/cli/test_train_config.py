@@ -148,3 +148,12 @@ def test_config_does_not_mix_with_resume_and_a_missing_file_is_named(finished, t
     assert "drop --config, or --resume" in capsys.readouterr().err
     assert main(config_run(tmp_path / "none.json", tmp_path / "r")) == 2
     assert "no config file" in capsys.readouterr().err
+
+
+def test_show_config_needs_no_run_folder_and_training_does(tmp_path, capsys):
+    argv = ["train", "--preset", "tiny", "--data", "digits"]
+    assert shown(capsys, argv)["train"]["batch_size"] > 0
+    assert main(argv) == 2  # training without --out: a clear error, nothing written
+    assert "--out RUN is needed" in capsys.readouterr().err
+    assert main([*argv, "--resume", "--show-config"]) == 2
+    assert "--out RUN is needed" in capsys.readouterr().err

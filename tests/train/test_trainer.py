@@ -307,6 +307,15 @@ def test_overrides_change_the_spec_and_unknown_fields_are_named():
         spec_from_preset("no-such-preset", "digits")
 
 
+def test_one_value_of_a_list_setting_is_a_list_of_one():
+    spec = spec_from_preset("tiny", "digits")
+    one = spec.with_overrides(dict([parse_override("train.ema_rates=0.99")]))
+    assert one.train.ema_rates == (0.99,)
+    # a resolution the network does not have is named as such, not as a type error
+    with pytest.raises(ConfigError, match=r"attention_resolutions \[3\] do not occur"):
+        spec.with_overrides(dict([parse_override("model.attention_resolutions=3")]))
+
+
 def test_learned_variance_needs_twice_the_channels():
     with pytest.raises(ConfigError, match=r"model\.out_channels=2"):
         spec_from_preset("tiny", "digits", overrides={"diffusion.variance": "learned_range"})

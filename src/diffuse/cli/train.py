@@ -16,7 +16,7 @@ without sub-folders trains an unconditional model) and, when the images are smal
 the preset's, the image size. Each decision, and every crop or resize of the images, is
 printed once at the start.
 
-    diffuse train --preset digits --data digits --out r --show-config > digits.json
+    diffuse train --preset digits --data digits --show-config > digits.json
     diffuse train --config digits.json --out runs/a --lr 3e-4
 
 --config FILE reads the settings --show-config prints (or a run's run.json: the same
@@ -114,7 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--show-config prints or a run's run.json, whole or in part; --preset, --data, "
         "the other flags and --set override it",
     )
-    parser.add_argument("--out", required=True, help="the run folder to write (or to resume)")
+    parser.add_argument(
+        "--out", help="the run folder to write (or to resume); not needed with --show-config"
+    )
     for name, (key, kind, text) in SHORTCUTS.items():
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=kind, help=f"{text} (= --set {key})"
@@ -181,6 +183,11 @@ def settings_help(task: str) -> str:
 
 
 def run(args, task: str) -> int:
+    if args.out is None and (args.resume or not args.show_config):
+        raise ConfigError(
+            "--out RUN is needed: the run folder to write (or to resume); only --show-config "
+            "of a new run can do without it"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = dict(parse_override(text) for text in args.overrides)

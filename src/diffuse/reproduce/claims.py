@@ -74,6 +74,40 @@ def _equal_budget_steps() -> int:
     return round(1000 * minutes / training_minutes(probe, 1.0))
 
 
+# The article of issue 14: its five block recipes, sized for Fashion-MNIST on this CPU
+# (presets fashion-article-*), each trained for the same minutes.
+ARTICLE_MINUTES = 10.0
+ARTICLE_VARIANTS = {
+    "res-conv": "res, conv, clsatn, chnatn",
+    "res": "res, clsatn, chnatn",
+    "res-res": "res, res, clsatn, chnatn",
+    "res-res-atn": "res, res, clsatn, atn, chnatn",
+    "res-large": "res, clsatn, chnatn at 1.5 times the width",
+}
+ARTICLE_EVAL_SAMPLES = 250
+
+
+def _article_model(variant: str, recipe: str) -> ModelPlan:
+    """A ``fashion-article-*`` model trained for :data:`ARTICLE_MINUTES` (at its measured
+    cost per step), FID tracked four times along the way (the article's "minimum FID over
+    training"), against 2,000 training images."""
+    preset = f"fashion-article-{variant}"
+    probe = ModelPlan("probe", preset, "fashion-mnist", 1000)
+    steps = round(1000 * ARTICLE_MINUTES / training_minutes(probe, 1.0))
+    return ModelPlan(
+        f"article-{variant}",
+        preset,
+        "fashion-mnist",
+        steps,
+        {
+            "train.eval_every": math.ceil(steps / 4),
+            "train.eval_samples": ARTICLE_EVAL_SAMPLES,
+            "train.eval_reference": 2000,
+        },
+        description=f"the {preset} preset ({recipe}), {ARTICLE_MINUTES:g} minutes",
+    )
+
+
 MODELS: dict[str, ModelPlan] = _models(
     _BASE,
     _f14(
@@ -157,6 +191,7 @@ MODELS: dict[str, ModelPlan] = _models(
         description="the 28x28 fashion preset, trained as long as the two stages together",
     ),
     ModelPlan("digits", "digits", "digits", 800, description="the digits preset"),
+    *(_article_model(variant, recipe) for variant, recipe in ARTICLE_VARIANTS.items()),
 )
 
 F14_REFERENCE = Reference("fashion-mnist", "train", 10_000, 14)
@@ -201,7 +236,8 @@ OBJECTIVES = Claim(
     title="epsilon prediction with L_simple samples better than the true bound L; L gives the better NLL",
     source="DDPM (Ho et al. 2020), Tables 1 and 2",
     paper="CIFAR-10, eps prediction, fixed isotropic variance: L_simple FID 3.17, NLL <= 3.75; "
-    "the true bound L FID 13.51, NLL <= 3.70 (mean prediction with L: FID 13.22)",
+    "the true bound L FID 13.51, NLL <= 3.70 (mean prediction with L, fixed isotropic Sigma: "
+    "FID 13.22)",
     trend="FID(L_simple) < FID(L) and bits/dim(L) < bits/dim(L_simple)",
     check=_check_objectives,
     reference=F14_REFERENCE,
@@ -242,10 +278,11 @@ VARIANCES = Claim(
     number=2,
     title="learned variances (L_hybrid) keep their FID with 25-100 respaced steps where fixed ones degrade; L_hybrid improves NLL",
     source="Improved DDPM (Nichol & Dhariwal 2021), Fig. 8 and Tables 1-2",
-    paper="Fig. 8 (ImageNet 64, CIFAR-10): ancestral sampling with 25-100 respaced steps keeps "
-    "the L_hybrid model near its full-chain FID, while L_simple with sigma^2 = beta or "
-    "beta-tilde degrades sharply below 100 steps (beta-tilde worst). Table 1 (ImageNet 64, "
-    "cosine, 200K iterations): bits/dim L_hybrid 3.62, L_simple 3.68",
+    paper="Fig. 8 (ImageNet 64, CIFAR-10; models trained with T = 4000): with respaced "
+    "ancestral sampling the L_hybrid model with learned variances stays near its full-chain "
+    "FID down to about 100 steps, while L_simple with fixed sigma^2 = beta or beta-tilde "
+    "degrades much more as steps are cut. Table 1 (ImageNet 64, cosine, 200K iterations): "
+    "bits/dim L_hybrid 3.62, L_simple 3.68",
     trend="FID(25 steps) - FID(100 steps) smaller for the learned variance than for either "
     "fixed one; bits/dim(L_hybrid) < bits/dim(L_simple)",
     check=_check_variances,
@@ -296,9 +333,9 @@ SCHEDULES = Claim(
     title="the cosine schedule beats the linear one at low resolution; the linear schedule's last steps are nearly pure noise",
     source="Improved DDPM (Nichol & Dhariwal 2021), Table 1, Figs. 3-5",
     paper="Table 1 (ImageNet 64, T = 4000, L_simple, 200K iterations): linear FID 31.3, "
-    "NLL 3.77; cosine FID 27.0, NLL 3.68. Figs. 3-4: the last quarter of the linear "
-    "schedule's latents are almost pure noise, and skipping up to 20% of its reverse "
-    "process barely changes FID",
+    "NLL 3.77; cosine FID 27.0, NLL 3.68. Figs. 3-4: the end of the linear schedule's "
+    "forward process is nearly pure noise (Fig. 3), and a linear-schedule model's FID does "
+    "not get much worse when up to 20% of its reverse process is skipped (Fig. 4)",
     trend="FID and bits/dim lower with the cosine schedule; skipping the first 20% of the "
     "reverse process costs the linear model less FID (relative) than the cosine one",
     check=_check_schedules,
@@ -468,7 +505,9 @@ GUIDANCE = Claim(
     paper="Table 4 (ImageNet 256, FID / IS / precision / recall): unconditional 26.21 / 39.70 "
     "/ 0.61 / 0.63; guided s = 1: 33.03 / 32.92 / 0.56 / 0.65; s = 10: 12.00 / 95.41 / 0.76 "
     "/ 0.44; conditional 10.94 / 100.98 / 0.69 / 0.63; conditional guided s = 1: 4.59 / "
-    "186.70 / 0.82 / 0.52; s = 10: 9.11 / 283.92 / 0.88 / 0.32",
+    "186.70 / 0.82 / 0.52; s = 10: 9.11 / 283.92 / 0.88 / 0.32. Fig. 4 (class-conditional "
+    "ImageNet 128): recall falls and precision and IS rise with the scale; FID is best at "
+    "an intermediate scale",
     trend="for the unconditional model precision rises and recall falls with the scale, FID "
     "is best at a scale between the ends; the conditional model's best guided FID beats "
     "its unguided one",
@@ -526,10 +565,11 @@ CFG = Claim(
     name="classifier-free-guidance",
     number=7,
     title="classifier-free guidance trades diversity for fidelity as w grows; best FID at a small w > 0",
-    source="Ho & Salimans 2021, Table 1 (and Table 2)",
-    paper="Table 1 (ImageNet 64, p_uncond 0.1 / 0.2 / 0.5, w from 0.1 to 4): FID is lowest at "
-    "small w (0.1-0.3) and grows with w while IS grows; the lower p_uncond values do best. "
-    "Table 2 (ImageNet 128): best FID 2.43 at w = 0.3",
+    source="Ho & Salimans 2022 (arXiv 2207.12598), Table 1 (and Table 2)",
+    paper="Table 1 (ImageNet 64, p_uncond 0.1 / 0.2 / 0.5, w from 0 to 4): FID is lowest at "
+    "w = 0.1 (1.55 / 1.62 / 1.91, against 1.8 / 1.8 / 2.21 unguided) and grows with w while "
+    "IS grows; p_uncond 0.5 is worse than 0.1 and 0.2 across the IS/FID frontier. Table 2 "
+    "(ImageNet 128): best FID 2.43 at w = 0.3",
     trend="for each p_uncond: the best FID at 0 < w <= 1, precision higher and recall lower "
     "at w = 3 than at w = 0 (precision stands in for IS where the Inception weights lack "
     "their logits)",
@@ -606,9 +646,10 @@ UPSAMPLING = Claim(
     name="upsampling",
     number=9,
     title="a 14x14 base model and a 14 -> 28 upsampler beat a single 28x28 model at the same training budget",
-    source="ADM (Dhariwal & Nichol 2021), Table 5",
+    source="ADM (Dhariwal & Nichol 2021), Table 6",
     paper="ImageNet 256: single-stage ADM FID 10.94, with the 64 -> 256 upsampler (ADM-U) "
-    "7.49; guided 4.59 against 3.94 (ADM-G+U); ImageNet 512: 7.72 against 3.85",
+    "7.49; guided 4.59 against 3.94 (ADM-G, ADM-G+U); ImageNet 512 (128 -> 512 upsampler): "
+    "23.24 against 9.96 unguided, 7.72 against 3.85 guided",
     trend="FID(two-stage) < FID(single-stage); both sides train for about the same minutes "
     "(the models' records give the measured ones)",
     check=_check_upsampling,
@@ -655,15 +696,87 @@ FIGURES = Claim(
     number=10,
     title="progressive generation, and most of the rate spent on imperceptible distortion",
     source="DDPM (Ho et al. 2020), Fig. 6, Table 4 and Fig. 5",
-    paper="CIFAR-10 (Table 4): the rate reaches 0.12 of its 1.78 bits/dim when the distortion "
-    "has already fallen from 67.6 to 12.0 RMSE (reverse time 900); the remaining 1.66 "
-    "bits/dim go to imperceptible detail. Fig. 6: large-scale features appear first",
+    paper="CIFAR-10 (Table 4): the rate reaches 0.12 of its final 1.78 bits/dim when the "
+    "distortion has already fallen from 67.6 to 12.0 RMSE (reverse time 900); the remaining "
+    "1.66 bits/dim go to imperceptible detail (section 4.3: rate 1.78 and distortion 1.97 "
+    "bits/dim, 3.75 in all). Fig. 6: large-scale features appear first",
     trend="the distortion falls below a fifth of its start before half of the lossless rate "
     "is spent; progressive-*.png shows the predicted x0 along the chain",
     check=_check_rate_distortion,
     likelihood=(Likelihood("fashion 28x28", "f28-single", n=50),),
     figures=(Progressive("f28-single"),),
     plots=(Plot("rate_distortion.png", "rate_distortion", "rate (bits/dim)"),),
+)
+
+# --- 11. The article's block recipes (issue 14) ------------------------------------------
+
+ARTICLE_WAYS = {"DDPM": dict(sampler="ddpm"), "DDIM eta 0": dict(sampler="ddim")}
+ARTICLE_ALL_STEPS = "res-res"  # the model sampled with all 1000 steps too
+
+
+def _article_series(variant: str, way: str) -> str:
+    return f"{variant}, {way}"
+
+
+def _check_article(r) -> Verdict:
+    lowest = {variant: r.curves[variant]["lowest"] for variant in ARTICLE_VARIANTS}
+    two = min(lowest["res-res"], lowest["res-res-atn"])
+    one = min(lowest[v] for v in ("res", "res-conv", "res-large"))
+    attention = abs(lowest["res-res-atn"] - lowest["res-res"]) / lowest["res-res"]
+    parts = [
+        less("lowest FID while training, two residual blocks below one", two, one),
+        less("spatial attention changes the lowest FID by under 10 %", attention, 0.10),
+    ]
+    ddim = r.metric("fid", _article_series(ARTICLE_ALL_STEPS, "DDIM eta 0"), 100)
+    others = {
+        "DDPM, 1000 steps": r.metric("fid", _article_series(ARTICLE_ALL_STEPS, "DDPM"), 1000),
+        "DDPM, 100 steps": r.metric("fid", _article_series(ARTICLE_ALL_STEPS, "DDPM"), 100),
+        "DDIM, 1000 steps": r.metric("fid", _article_series(ARTICLE_ALL_STEPS, "DDIM eta 0"), 1000),
+    }
+    parts += [
+        less(f"{ARTICLE_ALL_STEPS}: FID of DDIM with 100 steps below {way}", ddim, fid)
+        for way, fid in others.items()
+    ]
+    return Verdict(tuple(parts))
+
+
+def _article_quality() -> tuple[Quality, ...]:
+    """Every model with 100 steps both ways, then the all-steps model with 1000 (the
+    costliest last, so that an interrupted run has the comparison of the five first)."""
+    counts = [(variant, 100) for variant in ARTICLE_VARIANTS] + [(ARTICLE_ALL_STEPS, 1000)]
+    return tuple(
+        Quality(
+            _article_series(variant, way),
+            steps,
+            Sampling(f"article-{variant}", steps=str(steps), n=ARTICLE_EVAL_SAMPLES, **sampler),
+        )
+        for variant, steps in counts
+        for way, sampler in ARTICLE_WAYS.items()
+    )
+
+
+ARTICLE = Claim(
+    name="article-blocks",
+    number=11,
+    title="two residual blocks per level sample best; spatial attention adds little; 100 DDIM steps beat 1000 DDPM steps",
+    source="G. Mongaras, the DDPM/DDIM/classifier-free-guidance article (issue 14), 'My Results'",
+    paper="ImageNet 64x64, five block recipes trained 600,000 steps of 1024, FID of 10,000 "
+    "unguided samples every 50,000 steps, the minimum reported, each sampled four ways "
+    "(DDPM and DDIM, all 1000 steps and every 10th): the two models with two residual "
+    "blocks best; attention about the same as without; DDIM with 100 steps better than "
+    "every other way, DDPM with 1000 steps included (numbers only as plots)",
+    trend="at equal training minutes, the lowest FID tracked while training is lower "
+    "with two residual blocks than with one, attention moves it by under 10 %; for "
+    f"{ARTICLE_ALL_STEPS}, DDIM with 100 steps has the lowest FID of the four ways",
+    check=_check_article,
+    reference=Reference("fashion-mnist", "train", 2000),
+    floor=Reference("fashion-mnist", "test", ARTICLE_EVAL_SAMPLES),
+    quality=_article_quality(),
+    curves=tuple(Curve(variant, f"article-{variant}", ("fid",)) for variant in ARTICLE_VARIANTS),
+    plots=(
+        Plot("fid_while_training.png", "curve", "fraction of the training minutes", fraction=True),
+        Plot("fid_vs_steps.png", "fid", "sampling steps", logx=True),
+    ),
 )
 
 CLAIMS: dict[str, Claim] = {
@@ -679,5 +792,6 @@ CLAIMS: dict[str, Claim] = {
         ABLATION,
         UPSAMPLING,
         FIGURES,
+        ARTICLE,
     )
 }

@@ -38,11 +38,16 @@ class Unit:
 
 UNITS: dict[tuple[str, str], Unit] = {
     ("tiny", "diffusion"): Unit(1.33, 0.461),
-    ("digits", "diffusion"): Unit(4.40, 1.17),
-    ("fashion-14", "diffusion"): Unit(13.9, 4.53),
-    ("fashion-14", "classifier"): Unit(6.18, 2.10),
-    ("fashion-upsampler-14-28", "diffusion"): Unit(50.2, 14.2),
-    ("fashion", "diffusion"): Unit(60.8, 18.6),
+    ("digits", "diffusion"): Unit(3.97, 1.09),
+    ("fashion-14", "diffusion"): Unit(13.0, 3.11),
+    ("fashion-14", "classifier"): Unit(4.32, 1.18),
+    ("fashion-upsampler-14-28", "diffusion"): Unit(35.0, 9.52),
+    ("fashion", "diffusion"): Unit(56.2, 15.7),
+    ("fashion-article-res-conv", "diffusion"): Unit(44.3, 10.6),
+    ("fashion-article-res", "diffusion"): Unit(25.0, 7.15),
+    ("fashion-article-res-res", "diffusion"): Unit(36.3, 8.68),
+    ("fashion-article-res-res-atn", "diffusion"): Unit(35.1, 10.8),
+    ("fashion-article-res-large", "diffusion"): Unit(52.4, 15.1),
 }
 
 

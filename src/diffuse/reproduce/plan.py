@@ -222,12 +222,15 @@ class Plot:
     metric:  the y value: a quality metric ("fid", "precision", "recall", "is") or "curve".
     xlabel:  the x axis label.
     logx:    a logarithmic x axis.
+    fraction: curves against the fraction of each model's training (models trained for
+             different steps), not the step.
     """
 
     file: str
     metric: str
     xlabel: str
     logx: bool = False
+    fraction: bool = False
 
 
 @dataclass(frozen=True)

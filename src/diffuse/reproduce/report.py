@@ -129,12 +129,13 @@ def _section(
         lines.append("")
     if result["curves"]:
         lines += [
-            "| training curve | logged key | relative step-to-step noise | final value |",
-            "| --- | --- | --- | --- |",
+            "| training curve | logged key | relative step-to-step noise | final value | lowest |",
+            "| --- | --- | --- | --- | --- |",
         ]
         for series, row in result["curves"].items():
             lines.append(
-                f"| {series} | {row['key']} | {_number(row['noise'], 4)} | {_number(row['final'], 4)} |"
+                f"| {series} | {row['key']} | {_number(row['noise'], 4)} | "
+                f"{_number(row['final'], 4)} | {_number(row.get('lowest'), 4)} |"
             )
         lines.append("")
     lines += [

@@ -452,6 +452,7 @@ class Suite:
             "values": values,
             "noise": step_noise(values[len(values) // 2 :]),
             "final": statistics.fmean(values[-max(1, len(values) // 10) :]),
+            "lowest": min(values),
             **provenance(),
         }
         self.store.write(path, record)
@@ -569,7 +570,8 @@ class Suite:
         if plot.metric == "curve":
             curves = list(results.curves.items())
             length = min(len(row["values"]) for _, row in curves)
-            x = curves[0][1]["steps"][:length]
+            steps = curves[0][1]["steps"][:length]
+            x = [round(step / steps[-1], 2) for step in steps] if plot.fraction else steps
             series = {name: row["values"][:length] for name, row in curves}
             ylabel = curves[0][1]["key"]
         else:

@@ -8,7 +8,8 @@ on the flags it was started with.
 Overrides name a field as ``<section>.<field>`` with section ``model``, ``diffusion`` or
 ``train`` (``model.model_channels=32``, ``diffusion.schedule=linear``, ``train.lr=2e-4``);
 values are JSON (numbers, ``true``, ``null``, ``[1, 2]``), a comma-separated list of
-JSON values (``1,2,2``), or else a plain string.
+JSON values (``1,2,2``), or else a plain string; one value of a list setting is a list of
+one (``model.attention_resolutions=8``).
 """
 
 from __future__ import annotations
@@ -140,6 +141,10 @@ class RunSpec:
                         f"{self.model.kind!r}; the kind comes with the preset (choose another)"
                     )
                 continue
+            if isinstance(sections[section].get(name), list | tuple) and not isinstance(
+                value, list | tuple
+            ):
+                value = [value]  # one value of a list setting: a list of one
             sections[section][name] = value
         try:
             return replace(
