@@ -322,7 +322,7 @@ def report(plan, measured, images, fids, differences) -> None:
         name for name, values in differences.items() if reaches(fids[name] - fids[TARGET], values)
     }
     print(
-        f"\n{'variant':34s} {'prec':>5s} {'images/s':>9s} {'/peer':>6s} {'peak RSS':>9s} "
+        f"\n{'variant':38s} {'prec':>5s} {'images/s':>9s} {'/peer':>6s} {'peak RSS':>9s} "
         f"{'/peer':>6s} {'sampling RSS':>12s} {'FID':>8s}  FID - target (2 sd)"
     )
     for variant in plan:
@@ -333,7 +333,7 @@ def report(plan, measured, images, fids, differences) -> None:
             mark = "reaches" if name in at_target else "worse"
             versus = f"{fids[name] - fids[TARGET]:+7.3f} ({spread:.3f}) {mark}"
         print(
-            f"{name:34s} {measured[name][0]['precision']:>5s} {rate[name]:9.2f} "
+            f"{name:38s} {measured[name][0]['precision']:>5s} {rate[name]:9.2f} "
             f"{rate[name] / rate[PEER]:5.2f}x {peak[name]:7.0f}Mi {peak[name] / peak[PEER]:5.2f}x "
             f"{growth[name]:10.0f}Mi {fids[name]:8.3f}  {versus}"
         )

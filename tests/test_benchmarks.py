@@ -141,14 +141,14 @@ def test_time_to_fid_measures_every_variant_beside_the_peer(tmp_path, monkeypatc
     out = capsys.readouterr().out
     assert out.startswith("CPU: ") and "FID against 40 images of digits train" in out
     names = [
-        "diffusers DDIM-50", "ours DDIM-50 fp32", "ours default (ddim 50, auto)",
+        "diffusers DDIM-50", "ours DDIM-50 fp32", "ours default (dpm++2m quad20, auto)",
         "ours dpm++2m quad2", "ours dpm++2m quad3",
     ]  # fmt: skip
     table = out[out.index("\nvariant") :]
     rows = [line for line in table.splitlines() if line.startswith("ours") or "DDIM-50 " in line]
-    assert [row[:34].strip() for row in rows[: len(names)]] == names  # the sweep sorted
+    assert [row[:38].strip() for row in rows[: len(names)]] == names  # the sweep sorted
     for row in rows[: len(names)]:
-        fields = row[34:].split()
+        fields = row[38:].split()
         assert fields[0] in ("fp32", "bf16") and float(fields[1]) > 0 and fields[2].endswith("x")
     # the same sampler on the same network from the same x_T: the same 8-bit images, up to
     # a level where float rounding in the two stacks' kernels lands across a boundary
