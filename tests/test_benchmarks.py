@@ -219,3 +219,31 @@ def test_the_fashion_network_is_the_presets():
     assert x.shape == (2, 1, 28, 28) and t.shape == (2,)
     assert set(labels) == {"class_labels"} and labels["class_labels"].max() < 10
     assert bench_unet.IMPLEMENTATIONS["denoising-diffusion-pytorch"].unsupported(config)
+
+
+@pytest.mark.slow
+def test_quality_per_minute_trains_in_pieces_scores_every_mark_and_resumes(tmp_path):
+    """The headline measurement end to end on the tiny preset: training stopped by SIGTERM
+    at each mark and resumed, class-balanced samples scored at every mark and guidance
+    weight beside the real-image floor; run again, everything is reused."""
+    out, results = tmp_path / "run", tmp_path / "results"
+    argv = [
+        sys.executable, str(BENCHMARKS / "quality_per_minute.py"), "--preset", "tiny",
+        "--data", "digits", "--marks", "0.3,0.6", "--set", "train.steps=3000",
+        "--set", "train.compile=off", "--n", "20", "--ref-n", "100", "--cfg", "0,1",
+        "--out", str(out), "--results", str(results),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((results / "results.json").read_text())
+    assert [(row["minutes"], row["cfg"]) for row in record["rows"]] == [
+        (0.3, 0.0), (0.3, 1.0), (0.6, 0.0), (0.6, 1.0),
+    ]  # fmt: skip
+    first, second = record["rows"][0]["step"], record["rows"][2]["step"]
+    assert 0 < first < second < 3000  # stopped at each mark, the second piece resumed
+    assert all(row["fid"] > record["floor"]["fid"] for row in record["rows"])
+    assert (results / "fid_vs_minutes.png").stat().st_size > 0
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((results / "results.json").read_text())["rows"] == record["rows"]
+    assert "interrupted by SIGTERM" not in again.stderr  # nothing trained again
