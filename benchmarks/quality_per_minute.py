@@ -54,13 +54,13 @@ def diffuse(*args: str, timeout: float | None = None) -> subprocess.CompletedPro
     return done
 
 
-def training_rate(args, folder: Path) -> float:
+def training_rate(args, folder: Path, batch_size: int) -> float:
     """Images/s of the preset's training step here, from a 30-step probe run."""
     diffuse(
         "train", "--preset", args.preset, "--data", args.data, "--out", str(folder),
         "--steps", "30", "--overwrite", "--no-progress",
         "--set", "train.log_every=10", "--set", "train.sample_every=0",
-        *settings(args),
+        "--set", f"train.batch_size={batch_size}", *settings(args),
     )  # fmt: skip
     lines = (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     rates = [json.loads(line).get("images_per_s") for line in lines if line.strip()]
@@ -70,9 +70,22 @@ def training_rate(args, folder: Path) -> float:
     return float(rates[-1])  # the last window: past the first steps' warm-up
 
 
+PLANNED = ("train.steps", "train.batch_size")  # set by plan_steps, passed once
+
+
+def setting(text: str) -> tuple[str, str]:
+    """One ``--set KEY=VALUE`` recipe change, as a (key, value) pair."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
 def settings(args) -> list[str]:
-    pairs = [f"train.warmup_steps={args.warmup}", *args.set]
-    return [option for pair in pairs for option in ("--set", pair)]
+    """The recipe's ``--set`` options: the warm-up and the changes, less the planned keys."""
+    pairs = {"train.warmup_steps": str(args.warmup), **dict(args.set)}
+    chosen = [f"{key}={value}" for key, value in pairs.items() if key not in PLANNED]
+    return [option for pair in chosen for option in ("--set", pair)]
 
 
 def train_piece(args, run: Path, minutes_left: float, state: dict) -> bool:
@@ -105,11 +118,11 @@ def train_piece(args, run: Path, minutes_left: float, state: dict) -> bool:
 def plan_steps(args, out: Path, minutes: float) -> dict:
     """The run's batch size and steps: ``--set train.steps=N``, or as many steps as the
     probe's training rate gets through in ``minutes``."""
-    given = dict(pair.split("=", 1) for pair in args.set)
+    given = dict(args.set)
     batch = int(given.get("train.batch_size") or preset_batch(args))
     if "train.steps" in given:
         return {"steps": int(given["train.steps"]), "batch_size": batch, "why": "as given"}
-    rate = training_rate(args, out / "probe")
+    rate = training_rate(args, out / "probe", batch)
     steps = math.floor(rate * minutes * 60 / batch * STARTUP_MARGIN)
     why = f"the probe trained {rate:.1f} images/s: the schedule ends at {minutes:g} minutes"
     return {"steps": steps, "batch_size": batch, "rate": rate, "why": why}
@@ -163,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--marks", default="5,10,20,30", help="minutes of training, ascending")
     parser.add_argument("--warmup", type=int, default=50, help="warm-up steps of the recipe")
-    parser.add_argument("--set", action="append", default=[], help="recipe change (k=v)")
+    parser.add_argument(
+        "--set", action="append", default=[], type=setting, help="recipe change (KEY=VALUE)"
+    )
     parser.add_argument("--n", type=int, default=2000, help="samples per score")
     parser.add_argument("--classes", type=int, default=10, help="classes drawn in turn")
     parser.add_argument("--cfg", default="0,1", help="guidance weights w (0: none)")
@@ -230,7 +245,7 @@ def write_results(args, folder, state, rows, real, weights, marks) -> None:
     record = {
         "preset": args.preset,
         "data": args.data,
-        "recipe": {"warmup_steps": args.warmup, "set": args.set, **state},
+        "recipe": {"warmup_steps": args.warmup, "set": dict(args.set), **state},
         "samples": args.n,
         "reference": f"the first {args.ref_n} training images of {args.data}",
         "rows": rows,

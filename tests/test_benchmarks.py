@@ -3,6 +3,7 @@ benchmark in a tiny mode."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import io
@@ -247,3 +248,17 @@ def test_quality_per_minute_trains_in_pieces_scores_every_mark_and_resumes(tmp_p
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((results / "results.json").read_text())["rows"] == record["rows"]
     assert "interrupted by SIGTERM" not in again.stderr  # nothing trained again
+
+
+def test_quality_per_minute_passes_each_recipe_change_once_and_rejects_a_bare_key(capsys):
+    import quality_per_minute
+
+    changes = [quality_per_minute.setting(text) for text in ("train.steps=40", "train.lr=1e-3")]
+    args = argparse.Namespace(warmup=7, set=changes)
+    assert args.set == [("train.steps", "40"), ("train.lr", "1e-3")]
+    options = quality_per_minute.settings(args)
+    # the planned keys (steps, batch size) are added by the caller, once
+    assert options == ["--set", "train.warmup_steps=7", "--set", "train.lr=1e-3"]
+    with pytest.raises(SystemExit):
+        quality_per_minute.main(["--set", "train.lr"])
+    assert "expected KEY=VALUE, got 'train.lr'" in capsys.readouterr().err
