@@ -38,3 +38,15 @@ def test_labelled_png_round_trip(tmp_path):
     save_png(tmp_path / "grey.png", grid)
     assert Image.open(tmp_path / "grey.png").mode == "L"
     assert [p.name for p in tmp_path.iterdir()] != [] and not list(tmp_path.glob(".*tmp"))
+
+
+def test_line_plots_move_a_long_legend_off_the_data(tmp_path):
+    from diffuse.plots import LEGEND_INSIDE, plot_lines
+
+    widths = {}
+    for count in (LEGEND_INSIDE, LEGEND_INSIDE + 5):
+        series = {f"series {i}": [i, i + 1.0] for i in range(count)}
+        path = tmp_path / f"{count}.png"
+        plot_lines(path, [100, 1000], series, xlabel="steps", ylabel="fid", logx=True)
+        widths[count] = Image.open(path).size[0]
+    assert widths[LEGEND_INSIDE + 5] > 1.3 * widths[LEGEND_INSIDE]  # room for it on the right

@@ -28,6 +28,9 @@ def _figure(path: str | os.PathLike, **subplots) -> Iterator[tuple]:
         plt.close(figure)
 
 
+LEGEND_INSIDE = 5  # lines whose legend fits inside the axes
+
+
 def plot_lines(
     path: str | os.PathLike,
     x: Sequence[float],
@@ -38,8 +41,10 @@ def plot_lines(
     title: str = "",
     logx: bool = False,
 ) -> None:
-    """One line per entry of ``series`` against ``x``, saved atomically as a PNG."""
-    with _figure(path, figsize=(5, 3.5)) as (_, axes):
+    """One line per entry of ``series`` against ``x``, saved atomically as a PNG; beyond
+    :data:`LEGEND_INSIDE` lines the legend goes to the right of the axes, off the data."""
+    outside = len(series) > LEGEND_INSIDE
+    with _figure(path, figsize=(7.5 if outside else 5, 3.5)) as (_, axes):
         for label, values in series.items():
             axes.plot(x, values, marker="o" if len(x) <= 30 else None, label=label)
         axes.set_xlabel(xlabel)
@@ -51,7 +56,9 @@ def plot_lines(
             axes.minorticks_off()
         if title:
             axes.set_title(title)
-        if len(series) > 1:
+        if outside:
+            axes.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
+        elif len(series) > 1:
             axes.legend()
         axes.grid(alpha=0.3)
 

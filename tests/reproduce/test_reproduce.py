@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import shutil
 import signal
@@ -395,3 +396,9 @@ def test_commit_outside_a_repository_is_refused_before_any_work(tmp_path, declar
     assert reproduce(root, "tiny-trend", "--commit") == 2
     assert "--commit needs --root inside a git repository" in capsys.readouterr().err
     assert not root.exists()
+
+
+def test_a_number_the_report_lacks_is_a_dash_not_nan():
+    from diffuse.reproduce.report import _number
+
+    assert [_number(1.23456, 3), _number(math.nan), _number(None)] == ["1.235", "-", "-"]

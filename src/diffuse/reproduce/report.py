@@ -8,6 +8,7 @@ and its plots. Nothing in the report is written by hand.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,10 @@ def _row(claim: Claim, result: Mapping[str, Any] | None) -> str:
 
 
 def _number(value: Any, digits: int = 2) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, int | float) else "-"
+    """A table cell of a number; "-" where there is none (too few points for a noise)."""
+    if not isinstance(value, int | float) or math.isnan(value):
+        return "-"
+    return f"{value:.{digits}f}"
 
 
 def _section(

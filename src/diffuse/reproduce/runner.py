@@ -581,9 +581,8 @@ class Suite:
                 name: [_value(results, name, value, plot.metric) for value in x] for name in names
             }
             ylabel = plot.metric
-        plot_lines(
-            path, x, series, xlabel=plot.xlabel, ylabel=ylabel, title=claim.source, logx=plot.logx
-        )
+        title = f"claim {claim.number}: {claim.name}"  # the source is too long for a title
+        plot_lines(path, x, series, xlabel=plot.xlabel, ylabel=ylabel, title=title, logx=plot.logx)
         return path
 
 
