@@ -12,7 +12,8 @@ budget on this machine, measured as a new user would measure it.
 2. Training runs in pieces, each stopped by SIGTERM as ``timeout -s TERM`` would stop it,
    at every mark of ``--marks`` (minutes of training wall time, the pieces' start-up
    included); the trainer saves a checkpoint on SIGTERM and the next piece resumes it.
-3. At every mark ``diffuse sample`` draws ``--n`` class-balanced samples (classes in turn)
+3. At every mark (the last first: an interrupted measurement has the headline soonest)
+   ``diffuse sample`` draws ``--n`` class-balanced samples (classes in turn)
    with its default sampler, for each guidance weight of ``--cfg``, and ``diffuse eval``
    measures FID and precision/recall against the first ``--ref-n`` training images. The
    floor is ``--n`` real test images against the same reference.
@@ -70,7 +71,11 @@ def training_rate(args, folder: Path, batch_size: int) -> float:
     return float(rates[-1])  # the last window: past the first steps' warm-up
 
 
-PLANNED = ("train.steps", "train.batch_size")  # set by plan_steps, passed once
+PLANNED = (
+    "train.steps",
+    "train.batch_size",
+    "train.keep_checkpoints",
+)  # set by plan_steps, passed once
 
 
 def setting(text: str) -> tuple[str, str]:
@@ -99,6 +104,8 @@ def train_piece(args, run: Path, minutes_left: float, state: dict) -> bool:
         argv += ["--preset", args.preset, "--data", args.data, *settings(args)]
         argv += ["--set", f"train.steps={state['steps']}", "--set", "train.sample_every=0"]
         argv += ["--set", f"train.batch_size={state['batch_size']}"]
+        # every mark's checkpoint is scored after the training: none may be pruned
+        argv += ["--set", f"train.keep_checkpoints={len(args.marks.split(',')) + 1}"]
     process = subprocess.Popen([*DIFFUSE, *argv], stdout=subprocess.DEVNULL)
     try:
         process.wait(timeout=max(0.0, minutes_left * 60))
@@ -141,6 +148,11 @@ def score(args, run: Path, mark: dict, cfg: float, folder: Path) -> dict:
     if scores.is_file():
         return json.loads(scores.read_text(encoding="utf-8"))
     checkpoint = run / "checkpoints" / f"step-{mark['step']:08d}"
+    if not checkpoint.is_dir():
+        raise RuntimeError(
+            f"the checkpoint of the {mark['minutes']:g}-minute mark, {checkpoint}, is gone "
+            "(pruned by train.keep_checkpoints?): measure again in a new --out"
+        )
     samples = folder / "samples"
     if not (samples / "samples.npz").is_file():
         classes = ",".join(str(c) for c in range(args.classes))
@@ -216,13 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(state_path, json.dumps(state, indent=1))
         print(f"{minutes:g} min: step {mark['step']}")
     rows = []
-    for mark in state["marks"]:
+    for mark in reversed(state["marks"]):  # the budget's end, the headline, first
         for cfg in weights:
             folder = out / f"scores-{mark['minutes']:g}min-w{cfg:g}"
             folder.mkdir(exist_ok=True)
             values = score(args, run, mark, cfg, folder)
             rows.append({**mark, "cfg": cfg, **pick(values)})
             print(f"{mark['minutes']:g} min (step {mark['step']}), w = {cfg:g}: {pick(values)}")
+    rows.sort(key=lambda row: (row["minutes"], row["cfg"]))
     real = pick(floor(args, out))
     print(f"floor, {args.n} real test images: {real}")
     write_results(args, results_folder, state, rows, real, weights, marks)
