@@ -71,11 +71,8 @@ def training_rate(args, folder: Path, batch_size: int) -> float:
     return float(rates[-1])  # the last window: past the first steps' warm-up
 
 
-PLANNED = (
-    "train.steps",
-    "train.batch_size",
-    "train.keep_checkpoints",
-)  # set by plan_steps, passed once
+# set by the script (plan_steps, train_piece) and passed once
+PLANNED = ("train.steps", "train.batch_size", "train.keep_checkpoints")
 
 
 def setting(text: str) -> tuple[str, str]:
@@ -84,6 +81,16 @@ def setting(text: str) -> tuple[str, str]:
     if not equals or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key.strip(), value
+
+
+def numbers(text: str) -> list[float]:
+    """A comma-separated list of numbers (``--marks``)."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}"
+        ) from None
 
 
 def settings(args) -> list[str]:
@@ -105,7 +112,7 @@ def train_piece(args, run: Path, minutes_left: float, state: dict) -> bool:
         argv += ["--set", f"train.steps={state['steps']}", "--set", "train.sample_every=0"]
         argv += ["--set", f"train.batch_size={state['batch_size']}"]
         # every mark's checkpoint is scored after the training: none may be pruned
-        argv += ["--set", f"train.keep_checkpoints={len(args.marks.split(',')) + 1}"]
+        argv += ["--set", f"train.keep_checkpoints={len(args.marks) + 1}"]
     process = subprocess.Popen([*DIFFUSE, *argv], stdout=subprocess.DEVNULL)
     try:
         process.wait(timeout=max(0.0, minutes_left * 60))
@@ -186,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="fashion")
     parser.add_argument("--data", default="fashion-mnist")
-    parser.add_argument("--marks", default="5,10,20,30", help="minutes of training, ascending")
+    parser.add_argument(
+        "--marks", default="5,10,20,30", type=numbers, help="minutes of training, ascending"
+    )
     parser.add_argument("--warmup", type=int, default=50, help="warm-up steps of the recipe")
     parser.add_argument(
         "--set", action="append", default=[], type=setting, help="recipe change (KEY=VALUE)"
@@ -202,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     suffix = f"-{args.tag}" if args.tag else ""
     out = args.out or Path(f"runs/quality-per-minute{suffix}")
     results_folder = args.results or Path(f"reproduction/quality-per-minute{suffix}")
-    marks = [float(m) for m in args.marks.split(",")]
+    marks = args.marks
     weights = [float(w) for w in args.cfg.split(",")]
     if marks != sorted(marks) or marks[0] <= 0:
         parser.error("--marks must be positive and ascending")
