@@ -80,6 +80,18 @@ def test_errors_are_one_line_and_leave_the_run_alone(tmp_path, capsys):
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_stop_at_stops_with_a_checkpoint_and_says_how_to_continue(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(tiny_run(run, "--steps", "4", "--batch-size", "4", "--stop-at", "2")) == 0
+    out = capsys.readouterr().out
+    assert f"stopped at step 2 of 4 (--stop-at); continue with: diffuse train --out {run}" in out
+    assert load_checkpoint(run).step == 2 and not (run / "samples").exists()
+    assert main(["train", "--out", str(run), "--resume", "--steps", "6", "--stop-at", "5"]) == 0
+    assert "stopped at step 5 of 6" in capsys.readouterr().out
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert "trained steps 5 -> 6" in capsys.readouterr().out
+
+
 def test_show_config_applies_every_override(tmp_path, capsys):
     argv = tiny_run(tmp_path / "r", "--lr", "0.01", "--set", "model.model_channels=32")
     assert main([*argv, "--set", "train.ema_rates=0.9,0.99", "--show-config"]) == 0

@@ -294,6 +294,27 @@ DAMAGES = pytest.mark.parametrize(
 )
 
 
+def test_a_run_stopped_at_a_step_resumes_to_the_uninterrupted_one(tmp_path):
+    """stop_at writes that step's checkpoint (no grid) under the whole run's schedule; a
+    resume continues bit for bit, and a stop at a step already done is refused."""
+    changes = {"model.dropout": 0.1, "train.warmup_steps": 2, "train.lr_decay": "cosine"}
+    spec = tiny_spec(steps=6, **changes, **{"train.checkpoint_every": 100})
+    whole = train(spec, tmp_path / "whole", progress=False)
+    first = train(spec, tmp_path / "parts", progress=False, stop_at=3)
+    assert (first.step, first.interrupted, first.grid) == (3, None, None)
+    assert first.checkpoint.name == "step-00000003"
+    assert RunFolder(tmp_path / "parts").checkpoint_steps() == [first.checkpoint]
+    before = digest(tmp_path / "parts")
+    with pytest.raises(ConfigError, match="at step 3 already: a stop at step 2"):
+        resume(tmp_path / "parts", progress=False, stop_at=2)
+    assert digest(tmp_path / "parts") == before
+    second = resume(tmp_path / "parts", progress=False)
+    assert (second.first_step, second.step) == (3, 6)
+    for name in ("model.safetensors", "ema_0.99.safetensors", "optimizer.safetensors"):
+        a, b = weights(whole.checkpoint, name), weights(second.checkpoint, name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
 @DAMAGES
 def test_a_corrupt_latest_checkpoint_is_named_and_the_one_before_resumed(
     finished_run, tmp_path, damage, message

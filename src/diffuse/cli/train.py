@@ -144,6 +144,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="delete the run already in --out (its checkpoints too) and start again",
     )
+    parser.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="stop after step STEP with a checkpoint, as SIGTERM would, without changing the "
+        "schedule (train.steps); --resume continues as if the run had not stopped (a job's "
+        "time limit, or a step's checkpoint built again)",
+    )
     parser.add_argument("--data-dir", help="folder searched first for a named data set's files")
     parser.add_argument(
         "--no-download", action="store_true", help="never download a missing named data set"
@@ -194,7 +202,7 @@ def run(args, task: str) -> int:
     for name, (key, _, _) in SHORTCUTS.items():
         if getattr(args, name) is not None:
             overrides[key] = getattr(args, name)
-    options = dict(device=args.device, progress=not args.no_progress)
+    options = dict(device=args.device, progress=not args.no_progress, stop_at=args.stop_at)
     if args.resume and args.config:
         raise ConfigError(
             "a resumed run keeps the settings of its run.json; --config starts a new run "
@@ -207,6 +215,7 @@ def run(args, task: str) -> int:
             return _show(spec.with_overrides(overrides))
         with _continue_hint_on_disk_full(spec, args.out):
             result = resume(args.out, changes=overrides, data_dir=args.data_dir, **options)
+        spec = RunFolder(args.out).read_spec()  # with the changes resumed under
     else:
         spec = new_spec(args, task, overrides)
         if args.show_config:
@@ -304,6 +313,11 @@ def report(result, spec) -> None:
             f"interrupted by {result.interrupted}; continue with: "
             f"{resume_command(spec, result.run_dir)}",
             file=sys.stderr,
+        )
+    elif result.step < spec.train.steps:
+        print(
+            f"stopped at step {result.step} of {spec.train.steps} (--stop-at); continue with: "
+            f"{resume_command(spec, result.run_dir)}"
         )
 
 

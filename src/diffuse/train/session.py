@@ -69,6 +69,7 @@ def train(
     dataset: ImageDataset | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Train ``spec`` from scratch, writing the run into ``out``.
 
@@ -78,6 +79,8 @@ def train(
     dataset:   the training images, instead of loading ``spec.data``.
     device:    "cpu", "cuda", ... (None: CUDA when available).
     progress:  show progress bars (the images decoded, the steps trained).
+    stop_at:   stop after this step with a checkpoint (the schedule still spans
+               ``spec.train.steps``); :func:`resume` continues as if it had not stopped.
     """
     run = RunFolder(out)
     check_run_unlocked(run.path)
@@ -92,7 +95,7 @@ def train(
             if group.is_main:
                 run.start(spec, overwrite)
             group.barrier()
-            return trainer.fit()
+            return trainer.fit(stop_at)
     finally:
         teardown(group)
 
@@ -105,6 +108,7 @@ def resume(
     dataset: ImageDataset | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Continue the run in ``out`` from its latest checkpoint (or from the start if it has
     none), with the settings of ``out/run.json``. A damaged latest checkpoint (a file
@@ -144,7 +148,7 @@ def resume(
                     run.start(spec, overwrite=False)
                 run.truncate_metrics(trainer.state.progress.step)
             group.barrier()
-            return trainer.fit()
+            return trainer.fit(stop_at)
     finally:
         teardown(group)
 

@@ -233,12 +233,22 @@ class Trainer:
 
     # ------------------------------------------------------------------- loop
 
-    def fit(self) -> TrainResult:
-        """Train up to ``spec.train.steps``; returns what was done."""
+    def fit(self, stop_at: int | None = None) -> TrainResult:
+        """Train up to ``spec.train.steps``; returns what was done.
+
+        stop_at: stop after this step with a checkpoint, as a stop request would, without
+                 changing the schedule (which still spans ``train.steps``); resuming
+                 continues exactly as if the run had not stopped.
+        """
         first_step = self.state.progress.step
+        if stop_at is not None and not first_step < stop_at:
+            raise ConfigError(
+                f"the run is at step {first_step} already: a stop at step {stop_at} must come "
+                "after it"
+            )
         report = LoopReport(self)
         try:
-            outputs, interrupted = self._run_steps(report)
+            outputs, interrupted = self._run_steps(report, stop_at or self.config.steps)
             evaluation = self._finish(outputs, interrupted, report)
         finally:
             report.close()
@@ -262,23 +272,26 @@ class Trainer:
             best_step=history.best_step,
         )
 
-    def _run_steps(self, report: LoopReport) -> tuple[dict[str, Path | None], str | None]:
-        """The loop: steps until the last, a stop request or a non-finite loss on every
-        process; returns the last checkpoint and grid written and the signal that stopped
-        it early (``None`` when the run reached its last step)."""
+    def _run_steps(
+        self, report: LoopReport, stop_at: int
+    ) -> tuple[dict[str, Path | None], str | None]:
+        """The loop: steps until the last (or ``stop_at``), a stop request or a non-finite
+        loss on every process; returns the last checkpoint and grid written and the signal
+        that stopped it early (``None`` when no signal did)."""
         progress = self.state.progress
         outputs: dict[str, Path | None] = {"checkpoint": None, "grid": None}
         if self._measurement_missed():
             self._measure_fid(report)
         with StopRequest() as stop, contextlib.closing(self.batches(progress.step)) as batches:
-            while progress.step < self.config.steps:
+            last = min(stop_at, self.config.steps)
+            while progress.step < last:
                 self.forward = self._step_forward()
                 started = clock()
                 summary = self.train_step(progress.step, stop.signal is not None, next(batches))
                 seconds = clock() - started
                 report.step_done(summary, seconds)
                 self._choose_compilation(seconds)
-                stopping = summary["stop"] > 0
+                stopping = summary["stop"] > 0 or progress.step == last < self.config.steps
                 outputs.update(self._write_outputs(stopping, report))
                 if stopping:
                     break
@@ -318,10 +331,11 @@ class Trainer:
         """After the loop: make sure a checkpoint names the final step and, for a run that
         reached its end, measure the held-out set (``None`` when there is none)."""
         step = self.state.progress.step
+        finished = interrupted is None and step == self.config.steps
         if outputs["checkpoint"] is None:  # no step taken: a finished run resumed
             latest = step_folder(self.run.path, step)
             outputs["checkpoint"] = latest if latest.is_dir() else self.save()
-        if not (self.group.is_main and self.validation is not None and interrupted is None):
+        if not (self.group.is_main and self.validation is not None and finished):
             return None
         evaluation = self.evaluate(self.validation)
         report.write({"step": step, **{f"test_{k}": v for k, v in evaluation.items()}})
