@@ -16,7 +16,8 @@ budget on this machine, measured as a new user would measure it.
    ``diffuse sample`` draws ``--n`` class-balanced samples (classes in turn)
    with its default sampler, for each guidance weight of ``--cfg``, and ``diffuse eval``
    measures FID and precision/recall against the first ``--ref-n`` training images. The
-   floor is ``--n`` real test images against the same reference.
+   floor is ``--n`` real test images against the same reference. A mark whose checkpoint
+   is gone is trained again to its step (``diffuse train --stop-at``: the same weights).
 
 Everything lands in ``--out`` (default ``runs/quality-per-minute[-TAG]``), and the results
 (``results.json``) and the curve (``fid_vs_minutes.png``) in ``--results`` (default
@@ -105,14 +106,7 @@ def train_piece(args, run: Path, minutes_left: float, state: dict) -> bool:
     ``timeout -s TERM`` would; True when the run reached its last step first."""
     resume = (run / "run.json").is_file()
     argv = ["train", "--out", str(run), "--no-progress"]
-    if resume:
-        argv.append("--resume")
-    else:
-        argv += ["--preset", args.preset, "--data", args.data, *settings(args)]
-        argv += ["--set", f"train.steps={state['steps']}", "--set", "train.sample_every=0"]
-        argv += ["--set", f"train.batch_size={state['batch_size']}"]
-        # every mark's checkpoint is scored after the training: none may be pruned
-        argv += ["--set", f"train.keep_checkpoints={len(args.marks) + 1}"]
+    argv += ["--resume"] if resume else new_run(args, state)
     process = subprocess.Popen([*DIFFUSE, *argv], stdout=subprocess.DEVNULL)
     try:
         process.wait(timeout=max(0.0, minutes_left * 60))
@@ -127,6 +121,35 @@ def train_piece(args, run: Path, minutes_left: float, state: dict) -> bool:
     if process.returncode not in (0, 128 + signal.SIGTERM):
         raise RuntimeError(f"diffuse {' '.join(argv)} exited with {process.returncode}")
     return process.returncode == 0
+
+
+def new_run(args, state: dict) -> list[str]:
+    """The options of ``diffuse train`` that start the measured run: the recipe and the
+    planned steps and batch."""
+    argv = ["--preset", args.preset, "--data", args.data, *settings(args)]
+    argv += ["--set", f"train.steps={state['steps']}", "--set", "train.sample_every=0"]
+    argv += ["--set", f"train.batch_size={state['batch_size']}"]
+    # every mark's checkpoint is scored after the training: none may be pruned
+    return [*argv, "--set", f"train.keep_checkpoints={len(args.marks) + 1}"]
+
+
+def mark_checkpoint(args, out: Path, state: dict, mark: dict) -> Path:
+    """The checkpoint of ``mark``: the run's, or, when that one is gone (pruned), the same
+    run trained again from its start to the mark's step (``--stop-at``: the schedule and
+    every random draw are the run's, so the weights are too; the mark's minutes stay the
+    measured ones)."""
+    name = f"step-{mark['step']:08d}"
+    checkpoint = out / "run" / "checkpoints" / name
+    if checkpoint.is_dir():
+        return checkpoint
+    rebuilt = out / f"rebuilt-{mark['minutes']:g}min"
+    if not (rebuilt / "checkpoints" / name).is_dir():
+        print(f"{checkpoint} is gone: training {rebuilt} again to step {mark['step']}")
+        diffuse(
+            "train", "--out", str(rebuilt), "--no-progress", "--stop-at", str(mark["step"]),
+            *(["--resume"] if (rebuilt / "run.json").is_file() else new_run(args, state)),
+        )  # fmt: skip
+    return rebuilt / "checkpoints" / name
 
 
 def plan_steps(args, out: Path, minutes: float) -> dict:
@@ -149,17 +172,12 @@ def latest_step(run: Path) -> int:
     return int(folders[-1].name.split("-")[1])
 
 
-def score(args, run: Path, mark: dict, cfg: float, folder: Path) -> dict:
+def score(args, out: Path, state: dict, mark: dict, cfg: float, folder: Path) -> dict:
     """FID and precision/recall of ``--n`` class-balanced samples of the mark's checkpoint."""
     scores = folder / "scores.json"
     if scores.is_file():
         return json.loads(scores.read_text(encoding="utf-8"))
-    checkpoint = run / "checkpoints" / f"step-{mark['step']:08d}"
-    if not checkpoint.is_dir():
-        raise RuntimeError(
-            f"the checkpoint of the {mark['minutes']:g}-minute mark, {checkpoint}, is gone "
-            "(pruned by train.keep_checkpoints?): measure again in a new --out"
-        )
+    checkpoint = mark_checkpoint(args, out, state, mark)
     samples = folder / "samples"
     if not (samples / "samples.npz").is_file():
         classes = ",".join(str(c) for c in range(args.classes))
@@ -241,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         for cfg in weights:
             folder = out / f"scores-{mark['minutes']:g}min-w{cfg:g}"
             folder.mkdir(exist_ok=True)
-            values = score(args, run, mark, cfg, folder)
+            values = score(args, out, state, mark, cfg, folder)
             rows.append({**mark, "cfg": cfg, **pick(values)})
             print(f"{mark['minutes']:g} min (step {mark['step']}), w = {cfg:g}: {pick(values)}")
     rows.sort(key=lambda row: (row["minutes"], row["cfg"]))

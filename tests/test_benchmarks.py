@@ -10,11 +10,14 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -248,6 +251,18 @@ def test_quality_per_minute_trains_in_pieces_scores_every_mark_and_resumes(tmp_p
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((results / "results.json").read_text())["rows"] == record["rows"]
     assert "interrupted by SIGTERM" not in again.stderr  # nothing trained again
+    # a mark whose checkpoint is gone is trained again to its step: the same weights
+    pruned = out / f"run/checkpoints/step-{first:08d}"
+    shutil.move(pruned, tmp_path / "pruned")
+    shutil.rmtree(out / "scores-0.3min-w0")
+    rebuilt = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert f"training {out / 'rebuilt-0.3min'} again to step {first}" in rebuilt.stdout
+    for name in ("model.safetensors", "ema_0.99.safetensors"):
+        a = load_file(tmp_path / "pruned" / name)
+        b = load_file(out / f"rebuilt-0.3min/checkpoints/step-{first:08d}" / name)
+        assert all(torch.equal(a[key], b[key]) for key in a), name
+    assert json.loads((results / "results.json").read_text())["rows"] == record["rows"]
 
 
 def test_quality_per_minute_passes_each_recipe_change_once_and_rejects_a_bare_key(capsys):
