@@ -12,12 +12,14 @@ budget on this machine, measured as a new user would measure it.
 2. Training runs in pieces, each stopped by SIGTERM as ``timeout -s TERM`` would stop it,
    at every mark of ``--marks`` (minutes of training wall time, the pieces' start-up
    included); the trainer saves a checkpoint on SIGTERM and the next piece resumes it.
-3. At every mark (the last first: an interrupted measurement has the headline soonest)
-   ``diffuse sample`` draws ``--n`` class-balanced samples (classes in turn)
-   with its default sampler, for each guidance weight of ``--cfg``, and ``diffuse eval``
-   measures FID and precision/recall against the first ``--ref-n`` training images. The
-   floor is ``--n`` real test images against the same reference. A mark whose checkpoint
-   is gone is trained again to its step (``diffuse train --stop-at``: the same weights).
+3. At every mark ``diffuse sample`` draws ``--n`` class-balanced samples (classes in
+   turn) with its default sampler, for each guidance weight of ``--cfg``, and ``diffuse
+   eval`` measures FID and precision/recall against the first ``--ref-n`` training images
+   (the last mark first at every weight, then the others unguided, then guided: an
+   interrupted measurement has the headline, then the curve, soonest; the results are
+   written after every score). The floor is ``--n`` real test images against the same
+   reference. A mark whose checkpoint is gone is trained again to its step (``diffuse
+   train --stop-at``: the same weights).
 
 Everything lands in ``--out`` (default ``runs/quality-per-minute[-TAG]``), and the results
 (``results.json``) and the curve (``fid_vs_minutes.png``) in ``--results`` (default
@@ -254,19 +256,27 @@ def main(argv: list[str] | None = None) -> int:
         state["marks"].append(mark)
         atomic_write_text(state_path, json.dumps(state, indent=1))
         print(f"{minutes:g} min: step {mark['step']}")
-    rows = []
-    for mark in reversed(state["marks"]):  # the budget's end, the headline, first
-        for cfg in weights:
-            folder = out / f"scores-{mark['minutes']:g}min-w{cfg:g}"
-            folder.mkdir(exist_ok=True)
-            values = score(args, out, state, mark, cfg, folder)
-            rows.append({**mark, "cfg": cfg, **pick(values)})
-            print(f"{mark['minutes']:g} min (step {mark['step']}), w = {cfg:g}: {pick(values)}")
-    rows.sort(key=lambda row: (row["minutes"], row["cfg"]))
     real = pick(floor(args, out))
     print(f"floor, {args.n} real test images: {real}")
-    write_results(args, results_folder, state, rows, real, weights, marks)
+    rows = []
+    for mark, cfg in scoring_order(state["marks"], weights):
+        folder = out / f"scores-{mark['minutes']:g}min-w{cfg:g}"
+        folder.mkdir(exist_ok=True)
+        values = score(args, out, state, mark, cfg, folder)
+        rows.append({**mark, "cfg": cfg, **pick(values)})
+        print(f"{mark['minutes']:g} min (step {mark['step']}), w = {cfg:g}: {pick(values)}")
+        # after every score: an interrupted measurement keeps what it measured
+        write_results(args, results_folder, state, rows, real, weights)
     return 0
+
+
+def scoring_order(marks: list[dict], weights: list[float]) -> list[tuple[dict, float]]:
+    """The (mark, guidance weight) pairs in the order they are scored: the budget's end
+    (the headline) at every weight, then the earlier marks at the first weight (the
+    default sampler's curve), then at the others: an interrupted measurement has the
+    headline soonest, then the curve."""
+    last, earlier = marks[-1], marks[-2::-1]
+    return [(last, cfg) for cfg in weights] + [(m, cfg) for cfg in weights for m in earlier]
 
 
 def preset_batch(args) -> int:
@@ -280,8 +290,13 @@ def pick(scores: dict) -> dict:
     return {key: metrics[key] for key in ("fid", "precision", "recall") if key in metrics}
 
 
-def write_results(args, folder, state, rows, real, weights, marks) -> None:
+def write_results(args, folder, state, rows, real, weights) -> None:
+    """``results.json`` and the curve of FID against training minutes from the rows
+    scored so far (a mark not scored yet is a gap in its line)."""
     folder.mkdir(parents=True, exist_ok=True)
+    rows = sorted(rows, key=lambda row: (row["minutes"], row["cfg"]))
+    marks = [mark["minutes"] for mark in state["marks"]]
+    fids = {(row["minutes"], row["cfg"]): row["fid"] for row in rows}
     record = {
         "preset": args.preset,
         "data": args.data,
@@ -289,16 +304,14 @@ def write_results(args, folder, state, rows, real, weights, marks) -> None:
         "samples": args.n,
         "reference": f"the first {args.ref_n} training images of {args.data}",
         "rows": rows,
+        "complete": len(rows) == len(marks) * len(weights),
         "floor": real,
         "command": "python benchmarks/quality_per_minute.py " + " ".join(sys.argv[1:]),
         **provenance(),
     }
     atomic_write_text(folder / "results.json", json.dumps(record, indent=1) + "\n")
     series = {
-        f"w = {cfg:g}": [
-            next(r["fid"] for r in rows if r["minutes"] == m and r["cfg"] == cfg) for m in marks
-        ]
-        for cfg in weights
+        f"w = {cfg:g}": [fids.get((minutes, cfg), math.nan) for minutes in marks] for cfg in weights
     }
     series["floor (real test images)"] = [real["fid"]] * len(marks)
     plot_lines(

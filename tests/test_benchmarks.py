@@ -265,6 +265,14 @@ def test_quality_per_minute_trains_in_pieces_scores_every_mark_and_resumes(tmp_p
     assert json.loads((results / "results.json").read_text())["rows"] == record["rows"]
 
 
+def test_quality_per_minute_scores_the_headline_then_the_unguided_curve():
+    import quality_per_minute
+
+    marks = [{"minutes": m} for m in (5, 10, 20, 30)]
+    order = [(m["minutes"], w) for m, w in quality_per_minute.scoring_order(marks, [0, 1])]
+    assert order == [(30, 0), (30, 1), (20, 0), (10, 0), (5, 0), (20, 1), (10, 1), (5, 1)]
+
+
 def test_quality_per_minute_passes_each_recipe_change_once_and_rejects_a_bare_key(capsys):
     import quality_per_minute
 
