@@ -45,6 +45,7 @@ from diffuse.eval.reference import reference_images
 from diffuse.io import atomic_write_text
 from diffuse.plots import plot_lines
 from diffuse.reproduce.store import provenance
+from diffuse.train.state import step_folder
 
 DIFFUSE = [sys.executable, "-m", "diffuse"]
 STARTUP_MARGIN = 0.97  # of the budget's steps: the pieces' start-up eats into the budget
@@ -106,9 +107,7 @@ def settings(args) -> list[str]:
 def train_piece(args, run: Path, minutes_left: float, state: dict) -> bool:
     """Train (or resume) until ``minutes_left`` have passed, then stop it with SIGTERM, as
     ``timeout -s TERM`` would; True when the run reached its last step first."""
-    resume = (run / "run.json").is_file()
-    argv = ["train", "--out", str(run), "--no-progress"]
-    argv += ["--resume"] if resume else new_run(args, state)
+    argv = train_options(args, run, state)
     process = subprocess.Popen([*DIFFUSE, *argv], stdout=subprocess.DEVNULL)
     try:
         process.wait(timeout=max(0.0, minutes_left * 60))
@@ -125,10 +124,13 @@ def train_piece(args, run: Path, minutes_left: float, state: dict) -> bool:
     return process.returncode == 0
 
 
-def new_run(args, state: dict) -> list[str]:
-    """The options of ``diffuse train`` that start the measured run: the recipe and the
-    planned steps and batch."""
-    argv = ["--preset", args.preset, "--data", args.data, *settings(args)]
+def train_options(args, run: Path, state: dict) -> list[str]:
+    """``diffuse train`` options that resume the run in ``run``, or start it with the
+    recipe and the planned steps and batch."""
+    argv = ["train", "--out", str(run), "--no-progress"]
+    if (run / "run.json").is_file():
+        return [*argv, "--resume"]
+    argv += ["--preset", args.preset, "--data", args.data, *settings(args)]
     argv += ["--set", f"train.steps={state['steps']}", "--set", "train.sample_every=0"]
     argv += ["--set", f"train.batch_size={state['batch_size']}"]
     # every mark's checkpoint is scored after the training: none may be pruned
@@ -140,18 +142,14 @@ def mark_checkpoint(args, out: Path, state: dict, mark: dict) -> Path:
     run trained again from its start to the mark's step (``--stop-at``: the schedule and
     every random draw are the run's, so the weights are too; the mark's minutes stay the
     measured ones)."""
-    name = f"step-{mark['step']:08d}"
-    checkpoint = out / "run" / "checkpoints" / name
+    checkpoint = step_folder(out / "run", mark["step"])
     if checkpoint.is_dir():
         return checkpoint
     rebuilt = out / f"rebuilt-{mark['minutes']:g}min"
-    if not (rebuilt / "checkpoints" / name).is_dir():
+    if not step_folder(rebuilt, mark["step"]).is_dir():
         print(f"{checkpoint} is gone: training {rebuilt} again to step {mark['step']}")
-        diffuse(
-            "train", "--out", str(rebuilt), "--no-progress", "--stop-at", str(mark["step"]),
-            *(["--resume"] if (rebuilt / "run.json").is_file() else new_run(args, state)),
-        )  # fmt: skip
-    return rebuilt / "checkpoints" / name
+        diffuse(*train_options(args, rebuilt, state), "--stop-at", str(mark["step"]))
+    return step_folder(rebuilt, mark["step"])
 
 
 def plan_steps(args, out: Path, minutes: float) -> dict:

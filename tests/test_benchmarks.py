@@ -16,14 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import benchlib  # noqa: E402
 from diffuse.checkpoint import save_checkpoint  # noqa: E402
+from helpers.run_checks import same_tensors, weights  # noqa: E402
 from helpers.sample_models import DIFFUSION, base_unet  # noqa: E402
 from helpers.stand_in_network import replace_inception  # noqa: E402
 
@@ -259,9 +258,8 @@ def test_quality_per_minute_trains_in_pieces_scores_every_mark_and_resumes(tmp_p
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert f"training {out / 'rebuilt-0.3min'} again to step {first}" in rebuilt.stdout
     for name in ("model.safetensors", "ema_0.99.safetensors"):
-        a = load_file(tmp_path / "pruned" / name)
-        b = load_file(out / f"rebuilt-0.3min/checkpoints/step-{first:08d}" / name)
-        assert all(torch.equal(a[key], b[key]) for key in a), name
+        rebuilt_weights = weights(out / f"rebuilt-0.3min/checkpoints/step-{first:08d}", name)
+        assert same_tensors(weights(tmp_path / "pruned", name), rebuilt_weights), name
     assert json.loads((results / "results.json").read_text())["rows"] == record["rows"]
 
 

@@ -40,7 +40,7 @@ from diffuse.train.distributed import setup
 from diffuse.train.lock import LOCK_FILE
 from diffuse.train.run import RunFolder
 from diffuse.train.trainer import Trainer
-from helpers.run_checks import digest, weights
+from helpers.run_checks import digest, same_tensors, weights
 from helpers.sample_models import SMALL
 
 FAST = {
@@ -311,8 +311,7 @@ def test_a_run_stopped_at_a_step_resumes_to_the_uninterrupted_one(tmp_path):
     second = resume(tmp_path / "parts", progress=False)
     assert (second.first_step, second.step) == (3, 6)
     for name in ("model.safetensors", "ema_0.99.safetensors", "optimizer.safetensors"):
-        a, b = weights(whole.checkpoint, name), weights(second.checkpoint, name)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        assert same_tensors(weights(whole.checkpoint, name), weights(second.checkpoint, name))
 
 
 @DAMAGES

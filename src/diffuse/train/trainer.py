@@ -249,7 +249,7 @@ class Trainer:
         report = LoopReport(self)
         try:
             outputs, interrupted = self._run_steps(report, stop_at or self.config.steps)
-            evaluation = self._finish(outputs, interrupted, report)
+            evaluation = self._finish(outputs, report)
         finally:
             report.close()
         self.group.barrier()
@@ -326,16 +326,15 @@ class Trainer:
             print(message, flush=True)
 
     def _finish(
-        self, outputs: dict[str, Path | None], interrupted: str | None, report: LoopReport
+        self, outputs: dict[str, Path | None], report: LoopReport
     ) -> dict[str, float] | None:
         """After the loop: make sure a checkpoint names the final step and, for a run that
         reached its end, measure the held-out set (``None`` when there is none)."""
         step = self.state.progress.step
-        finished = interrupted is None and step == self.config.steps
         if outputs["checkpoint"] is None:  # no step taken: a finished run resumed
             latest = step_folder(self.run.path, step)
             outputs["checkpoint"] = latest if latest.is_dir() else self.save()
-        if not (self.group.is_main and self.validation is not None and finished):
+        if not (self.group.is_main and self.validation is not None and step == self.config.steps):
             return None
         evaluation = self.evaluate(self.validation)
         report.write({"step": step, **{f"test_{k}": v for k, v in evaluation.items()}})
