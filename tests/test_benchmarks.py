@@ -63,6 +63,7 @@ def test_bench_unet_measures_ours_and_diffusers_in_fresh_processes():
         [
             sys.executable, str(BENCHMARKS / "bench_unet.py"), "--batch-size", "1",
             "--rounds", "1", "--warmup", "0", "--iterations", "1", "--peers", "diffusers",
+            "--networks", "bench",
             "--precisions", "fp32", "--modes", "forward,training",
         ],
         capture_output=True, text=True, timeout=1200,
