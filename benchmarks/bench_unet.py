@@ -692,6 +692,17 @@ def main() -> None:
     parser.add_argument("--loss-steps", type=int, default=6, help="steps of the bf16 loss run")
     parser.add_argument("--loss-batch", type=int, default=16)
     args = parser.parse_args()
+    networks = args.networks.split(",")
+    precisions, modes = args.precisions.split(","), args.modes.split(",")
+    for option, given, known in (
+        ("networks", networks, NETWORKS),
+        ("precisions", precisions, PRECISIONS),
+        ("modes", modes, MODES),
+    ):
+        if set(given) - set(known):
+            parser.error(
+                f"unknown {option} {sorted(set(given) - set(known))}; known: {', '.join(known)}"
+            )
 
     print(describe_machine())
     available = ["ours", *(["ours-checkpointed"] if args.with_checkpointing else [])]
@@ -701,10 +712,6 @@ def main() -> None:
             available.append(name)
         else:
             print(f"skipping {name}: {why}")
-    networks = args.networks.split(",")
-    unknown = sorted(set(networks) - set(NETWORKS))
-    if unknown:
-        parser.error(f"unknown networks {unknown}; known: {', '.join(sorted(NETWORKS))}")
     names = {}
     for network in networks:
         names[network] = []
@@ -714,7 +721,6 @@ def main() -> None:
                 names[network].append(name)
             else:
                 print(f"skipping {name} on the {network} network: {why}")
-    precisions, modes = args.precisions.split(","), args.modes.split(",")
     described = {
         (network, name): run_fresh(SCRIPT, ["describe", "--names", name, "--network", network])
         for network in networks

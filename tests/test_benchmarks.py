@@ -56,6 +56,18 @@ def test_a_fresh_process_answers_its_last_json_line_or_fails_with_its_error(tmp_
         benchlib.run_fresh(script, ["fail", "x"], env=env)
 
 
+def test_bench_unet_refuses_an_unknown_mode_before_measuring():
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_unet.py"), "--modes", "forward,train"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "unknown modes ['train']; known: forward, training" in done.stderr
+    assert "CPU:" not in done.stdout  # stopped before describing the machine or measuring
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="needs diffusers")
 def test_bench_unet_measures_ours_and_diffusers_in_fresh_processes():
