@@ -69,7 +69,7 @@ from diffuse.cli import build_parser
 from diffuse.diffusion import seeded_generators
 from diffuse.eval import fid
 from diffuse.eval.features import InceptionExtractor
-from diffuse.eval.metrics import GaussianStatistics
+from diffuse.eval.metrics import GaussianStatistics, fid_bootstrap
 from diffuse.eval.reference import dataset_reference
 from diffuse.rendering import to_uint8
 from diffuse.sample import SamplerSettings, Stage, generate_batches, load_diffusion_model
@@ -244,16 +244,14 @@ def paired_bootstrap(
 ) -> dict[str, list[float]]:
     """For each variant but the target, ``replicates`` values of FID(variant) -
     FID(target), each on one resample (with replacement) of the sample indices shared by
-    both: sample i of every variant comes from the same seed, so the pairs stay paired."""
-    rng = np.random.default_rng(seed)
-    n = len(features[TARGET])
-    differences: dict[str, list[float]] = {name: [] for name in features if name != TARGET}
-    for _ in range(replicates):
-        rows = rng.integers(0, n, n)
-        target = fid(features[TARGET][rows], reference)
-        for name in differences:
-            differences[name].append(fid(features[name][rows], reference) - target)
-    return differences
+    both: sample i of every variant comes from the same seed, and ``fid_bootstrap`` with
+    one seed draws the same rows for every set of this size, so the pairs stay paired."""
+    target = fid_bootstrap(features[TARGET], reference, replicates, seed)
+    return {
+        name: list(fid_bootstrap(values, reference, replicates, seed) - target)
+        for name, values in features.items()
+        if name != TARGET
+    }
 
 
 def reaches(difference: float, replicates: list[float]) -> bool:

@@ -13,7 +13,7 @@ from diffuse.errors import DataError, MissingFileError
 from diffuse.eval import fid, inception_features
 from diffuse.eval.evaluate import SmallSampleWarning, evaluate, small_sample_message
 from diffuse.eval.features import InceptionActivations
-from diffuse.eval.metrics import GaussianStatistics
+from diffuse.eval.metrics import GaussianStatistics, fid_bootstrap
 from diffuse.eval.reference import ReferenceStatistics, reference_images
 from diffuse.eval.samples import load_samples
 from helpers.stand_in_network import ProjectedPixels, replace_inception
@@ -155,6 +155,20 @@ def test_evaluate_warns_once_in_python_and_says_when_the_reference_count_is_unkn
     assert "an unknown number of reference images" in small_sample_message(10, None, 2048)
     assert small_sample_message(2048, None, 2048) is None
     assert small_sample_message(50_000, 2047, 2048) is not None
+
+
+def test_evaluate_gives_the_bootstrap_noise_of_fid_when_asked():
+    digits = load_dataset("digits", split="train", class_cond=False).uint8(range(40))
+    network = ProjectedPixels()
+    reference = ReferenceStatistics.from_activations(network(digits), {"n": 40}, parts=["fid"])
+    options = dict(metrics="fid", extractor=network, progress=False)
+    plain = evaluate(digits[:20], reference, **options)
+    assert "fid_sd" not in plain
+    noisy = evaluate(digits[:20], reference, fid_replicates=8, **options)
+    replicates = fid_bootstrap(network(digits[:20]).pool, reference.pool, 8)
+    assert noisy["fid"] == plain["fid"]
+    assert noisy["fid_sd"] == pytest.approx(np.std(replicates, ddof=1), rel=1e-9)
+    assert noisy["fid_sd"] > 0
 
 
 def test_bad_samples_are_named_and_existing_results_survive(tmp_path, capsys):

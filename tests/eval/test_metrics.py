@@ -9,6 +9,7 @@ from diffuse.errors import DataError
 from diffuse.eval.metrics import (
     GaussianStatistics,
     fid,
+    fid_bootstrap,
     frechet_distance,
     inception_score,
     precision_recall,
@@ -88,6 +89,46 @@ def test_fid_refuses_mismatched_dimensions_and_bad_values():
         fid(np.full((5, 4), np.nan), np.ones((5, 4)))
     with pytest.raises(DataError, match="at least 2"):
         fid(np.zeros((1, 4)), np.ones((5, 4)))
+
+
+@pytest.mark.parametrize("n", [12, 60])  # fewer and more samples than dimensions (30)
+def test_each_bootstrap_fid_is_the_fid_of_its_resample(n):
+    rng = np.random.default_rng(3)
+    reference = GaussianStatistics.of(rng.standard_normal((80, 30)) @ rng.standard_normal((30, 30)))
+    features = 1.5 * rng.standard_normal((n, 30)) + 0.3
+    values = fid_bootstrap(features, reference, 4, seed=11)
+    draws = np.random.default_rng(11)
+    resamples = [features[draws.integers(0, n, n)] for _ in range(4)]
+    np.testing.assert_allclose(values, [fid(x, reference) for x in resamples], rtol=1e-9)
+
+
+def test_one_seed_resamples_sets_of_one_size_alike_so_paired_sets_stay_paired():
+    rng = np.random.default_rng(5)
+    reference = GaussianStatistics(np.zeros(6), np.eye(6))
+    first = rng.standard_normal((25, 6))
+    second = first + 0.01 * rng.standard_normal((25, 6))  # sample i of both from one seed
+    paired = fid_bootstrap(second, reference, 30, seed=2) - fid_bootstrap(first, reference, 30, 2)
+    unpaired = fid_bootstrap(second, reference, 30, seed=3) - fid_bootstrap(first, reference, 30, 2)
+    assert np.std(paired, ddof=1) < 0.1 * np.std(unpaired, ddof=1)
+
+
+def test_the_bootstrap_noise_of_fid_shrinks_as_the_samples_grow():
+    rng = np.random.default_rng(4)
+    reference = GaussianStatistics(np.zeros(8), np.eye(8))
+    spread = {
+        n: np.std(fid_bootstrap(rng.standard_normal((n, 8)) + 0.5, reference, 40), ddof=1)
+        for n in (50, 800)
+    }
+    # FID's noise falls as 1 / sqrt(n): 16 times the samples, about a quarter of the spread
+    assert 2.5 < spread[50] / spread[800] < 6.5
+
+
+def test_the_bootstrap_refuses_too_few_samples_or_replicates():
+    reference = GaussianStatistics(np.zeros(3), np.eye(3))
+    with pytest.raises(DataError, match="at least 2 feature vectors"):
+        fid_bootstrap(np.zeros((1, 3)), reference, 5)
+    with pytest.raises(ValueError, match="replicates must be at least 1"):
+        fid_bootstrap(np.ones((4, 3)), reference, 0)
 
 
 def test_inception_score_of_uniform_predictions_is_one():

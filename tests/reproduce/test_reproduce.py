@@ -178,6 +178,7 @@ def test_a_claim_runs_end_to_end(finished):
     assert len(rows) == 6 and all(row["n"] == 12 and row["fid"] >= 0 for row in rows.values())
     assert 0 <= rows[("guided", 3)]["precision"] <= 1 and "recall" in rows[("guided", 3)]
     assert result["floor"]["n"] == 12 and result["floor"]["fid"] >= 0
+    assert all(row["fid_sd"] > 0 for row in [result["floor"], *rows.values()])  # FID's noise
     # the verdict is the declared check on these numbers, part by part
     fids = rows[("cosine", 3)]["fid"], rows[("linear", 3)]["fid"]
     nlls = result["likelihood"]["cosine"]["bpd"], result["likelihood"]["linear"]["bpd"]
@@ -203,6 +204,8 @@ def test_a_claim_runs_end_to_end(finished):
     assert "| 1 | [a tiny cosine model beats a tiny linear one](#1-tiny-trend) |" in report
     assert verdict in report and "`diffuse reproduce tiny-trend`" in report
     assert "**floor**: real test images" in report and "nohup diffuse reproduce" in report
+    row = rows[("cosine", 3)]
+    assert f"| cosine | 3 | {row['fid']:.2f} ± {row['fid_sd']:.2f} |" in report
     assert (root / ".work/.gitignore").read_text().endswith("*\n")
 
 
@@ -217,6 +220,36 @@ def test_a_rerun_trains_samples_and_measures_nothing(finished, tmp_path, declare
     changed = {name for name in before if before[name] != after[name]}
     assert changed == {"REPRODUCTION.md"}, changed  # the report is regenerated, alone
     assert all(made.calls == 0 for made in declared)  # no image's features computed
+
+
+def test_a_score_kept_without_fid_noise_gains_it_from_its_kept_images(
+    finished, tmp_path, declared, capsys
+):
+    """Scores written before FID had its bootstrap noise get ``fid_sd`` from their kept
+    samples (and the floor from its real images), their other values untouched; a score
+    whose samples are gone (a clean clone) stays as it was, and nothing is sampled again."""
+    root = copy_of(finished, tmp_path)
+    scores = {path: json.loads(path.read_text()) for path in (root / "scores").glob("*.json")}
+    kept = {path: record for path, record in scores.items() if "fid_sd" in record}
+    assert {record["kind"] for record in kept.values()} == {"quality", "floor"}
+    for path, record in kept.items():
+        path.write_text(json.dumps({k: v for k, v in record.items() if k != "fid_sd"}))
+    gone = next(path for path, record in kept.items() if record["kind"] == "quality")
+    identity = {key: kept[gone][key] for key in ("sampling", "models")}
+    (root / ".work/samples").joinpath(runner.Store(root).samples(identity).name).unlink()
+    assert reproduce(root, "tiny-trend") == 0
+    out = capsys.readouterr().out
+    assert "sampling" not in out and "training" not in out
+    for path, record in kept.items():
+        again = json.loads(path.read_text())
+        assert {k: v for k, v in again.items() if k not in ("fid_sd", "fid_sd_commit")} == {
+            k: v for k, v in record.items() if k != "fid_sd"
+        }
+        if path == gone:
+            assert "fid_sd" not in again
+        else:
+            assert again["fid_sd"] == pytest.approx(record["fid_sd"], rel=1e-9)
+            assert "fid_sd_commit" in again
 
 
 def stop_when(path: Path) -> threading.Thread:

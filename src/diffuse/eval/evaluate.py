@@ -11,9 +11,17 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 
+import numpy as np
+
 from diffuse.errors import ConfigError, DiffuseWarning
 from diffuse.eval.features import InceptionExtractor
-from diffuse.eval.metrics import fid, inception_score, kid, precision_recall
+from diffuse.eval.metrics import (
+    fid,
+    fid_bootstrap,
+    inception_score,
+    kid,
+    precision_recall,
+)
 from diffuse.eval.reference import ReferenceStatistics
 from diffuse.eval.weights import LOGITS_HINT
 
@@ -63,6 +71,7 @@ def evaluate(
     metrics: str | Iterable[str] | None = None,
     extractor: InceptionExtractor | None = None,
     k: int = 3,
+    fid_replicates: int = 0,
     progress: bool = True,
 ) -> dict[str, float]:
     """Metrics of uint8 sample images [N, H, W(, C)] against ``reference``.
@@ -70,7 +79,10 @@ def evaluate(
     Returns a dict with ``fid``, ``kid`` and ``kid_std`` (:func:`~diffuse.eval.metrics.kid`:
     mean and spread over its subsets), ``sfid``, ``is`` and ``is_std``, ``precision`` and
     ``recall`` for the metrics asked for (None: all the network supports); ``k`` is the
-    precision/recall neighbourhood size. Warns once (:class:`SmallSampleWarning`) when FID
+    precision/recall neighbourhood size. With ``fid_replicates`` >= 2 the result also has
+    ``fid_sd``: the standard deviation of FID over that many bootstrap resamples of the
+    samples (:func:`~diffuse.eval.metrics.fid_bootstrap`), the noise of FID from this many
+    samples against this reference. Warns once (:class:`SmallSampleWarning`) when FID
     or sFID is asked for and either set has fewer images than the 2048 feature dimensions.
     """
     extractor = extractor or InceptionExtractor()
@@ -96,6 +108,9 @@ def evaluate(
     results: dict[str, float] = {}
     if "fid" in chosen:
         results["fid"] = fid(activations.pool, reference.pool)
+        if fid_replicates >= 2:
+            replicates = fid_bootstrap(activations.pool, reference.pool, fid_replicates)
+            results["fid_sd"] = float(np.std(replicates, ddof=1))
     if "kid" in chosen:
         results["kid"], results["kid_std"] = kid(reference.kid_reference, activations.pool)
     if "sfid" in chosen:

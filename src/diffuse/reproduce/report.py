@@ -165,12 +165,21 @@ def _section(
     return lines
 
 
+def _fid(row: Mapping[str, Any]) -> str:
+    """FID with its bootstrap noise where the score has one."""
+    if row.get("fid_sd") is None:
+        return _number(row["fid"])
+    return f"{_number(row['fid'])} ± {_number(row['fid_sd'])}"
+
+
 def _quality_table(result: Mapping[str, Any]) -> list[str]:
     rows = result["quality"]
     extra = ["is"] if any("is" in row for row in rows) else []
     header = ["series", "x", "FID", "precision", "recall", *(["IS"] if extra else []), "samples"]
     lines = [
-        f"FID against {result['reference']}.",
+        f"FID against {result['reference']}; ± its noise: the standard deviation over "
+        "bootstrap resamples of the samples (a difference of two FIDs within about twice "
+        "the larger is not resolved by this many samples).",
         "",
         "| " + " | ".join(header) + " |",
         "| " + " | ".join("---" for _ in header) + " |",
@@ -180,7 +189,7 @@ def _quality_table(result: Mapping[str, Any]) -> list[str]:
         cells = [
             "**floor**: real test images",
             "",
-            _number(floor["fid"]),
+            _fid(floor),
             _number(floor.get("precision")),
             _number(floor.get("recall")),
         ]
@@ -190,7 +199,7 @@ def _quality_table(result: Mapping[str, Any]) -> list[str]:
         cells = [
             row["series"],
             f"{row['x']:g}",
-            _number(row["fid"]),
+            _fid(row),
             _number(row.get("precision")),
             _number(row.get("recall")),
         ]

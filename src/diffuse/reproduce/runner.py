@@ -58,6 +58,7 @@ from diffuse.train.state import step_folder
 
 SAMPLE_BATCH = 250
 K = 3  # precision/recall neighbourhood (Kynkaanniemi et al. 2019; ADM's evaluator)
+FID_REPLICATES = 20  # bootstrap resamples behind each FID's noise, fid_sd
 
 
 class SuiteInterrupted(Exception):
@@ -250,10 +251,7 @@ class Suite:
         identity = self.sample_identity(sampling)
         path = self.store.samples(identity)
         if path.is_file():
-            with np.load(path, allow_pickle=False) as data:
-                labels = data["arr_1"] if "arr_1" in data.files else None
-                cost = json.loads(str(data["cost"]))
-                return Samples(data["arr_0"], labels), cost
+            return _read_samples(path)
         checkpoints = {name: self.trained(name) for name in sampling.models}
         base = self._stage(
             checkpoints[sampling.model],
@@ -324,23 +322,44 @@ class Suite:
             )
         return self._references[reference]
 
-    def _evaluate(self, images, reference: Reference) -> tuple[dict, dict]:
-        """The metrics of uint8 images against ``reference``, and the minutes they took.
-        FID from fewer images than the 2048 feature dimensions is biased upwards: the
-        suite compares only FIDs of equal counts (its floor included), so the warning
-        that says so is not repeated for every score."""
+    def _evaluate(
+        self, images, reference: Reference, metrics: tuple[str, ...] | None = None
+    ) -> tuple[dict, dict]:
+        """The metrics (default: :meth:`metrics`) of uint8 images against ``reference``,
+        FID with its bootstrap noise ``fid_sd``, and the minutes they took. FID from fewer
+        images than the 2048 feature dimensions is biased upwards: the suite compares only
+        FIDs of equal counts (its floor included), so the warning that says so is not
+        repeated for every score."""
         reference_stats = self.reference(reference)
         with Stopwatch() as watch, warnings.catch_warnings():
             warnings.simplefilter("ignore", SmallSampleWarning)
             values = evaluate(
                 images,
                 reference_stats,
-                metrics=self.metrics(),
+                metrics=metrics or self.metrics(),
                 extractor=self.extractor,
                 k=K,
+                fid_replicates=FID_REPLICATES,
                 progress=self.progress,
             )
         return values, watch.minutes()
+
+    def _with_fid_noise(
+        self, path: Path, record: dict, images: Callable[[], Any], reference: Reference
+    ) -> dict:
+        """A score kept from before scores had ``fid_sd``, with it added from its images,
+        ``images()`` (its other values kept as they were); as it was when ``images()`` is
+        None (a clean clone has the scores, not the samples)."""
+        if "fid" not in record or "fid_sd" in record:
+            return record
+        found = images()
+        if found is None:
+            return record
+        values, _ = self._evaluate(found, reference, metrics=("fid",))
+        record = {**record, "fid_sd": values["fid_sd"], "fid_sd_commit": provenance()["commit"]}
+        self.store.write(path, record)
+        self.written.append(path)
+        return record
 
     def _score_identity(self, what: dict, reference: Reference) -> dict:
         return {**what, "reference": asdict(reference), "network": self.extractor.tag, "k": K}
@@ -351,7 +370,12 @@ class Suite:
         path = self.store.score("quality", identity)
         found = self.store.read(path)
         if found is not None:
-            return found
+            kept = self.store.samples(self.sample_identity(sampling))
+
+            def kept_images():
+                return _read_samples(kept)[0].images if kept.is_file() else None
+
+            return self._with_fid_noise(path, found, kept_images, reference)
         samples, sampling_cost = self.samples(sampling)
         values, evaluation_cost = self._evaluate(samples.images, reference)
         record = {
@@ -372,11 +396,15 @@ class Suite:
         identity = self._score_identity({"real": asdict(real)}, reference)
         path = self.store.score("floor", identity)
         found = self.store.read(path)
+
+        def real_images():
+            return reference_images(
+                real.data, split=real.split, n=real.n, image_size=real.image_size, progress=False
+            )
+
         if found is not None:
-            return found
-        images = reference_images(
-            real.data, split=real.split, n=real.n, image_size=real.image_size, progress=False
-        )
+            return self._with_fid_noise(path, found, real_images, reference)
+        images = real_images()
         values, evaluation_cost = self._evaluate(images, reference)
         record = {
             "kind": "floor",
@@ -616,6 +644,13 @@ def command(name: str, scale: float) -> str:
 
 
 SHORT_DROPPED = ("per_image", "rate_distortion", "values", "steps", "sampling", "models")
+
+
+def _read_samples(path: Path) -> tuple[Samples, dict]:
+    """A kept sample set and the cost of making it."""
+    with np.load(path, allow_pickle=False) as data:
+        labels = data["arr_1"] if "arr_1" in data.files else None
+        return Samples(data["arr_0"], labels), json.loads(str(data["cost"]))
 
 
 def _short(row: Mapping[str, Any] | None) -> dict | None:
