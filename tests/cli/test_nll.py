@@ -96,3 +96,22 @@ def test_python_callers_get_the_commands_checks_and_figures(tiny_checkpoint, tmp
         (saved / "nll.json").read_text()
     )
     assert f"{summary['bpd']:.4f}" in capsys.readouterr().out
+
+
+def test_the_bound_clips_the_predicted_x0_as_the_model_samples_unless_told_not_to(tmp_path):
+    """Near T the cosine schedule's sqrt(abar) is ~1e-3 (here, T = 25): the unclipped x0
+    prediction divides the noise's error by it, the clipped one stays within [-1, 1]."""
+    path = tmp_path / "cosine"
+    cosine = DiffusionConfig(schedule="cosine", timesteps=25)
+    save_checkpoint(path, presets.build("tiny", device="cpu"), diffusion=cosine, step=0)
+    clipped = measure_nll(path, "digits", n=4, progress=False)
+    unclipped = measure_nll(path, "digits", n=4, clip_denoised=False, progress=False)
+    assert clipped.summary["clip_denoised"] and not unclipped.summary["clip_denoised"]
+    assert max(row["distortion"] for row in clipped.rate_distortion) <= 255.0  # [0, 255] RMSE
+    assert unclipped.rate_distortion[0]["distortion"] > 255.0
+    out = tmp_path / "nll"
+    argv = ["nll", str(path), "--data", "digits", "--n", "4", "--no-clip", "--no-progress"]
+    assert main([*argv, "--out", str(out)]) == 0
+    summary = json.loads((out / "nll.json").read_text())
+    assert summary["clip_denoised"] is False
+    assert summary["bpd"] == pytest.approx(unclipped.summary["bpd"], rel=1e-6)

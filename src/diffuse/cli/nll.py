@@ -37,6 +37,13 @@ def register(subparsers) -> None:
         help="for a class-conditional model trained with a null class: the likelihood "
         "without labels (default: conditional on each image's label)",
     )
+    parser.add_argument(
+        "--no-clip",
+        action="store_true",
+        help="the bound of the unclipped model (default: the predicted x0 clipped to "
+        "[-1, 1] in every reverse step, as the model samples and as guided-diffusion's "
+        "image_nll measures by default)",
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument(
         "--overwrite",
@@ -58,6 +65,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         unconditional=args.unconditional,
+        clip_denoised=not args.no_clip,
         data_dir=args.data_dir,
         device=args.device,
         progress=not args.no_progress,

@@ -428,6 +428,7 @@ class Suite:
             "data": plan.data,
             "split": "test",
             "seed": 0,
+            "clip_denoised": True,
         }
         path = self.store.score("nll", identity)
         found = self.store.read(path)
