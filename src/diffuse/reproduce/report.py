@@ -177,9 +177,8 @@ def _quality_table(result: Mapping[str, Any]) -> list[str]:
     extra = ["is"] if any("is" in row for row in rows) else []
     header = ["series", "x", "FID", "precision", "recall", *(["IS"] if extra else []), "samples"]
     lines = [
-        f"FID against {result['reference']}; ± its noise: the standard deviation over "
-        "bootstrap resamples of the samples (a difference of two FIDs within about twice "
-        "the larger is not resolved by this many samples).",
+        f"FID against {result['reference']}, ± its noise from this many samples: the "
+        "standard deviation over bootstrap resamples of the samples.",
         "",
         "| " + " | ".join(header) + " |",
         "| " + " | ".join("---" for _ in header) + " |",
