@@ -133,17 +133,19 @@ def fid_bootstrap(
         raise ValueError(f"replicates must be at least 1, got {replicates}")
     factor = psd_factor(reference.sigma)
     projected = features @ factor  # [N, r]: each row's coordinates in the reference factor
+    reference_trace = np.trace(reference.sigma)
     rng = np.random.default_rng(seed)
     n = len(features)
     values = np.empty(replicates)
     for i in range(replicates):
         rows = rng.integers(0, n, n)
         resample, coordinates = features[rows], projected[rows]
-        centred = resample - resample.mean(axis=0)
+        mean = resample.mean(axis=0)
+        centred = resample - mean
         coordinates = coordinates - coordinates.mean(axis=0)
         small = coordinates @ coordinates.T if n < factor.shape[1] else coordinates.T @ coordinates
-        shift = resample.mean(axis=0) - reference.mu
-        trace = (centred * centred).sum() / (n - 1) + np.trace(reference.sigma)
+        shift = mean - reference.mu
+        trace = (centred * centred).sum() / (n - 1) + reference_trace
         values[i] = shift @ shift + trace - 2.0 * sum_of_square_roots(small / (n - 1))
     return values
 
