@@ -198,6 +198,21 @@ def test_bench_folder_loading_times_workers_against_none():
         assert line.startswith(f"{measure}: 0 workers ") and line.endswith("x with 1 workers)")
 
 
+def test_bench_dropout_times_ours_against_torchs_alone_and_in_a_training_step():
+    done = subprocess.run(
+        [
+            sys.executable, str(BENCHMARKS / "bench_dropout.py"), "--batch-size", "2",
+            "--rounds", "1",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and lines[2].startswith("dropout p=0.1")
+    assert all("torch / ours x" in line for line in lines[3:6])
+    assert lines[6].startswith("fashion training step, batch 2 (dropout 0.1): torch's dropout ")
+
+
 def test_the_reproduction_costs_are_measured_per_preset():
     done = subprocess.run(
         [

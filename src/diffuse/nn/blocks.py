@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffuse.nn.dropout import Dropout
 from diffuse.nn.layers import GroupNorm32, conditioned_norm, zero_init
 
 # ConvNeXt's inverted bottleneck: the MLP is four times as wide as the block.
@@ -82,7 +83,7 @@ class ConvNeXtBlock(nn.Module):
         self.embedding = nn.Linear(embedding_channels, in_channels * (2 if scale_shift_norm else 1))
         self.norm = GroupNorm32(norm_groups, in_channels)
         self.expand = nn.Conv2d(in_channels, hidden, 1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.project = zero_init(nn.Conv2d(hidden, out_channels, 1))
         self.skip = (
             nn.Identity()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from diffuse.nn.dropout import Dropout
 from diffuse.nn.group_norm import fused_group_norm_applies, group_norm_act
 
 
@@ -148,7 +149,7 @@ class ResBlock(nn.Module):
             embedding_channels, out_channels * (2 if scale_shift_norm else 1)
         )
         self.norm2 = GroupNorm32(norm_groups, out_channels)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip = (
             nn.Identity()

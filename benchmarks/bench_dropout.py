@@ -1,0 +1,112 @@
+"""Our CPU dropout (``diffuse.nn.dropout``) against torch's, alone and in a training step.
+
+1. Forward and backward of dropout at the shapes of the ``fashion`` network's residual
+   blocks (batch 64 by default, channels_last): torch's ``F.dropout`` (a ``bernoulli_``
+   mask) against ours (a mask from whole 64-bit draws).
+2. The ``fashion`` network's training step (``bench_unet.py``'s: forward, loss, backward,
+   fused AdamW) with our dropout and with torch's swapped in, in alternating rounds in one
+   process.
+
+Prints the CPU, the medians and ratios (torch's time over ours: above 1, ours is faster).
+
+    python benchmarks/bench_dropout.py [--batch-size 64] [--rounds 5] [--p 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+import diffuse.nn.dropout as ours
+from bench_unet import IMPLEMENTATIONS, NETWORKS, make_step
+from benchlib import describe_machine, time_call
+
+# (channels, size) of the fashion network's residual blocks at each level
+SHAPES = ((32, 28), (64, 14), (128, 7))
+
+
+def forward_and_backward(function, x: torch.Tensor, p: float):
+    grad = torch.ones_like(x)
+
+    def run() -> None:
+        function(x, p, True).backward(grad)
+        x.grad = None
+
+    return run
+
+
+def compare(runs: dict, rounds: int) -> dict[str, float]:
+    """Median seconds of each run over ``rounds`` alternating rounds (after one untimed)."""
+    for run in runs.values():
+        run()
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            times[name].append(time_call(run))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def bench_shapes(batch: int, p: float, rounds: int) -> None:
+    print(f"dropout p={p}, forward + backward, batch {batch}, channels_last (ms):")
+    for channels, size in SHAPES:
+        x = torch.randn(batch, channels, size, size).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_()
+        medians = compare(
+            {
+                "torch": forward_and_backward(F.dropout, x, p),
+                "ours": forward_and_backward(ours.dropout, x, p),
+            },
+            rounds,
+        )
+        print(
+            f"  {channels:4d} x {size:2d} x {size:2d}: torch {1e3 * medians['torch']:7.2f}  "
+            f"ours {1e3 * medians['ours']:7.2f}  torch / ours x{medians['torch'] / medians['ours']:.2f}"
+        )
+
+
+def bench_training_step(batch: int, rounds: int) -> None:
+    config = NETWORKS["fashion"]
+    torch.manual_seed(0)
+    model = IMPLEMENTATIONS["ours"].build(config)
+    step = make_step(IMPLEMENTATIONS["ours"], model, config, "training", "fp32", batch)
+    ours_dropout = ours.dropout
+
+    def with_dropout(function):
+        def run() -> None:
+            ours.dropout = function  # what diffuse.nn.dropout.Dropout calls
+            try:
+                step()
+            finally:
+                ours.dropout = ours_dropout
+
+        return run
+
+    step()
+    medians = compare(
+        {"torch": with_dropout(F.dropout), "ours": with_dropout(ours_dropout)}, rounds
+    )
+    print(
+        f"fashion training step, batch {batch} (dropout {config.dropout}): torch's dropout "
+        f"{batch / medians['torch']:.1f} img/s, ours {batch / medians['ours']:.1f} img/s, "
+        f"x{medians['torch'] / medians['ours']:.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--p", type=float, default=0.1, help="dropout rate of part 1")
+    parser.add_argument("--no-step", action="store_true", help="skip the training step")
+    args = parser.parse_args()
+    print(describe_machine())
+    bench_shapes(args.batch_size, args.p, args.rounds)
+    if not args.no_step:
+        bench_training_step(args.batch_size, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
