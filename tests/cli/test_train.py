@@ -80,6 +80,27 @@ def test_errors_are_one_line_and_leave_the_run_alone(tmp_path, capsys):
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_min_snr_weighting_trains_and_is_refused_where_there_is_no_mse(tmp_path, capsys):
+    run = tmp_path / "run"
+    gamma = ["--set", "train.min_snr_gamma=5"]
+    assert main(tiny_run(run, "--steps", "2", "--batch-size", "8", *gamma)) == 0
+    assert json.loads((run / "run.json").read_text())["train"]["min_snr_gamma"] == 5.0
+    assert load_checkpoint(run).step == 2
+    capsys.readouterr()
+    refused = [
+        (["--set", "diffusion.loss=kl", *gamma], "the kl loss has none"),
+        (["--set", "train.min_snr_gamma=-1"], "train.min_snr_gamma must be a number in [0.0"),
+    ]
+    classifier = ["train-classifier", "--preset", "tiny", "--data", "digits"]
+    classifier += ["--out", str(tmp_path / "refused")]
+    refused.append(([*classifier, *gamma], "the classifier's cross-entropy has none"))
+    for extra, message in refused:
+        argv = extra if extra[0] == "train-classifier" else tiny_run(tmp_path / "refused", *extra)
+        assert main([*argv, "--steps", "1"]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "refused").exists()
+
+
 def test_stop_at_stops_with_a_checkpoint_and_says_how_to_continue(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(tiny_run(run, "--steps", "4", "--batch-size", "4", "--stop-at", "2")) == 0

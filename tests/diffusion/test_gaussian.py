@@ -326,6 +326,65 @@ def test_kl_and_hybrid_losses():
     assert model.output.grad[:, 1:].abs().sum() > 0
 
 
+def implied_output(p, x0_hat, x_t, t):
+    """The network output, in ``p``'s parameterisation, whose x0 at (x_t, t) is ``x0_hat``."""
+    if p.prediction == "eps":
+        return p.eps_from_x0(x_t, t, x0_hat)
+    if p.prediction == "x0":
+        return x0_hat
+    if p.prediction == "v":
+        alpha, sigma = p.alpha_sigma(t, x_t)
+        return (alpha * x_t - x0_hat) / sigma
+    return p.q_posterior(x0_hat, x_t, t)[0]
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v", "mean"])
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_min_snr_weights_give_every_prediction_the_same_weighted_x0_error(prediction, schedule):
+    p = process(schedule, prediction=prediction)
+    gamma = 5.0
+    x0 = torch.rand(6, 1, 4, 4, dtype=F64) * 2 - 1
+    x0_hat = x0 + 0.1 * torch.randn_like(x0)
+    noise = torch.randn_like(x0)
+    t = torch.tensor([0, 30, 120, 400, 700, 999])
+    x_t = p.q_sample(x0, t, noise)
+    weights = p.min_snr_weights(t, gamma)
+    losses = p.training_losses(
+        Cheat(implied_output(p, x0_hat, x_t, t)), x0, t, noise, mse_weights=weights
+    )
+    abar = torch.from_numpy(p.alphas_cumprod[t.numpy()])
+    snr = abar / (1 - abar)
+    x0_error = ((x0 - x0_hat) ** 2).mean(dim=(1, 2, 3))
+    # The paper's objective, min(SNR, gamma) ||x0 - x0_hat||^2, whatever the network predicts.
+    expected = snr.clamp(max=gamma) * x0_error
+    torch.testing.assert_close(losses["loss"], expected, rtol=1e-6, atol=0)
+    unweighted = p.training_losses(Cheat(implied_output(p, x0_hat, x_t, t)), x0, t, noise)
+    torch.testing.assert_close(losses["mse"], unweighted["loss"])
+
+
+def test_min_snr_weights_of_eps_cap_the_low_noise_steps_only():
+    p = process("cosine")
+    t = torch.arange(1000)
+    weights = p.min_snr_weights(t, 5.0)
+    abar = torch.from_numpy(p.alphas_cumprod).float()
+    snr = abar / (1 - abar)
+    assert weights.dtype == torch.float32 and weights.shape == (1000,)
+    assert torch.all(weights[snr <= 5] == 1)
+    torch.testing.assert_close(weights[snr > 5], 5 / snr[snr > 5])
+    assert weights[0] < 1e-3 and torch.all(weights.diff() >= 0)
+
+
+def test_min_snr_weighting_refuses_the_kl_loss_and_a_non_positive_gamma():
+    p = process("cosine", variance="learned_range", loss="kl")
+    x0 = torch.zeros(2, 1, 4, 4)
+    t = torch.tensor([3, 4])
+    with pytest.raises(ConfigError, match="no MSE term"):
+        p.training_losses(Cheat(torch.zeros(2, 2, 4, 4)), x0, t, mse_weights=torch.ones(2))
+    for gamma in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="gamma must be positive"):
+            p.min_snr_weights(t, gamma)
+
+
 def test_bad_configurations_are_refused():
     with pytest.raises(ConfigError, match="hybrid"):
         process(variance="learned_range", loss="mse")

@@ -444,6 +444,7 @@ class GaussianDiffusion:
         noise: torch.Tensor | None = None,
         model_kwargs: dict | None = None,
         generator: Generator = None,
+        mse_weights: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-example training losses at steps ``t``.
 
@@ -452,6 +453,9 @@ class GaussianDiffusion:
         ``vb`` [N] (the bound term in bits/dim). ``kl`` trains on T * vb; ``hybrid`` on
         mse + (T / 1000) * vb with the predicted mean detached inside vb, which is
         L_simple + 0.001 L_vlb (Improved DDPM section 3.1).
+
+        mse_weights: per-example weights [N] of the MSE inside ``loss`` (for instance
+                     :meth:`min_snr_weights`); ``mse`` itself is reported unweighted.
         """
         if noise is None:
             noise = randn_like(x0, generator)
@@ -467,13 +471,46 @@ class GaussianDiffusion:
                 # The bound trains the variance only; the mean learns from the MSE.
                 model_output = torch.cat([output.detach(), var_output], dim=1)
             terms["vb"] = self.vb_terms_bpd(model_output, x0, x_t, t, clip_denoised=False)
-        if self.loss == "mse":
-            terms["loss"] = terms["mse"]
-        elif self.loss == "kl":
+        if self.loss == "kl":
+            if mse_weights is not None:
+                raise ConfigError("the kl loss has no MSE term to weight")
             terms["loss"] = terms["vb"] * self.num_timesteps
-        else:
-            terms["loss"] = terms["mse"] + terms["vb"] * (self.num_timesteps / 1000.0)
+            return terms
+        mse = terms["mse"] if mse_weights is None else terms["mse"] * mse_weights
+        terms["loss"] = (
+            mse if self.loss == "mse" else mse + terms["vb"] * (self.num_timesteps / 1000.0)
+        )
         return terms
+
+    def min_snr_weights(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
+        """Min-SNR-gamma loss weights [N] (float32) at steps ``t`` for this process's
+        prediction target (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR
+        Weighting Strategy", ICCV).
+
+        The paper weights the error of the predicted x0 by min(SNR_t, gamma), with
+        SNR_t = abar_t / (1 - abar_t): steps with little noise, whose easy denoising
+        otherwise dominates the gradient, count no more than gamma. At a fixed x_t every
+        target's error is a fixed multiple g_t of the x0 error it implies: g^2 = SNR for
+        eps (x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar)), 1 for x0, SNR + 1 for v
+        (x0 = sqrt(abar) x_t - sqrt(1 - abar) v) and coef1^2 for the posterior mean
+        (DDPM eq. 7). The weights are min(SNR_t, gamma) / g_t^2, so every prediction type
+        minimises the same min(SNR_t, gamma) ||x0 - x0_hat||^2; for eps that is
+        min(1, gamma / SNR_t), never above L_simple's 1.
+        """
+        if not gamma > 0:
+            raise ConfigError(f"the min-SNR gamma must be positive, got {gamma!r}")
+        like = torch.empty(0, dtype=torch.float64, device=t.device)
+        abar = self._coef("abar", t, like)
+        snr = abar / (1.0 - abar)
+        if self.prediction == "eps":
+            gain_squared = snr
+        elif self.prediction == "x0":
+            gain_squared = torch.ones_like(snr)
+        elif self.prediction == "v":
+            gain_squared = snr + 1.0
+        else:
+            gain_squared = self._coef("trained_coef1", t, like) ** 2
+        return (snr.clamp(max=gamma) / gain_squared).float()
 
     def prediction_target(self, x0, x_t, t, noise) -> torch.Tensor:
         """What a perfect network outputs for this prediction type, given the x0 and the

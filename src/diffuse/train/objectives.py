@@ -9,7 +9,8 @@ sees each step's losses afterwards (:meth:`observe`, which feeds the importance 
   1 / (T p_t) (Improved DDPM section 3.3); labels replaced by the null class with
   probability ``p_uncond`` (classifier-free guidance, Ho & Salimans 2021, Algorithm 1);
   for an upsampler, the low-resolution input made from the batch by area downsampling
-  (ADM appendix A) and passed as ``low_res``.
+  (ADM appendix A) and passed as ``low_res``; with ``min_snr_gamma`` the MSE weighted by
+  Min-SNR-gamma (Hang et al. 2023).
 - :class:`ClassifierObjective`: cross-entropy of the classifier on x_t ~ q(x_t | x_0) at
   uniform t (ADM section 4.1), with its accuracy.
 
@@ -108,6 +109,7 @@ class DiffusionObjective(Objective):
     null_class:   the null label, or None.
     conditional:  whether the model takes class labels ``y``.
     low_res_size: side of the upsampler's low-resolution input, or None for a plain U-Net.
+    min_snr_gamma: weight the MSE by the process's Min-SNR-gamma weights; 0: unweighted.
     """
 
     def __init__(
@@ -119,11 +121,13 @@ class DiffusionObjective(Objective):
         null_class: int | None = None,
         conditional: bool = False,
         low_res_size: int | None = None,
+        min_snr_gamma: float = 0.0,
     ) -> None:
         super().__init__(process, sampler, p_uncond)
         self.null_class = null_class
         self.conditional = conditional
         self.low_res_size = low_res_size
+        self.min_snr_gamma = float(min_snr_gamma)
 
     def model_kwargs(self, x: torch.Tensor, y: torch.Tensor, drop: torch.Tensor) -> dict:
         """The conditioning of the network: labels (some dropped) and the low-res image."""
@@ -137,8 +141,16 @@ class DiffusionObjective(Objective):
         return kwargs
 
     def losses(self, model, x, y, draws):
+        mse_weights = None
+        if self.min_snr_gamma > 0:
+            mse_weights = self.process.min_snr_weights(draws.t, self.min_snr_gamma)
         terms = self.process.training_losses(
-            model, x, draws.t, noise=draws.noise, model_kwargs=self.model_kwargs(x, y, draws.drop)
+            model,
+            x,
+            draws.t,
+            noise=draws.noise,
+            model_kwargs=self.model_kwargs(x, y, draws.drop),
+            mse_weights=mse_weights,
         )
         stats = {name: value.detach().float() for name, value in terms.items()}
         weighted = terms["loss"] * draws.weights
@@ -182,6 +194,7 @@ def objective_for(spec: RunSpec, process: GaussianDiffusion) -> Objective:
         null_class=spec.null_class,
         conditional=spec.model.num_classes is not None,
         low_res_size=low_res_size(spec.model) if spec.model.kind == "superres" else None,
+        min_snr_gamma=spec.train.min_snr_gamma,
     )
 
 

@@ -77,6 +77,14 @@ class RunSpec:
             raise ConfigError(f"the {self.task} task cannot train {kind}")
         if self.task == "diffusion":
             self.diffusion.check_output_channels(self.model.in_channels, self.model.out_channels)
+        if self.train.min_snr_gamma > 0 and (
+            self.task != "diffusion" or self.diffusion.loss == "kl"
+        ):
+            what = "the classifier's cross-entropy" if self.task != "diffusion" else "the kl loss"
+            raise ConfigError(
+                f"train.min_snr_gamma weights the MSE of a diffusion loss; {what} has none "
+                "(use diffusion.loss=mse or hybrid, or train.min_snr_gamma=0)"
+            )
 
     @property
     def null_class(self) -> int | None:

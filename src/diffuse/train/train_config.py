@@ -69,6 +69,12 @@ class TrainConfig:
         "importance sampling) or 'auto' (loss-aware when the loss is 'kl')",
         "auto",
     )
+    min_snr_gamma: float = _doc(
+        "Min-SNR-gamma loss weighting (Hang et al. 2023): the MSE of each example weighted "
+        "so that its x0 error counts min(SNR_t, gamma), which lowers the weight of the "
+        "nearly noise-free steps (5 in the paper); 0: unweighted, DDPM's L_simple",
+        0.0,
+    )
     random_flip: bool = _doc("flip training images left-right with probability 1/2", False)
     workers: int | None = _doc(
         "processes that decode a folder's images ahead of the training steps (DataLoader "
@@ -164,6 +170,7 @@ class TrainConfig:
         _require_number("weight_decay", self.weight_decay, low=0.0)
         _require_number("min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
         _require_number("grad_clip", self.grad_clip, low=0.0)
+        _require_number("min_snr_gamma", self.min_snr_gamma, low=0.0)
         _require_number("cfg_weight", self.cfg_weight, low=0.0)
         _require_number("eval_cfg", self.eval_cfg, low=0.0)
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
