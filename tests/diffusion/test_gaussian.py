@@ -326,18 +326,6 @@ def test_kl_and_hybrid_losses():
     assert model.output.grad[:, 1:].abs().sum() > 0
 
 
-def implied_output(p, x0_hat, x_t, t):
-    """The network output, in ``p``'s parameterisation, whose x0 at (x_t, t) is ``x0_hat``."""
-    if p.prediction == "eps":
-        return p.eps_from_x0(x_t, t, x0_hat)
-    if p.prediction == "x0":
-        return x0_hat
-    if p.prediction == "v":
-        alpha, sigma = p.alpha_sigma(t, x_t)
-        return (alpha * x_t - x0_hat) / sigma
-    return p.q_posterior(x0_hat, x_t, t)[0]
-
-
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v", "mean"])
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_min_snr_weights_give_every_prediction_the_same_weighted_x0_error(prediction, schedule):
@@ -348,17 +336,16 @@ def test_min_snr_weights_give_every_prediction_the_same_weighted_x0_error(predic
     noise = torch.randn_like(x0)
     t = torch.tensor([0, 30, 120, 400, 700, 999])
     x_t = p.q_sample(x0, t, noise)
-    weights = p.min_snr_weights(t, gamma)
-    losses = p.training_losses(
-        Cheat(implied_output(p, x0_hat, x_t, t)), x0, t, noise, mse_weights=weights
-    )
+    # The output that implies x0_hat at x_t: the target of (x0_hat, the noise it implies).
+    output = p.prediction_target(x0_hat, x_t, t, p.eps_from_x0(x_t, t, x0_hat))
+    losses = p.training_losses(Cheat(output), x0, t, noise, mse_weights=p.min_snr_weights(t, gamma))
     abar = torch.from_numpy(p.alphas_cumprod[t.numpy()])
     snr = abar / (1 - abar)
     x0_error = ((x0 - x0_hat) ** 2).mean(dim=(1, 2, 3))
     # The paper's objective, min(SNR, gamma) ||x0 - x0_hat||^2, whatever the network predicts.
     expected = snr.clamp(max=gamma) * x0_error
     torch.testing.assert_close(losses["loss"], expected, rtol=1e-6, atol=0)
-    unweighted = p.training_losses(Cheat(implied_output(p, x0_hat, x_t, t)), x0, t, noise)
+    unweighted = p.training_losses(Cheat(output), x0, t, noise)
     torch.testing.assert_close(losses["mse"], unweighted["loss"])
 
 
