@@ -307,10 +307,13 @@ def test_overrides_change_the_spec_and_unknown_fields_are_named():
         spec_from_preset("no-such-preset", "digits")
 
 
-def test_one_value_of_a_list_setting_is_a_list_of_one():
+def test_one_value_of_a_list_setting_is_a_list_of_one_and_none_an_empty_list():
     spec = spec_from_preset("tiny", "digits")
     one = spec.with_overrides(dict([parse_override("train.ema_rates=0.99")]))
     assert one.train.ema_rates == (0.99,)
+    for text in ("model.attention_resolutions=", "model.attention_resolutions=[]"):
+        none = spec.with_overrides(dict([parse_override(text)]))
+        assert none.model.attention_resolutions == ()
     # a resolution the network does not have is named as such, not as a type error
     with pytest.raises(ConfigError, match=r"attention_resolutions \[3\] do not occur"):
         spec.with_overrides(dict([parse_override("model.attention_resolutions=3")]))

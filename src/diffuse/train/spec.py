@@ -9,7 +9,8 @@ Overrides name a field as ``<section>.<field>`` with section ``model``, ``diffus
 ``train`` (``model.model_channels=32``, ``diffusion.schedule=linear``, ``train.lr=2e-4``);
 values are JSON (numbers, ``true``, ``null``, ``[1, 2]``), a comma-separated list of
 JSON values (``1,2,2``), or else a plain string; one value of a list setting is a list of
-one (``model.attention_resolutions=8``).
+one (``model.attention_resolutions=8``) and an empty value an empty list
+(``model.attention_resolutions=``, as ``[]``).
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ class RunSpec:
             if isinstance(sections[section].get(name), list | tuple) and not isinstance(
                 value, list | tuple
             ):
-                value = [value]  # one value of a list setting: a list of one
+                # one value of a list setting: a list of one; nothing: an empty list
+                value = [] if value == "" else [value]
             sections[section][name] = value
         try:
             return replace(
