@@ -50,3 +50,23 @@ def test_line_plots_move_a_long_legend_off_the_data(tmp_path):
         plot_lines(path, [100, 1000], series, xlabel="steps", ylabel="fid", logx=True)
         widths[count] = Image.open(path).size[0]
     assert widths[LEGEND_INSIDE + 5] > 1.3 * widths[LEGEND_INSIDE]  # room for it on the right
+
+
+def test_line_plots_take_a_log_y_axis_for_values_across_magnitudes(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from diffuse.plots import plot_lines
+
+    scales = []
+    original = Axes.set_yscale
+
+    def recording(axes, value, **kwargs):
+        scales.append(value)
+        return original(axes, value, **kwargs)
+
+    monkeypatch.setattr(Axes, "set_yscale", recording)
+    series = {"loss": [7000.0, 30.0, 2.0, 1.5]}
+    plot_lines(tmp_path / "linear.png", [0, 1, 2, 3], series, xlabel="step", ylabel="loss")
+    assert scales == []
+    plot_lines(tmp_path / "log.png", [0, 1, 2, 3], series, xlabel="step", ylabel="loss", logy=True)
+    assert scales == ["log"] and Image.open(tmp_path / "log.png").size[0] > 0

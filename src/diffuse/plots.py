@@ -40,9 +40,11 @@ def plot_lines(
     ylabel: str,
     title: str = "",
     logx: bool = False,
+    logy: bool = False,
 ) -> None:
     """One line per entry of ``series`` against ``x``, saved atomically as a PNG; beyond
-    :data:`LEGEND_INSIDE` lines the legend goes to the right of the axes, off the data."""
+    :data:`LEGEND_INSIDE` lines the legend goes to the right of the axes, off the data.
+    ``logy``: a logarithmic y axis (for values spanning orders of magnitude)."""
     outside = len(series) > LEGEND_INSIDE
     with _figure(path, figsize=(7.5 if outside else 5, 3.5)) as (_, axes):
         for label, values in series.items():
@@ -54,6 +56,8 @@ def plot_lines(
             axes.set_xscale("log")
             axes.set_xticks(list(x), [f"{value:g}" for value in x])
             axes.minorticks_off()
+        if logy:
+            axes.set_yscale("log")
         if title:
             axes.set_title(title)
         if outside:

@@ -396,7 +396,8 @@ IMPORTANCE = Claim(
         Likelihood("importance", "f14-cosine-vlb-importance"),
         Likelihood("L_hybrid", "f14-cosine-hybrid"),
     ),
-    plots=(Plot("training_loss.png", "curve", "training step"),),
+    # The weighted L_vlb spans orders of magnitude (its t = 0 terms): a log axis.
+    plots=(Plot("training_loss.png", "curve", "training step", logy=True),),
 )
 
 # --- 5. DDIM --------------------------------------------------------------------------------

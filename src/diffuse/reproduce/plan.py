@@ -222,6 +222,7 @@ class Plot:
     metric:  the y value: a quality metric ("fid", "precision", "recall", "is") or "curve".
     xlabel:  the x axis label.
     logx:    a logarithmic x axis.
+    logy:    a logarithmic y axis.
     fraction: curves against the fraction of each model's training (models trained for
              different steps), not the step.
     """
@@ -230,6 +231,7 @@ class Plot:
     metric: str
     xlabel: str
     logx: bool = False
+    logy: bool = False
     fraction: bool = False
 
 

@@ -611,7 +611,16 @@ class Suite:
             }
             ylabel = plot.metric
         title = f"claim {claim.number}: {claim.name}"  # the source is too long for a title
-        plot_lines(path, x, series, xlabel=plot.xlabel, ylabel=ylabel, title=title, logx=plot.logx)
+        plot_lines(
+            path,
+            x,
+            series,
+            xlabel=plot.xlabel,
+            ylabel=ylabel,
+            title=title,
+            logx=plot.logx,
+            logy=plot.logy,
+        )
         return path
 
 
