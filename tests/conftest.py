@@ -119,6 +119,17 @@ def _missing_reason(name: str) -> str | None:
     return _availability[name]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_session(tmp_path_factory):
+    """What fixtures of a wider scope run under: fresh caches, downloads refused and the CPU
+    read as one without bf16 instructions (so that "auto" precision does not time this
+    machine and train them in bf16 where the tests expect fp32); the data stay visible to
+    them, and every test is isolated again by :func:`hermetic`."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        isolate(monkeypatch, tmp_path_factory, hide_data=False)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def hermetic(request, monkeypatch, tmp_path_factory) -> None:
     marker = request.node.get_closest_marker("needs_data")
