@@ -1,5 +1,6 @@
-"""precision "auto": fp32 without bf16 instructions, else the faster of fp32 and bf16 as
-timed once and cached; the trainer runs, prints and records the decision."""
+"""precision "auto": fp32 without bf16 instructions, else the fastest of fp32, bf16 and bf16
+with NCHW weights as timed once and cached; the trainer runs, prints and records the decision, and
+trains with the weight layout it chose."""
 
 from __future__ import annotations
 
@@ -14,14 +15,20 @@ from diffuse import autoprecision, hardware
 from diffuse.checkpoint import load_checkpoint
 from diffuse.cli import main
 from diffuse.errors import ConfigError
+from diffuse.nn import UNet
 from diffuse.train import TrainConfig
-from helpers.cpus import EPYC, fake_cpu
+from helpers.cpus import EPYC, fake_cpu, timings_favouring
 
 NETWORK = {"kind": "unet", "model_channels": 32}
 
 
+NAMES = {(c.precision, c.torch_format): c.name for c in autoprecision.CANDIDATES}
+
+
 class FakeTimer:
-    """A clock that advances by ``costs[precision]`` whenever the workload runs."""
+    """A clock that advances by ``costs[candidate]`` whenever the workload runs in that
+    candidate's precision and weight layout (bf16 with NCHW weights costs as bf16 unless
+    given)."""
 
     def __init__(self, monkeypatch, costs: dict[str, float]) -> None:
         self.costs, self.now, self.calls, self.built = costs, 0.0, [], 0
@@ -30,9 +37,10 @@ class FakeTimer:
     def make_workload(self):
         self.built += 1
 
-        def workload(precision: str) -> None:
-            self.calls.append(precision)
-            self.now += self.costs[precision]
+        def workload(precision: str, memory_format: torch.memory_format) -> None:
+            name = NAMES[precision, memory_format]
+            self.calls.append(name)
+            self.now += self.costs.get(name, self.costs[precision])
 
         return workload
 
@@ -58,19 +66,38 @@ def test_with_bf16_instructions_the_faster_wins_and_is_timed_once(tmp_path, monk
     timer = FakeTimer(monkeypatch, {"fp32": 0.2, "bf16": 0.1})
     first = decide(timer)
     assert first.precision == "bf16" and timer.built == 1
-    assert sorted(timer.calls) == ["bf16"] * 4 + ["fp32"] * 4  # a warm-up and 3 rounds each
-    assert "fp32 200 ms, bf16 100 ms per step" in first.message()
+    # a warm-up and 3 rounds each
+    assert sorted(timer.calls) == ["bf16"] * 4 + ["bf16-nchw-weights"] * 4 + ["fp32"] * 4
+    assert "fp32 200 ms, bf16 100 ms, bf16-nchw-weights 100 ms per step" in first.message()
+    assert first.memory_format == "channels_last"  # a tie keeps the earlier candidate
     timer.costs = {"fp32": 0.1, "bf16": 0.2}  # the cache answers: nothing is timed again
     again = decide(timer)
     assert again.precision == "bf16" and timer.built == 1 and "measured earlier" in again.reason
     assert decide(timer, batch=16).precision == "fp32"  # another batch: measured anew
     entries = json.loads(autoprecision.cache_path().read_text())["entries"]
-    assert sorted(e["precision"] for e in entries.values()) == ["bf16", "fp32"]
+    assert sorted(e["choice"] for e in entries.values()) == ["bf16", "fp32"]
 
 
 def test_a_tie_keeps_fp32(tmp_path, monkeypatch):
     fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
     assert decide(FakeTimer(monkeypatch, {"fp32": 0.1, "bf16": 0.1})).precision == "fp32"
+
+
+def test_bf16_in_nchw_wins_where_it_is_the_fastest(tmp_path, monkeypatch):
+    fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
+    timer = FakeTimer(monkeypatch, {"fp32": 0.2, "bf16": 0.25, "bf16-nchw-weights": 0.15})
+    decision = decide(timer)
+    assert (decision.precision, decision.memory_format) == ("bf16", "contiguous_format")
+    assert decision.message().startswith("precision auto -> bf16 with NCHW weights (measured on")
+    again = decide(timer)  # the cache keeps the memory format too
+    assert again.memory_format == "contiguous_format" and timer.built == 1
+    network = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    assert decision.apply(network) is network
+    assert network.weight.is_contiguous() and not network.weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    explicit = autoprecision.Decision("bf16", "requested", memory_format=None)
+    assert explicit.apply(network).weight.is_contiguous()  # left as it was
 
 
 def test_the_cache_key_changes_with_the_network_config(tmp_path, monkeypatch):
@@ -91,7 +118,7 @@ def test_a_damaged_cache_costs_a_measurement_and_is_rewritten(tmp_path, monkeypa
     fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
     path = autoprecision.cache_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text('{"format": 1, "entries": {"x": ')
+    path.write_text('{"format": 2, "entries": {"x": ')
     timer = FakeTimer(monkeypatch, {"fp32": 0.2, "bf16": 0.1})
     assert decide(timer).precision == "bf16" and timer.built == 1
     assert len(json.loads(path.read_text())["entries"]) == 1
@@ -147,14 +174,8 @@ def test_auto_choosing_bf16_trains_exactly_as_an_explicit_bf16_run(tmp_path, mon
     """The timing runs the real network on a copy with its own random streams: the run
     afterwards is the one --precision bf16 gives."""
     fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
-    real = autoprecision.time_precisions
     timed = []
-
-    def bf16_faster(workload, rounds=autoprecision.ROUNDS):
-        timed.append(real(workload, rounds=1))  # the real workload runs; its times are noise
-        return {"fp32": 0.2, "bf16": 0.1}
-
-    monkeypatch.setattr(autoprecision, "time_precisions", bf16_faster)
+    monkeypatch.setattr(autoprecision, "time_precisions", timings_favouring("bf16", timed))
     assert main(tiny_run(tmp_path / "auto")) == 0
     assert "precision auto -> bf16 (measured on" in capsys.readouterr().out
     assert len(timed) == 1 and recorded(tmp_path / "auto")[1:] == ("bf16", ["bf16", "bf16"])
@@ -171,3 +192,27 @@ def test_auto_choosing_bf16_trains_exactly_as_an_explicit_bf16_run(tmp_path, mon
             # the same kernels on the same inputs in one process: equal up to nothing,
             # but a tolerance keeps the test independent of kernel determinism
             torch.testing.assert_close(auto[key], explicit[key], rtol=1e-6, atol=1e-7)
+
+
+def test_auto_choosing_bf16_in_nchw_trains_in_that_memory_format(tmp_path, monkeypatch, capsys):
+    """The network's weights are NCHW (contiguous), not the channels_last that fp32 and
+    explicit bf16 use; the batches stay channels_last."""
+    fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
+    monkeypatch.setattr(autoprecision, "time_precisions", timings_favouring("bf16-nchw-weights"))
+    layouts = []
+
+    def record(module, args):
+        if isinstance(module, UNet) and module.training and torch.is_grad_enabled():
+            convolution = max((p for p in module.parameters() if p.dim() == 4), key=torch.numel)
+            layouts.append(convolution.is_contiguous())
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        assert main(tiny_run(tmp_path / "run")) == 0
+    finally:
+        handle.remove()
+    assert "precision auto -> bf16 with NCHW weights (measured on" in capsys.readouterr().out
+    assert recorded(tmp_path / "run")[1:] == ("bf16", ["bf16", "bf16"])
+    # the timing's three candidates, then the two training steps: all but the first two
+    # (fp32 and bf16 with channels_last weights) with NCHW weights
+    assert layouts == [False, False, True, True, True]

@@ -9,8 +9,15 @@ than float32. The decision:
   anything (emulated bf16 never wins).
 - CPU with them: the caller's workload (the real network at the run's batch size: one
   forward and backward pass for training, one forward pass at the rows a sampling step
-  evaluates for sampling) is timed in both precisions, in a few alternating rounds after
-  a warm-up; bf16 only where its median time is lower. The result is
+  evaluates for sampling) is timed for each candidate of :data:`CANDIDATES`, in a few
+  alternating rounds after a warm-up; the fastest median wins, a tie going to the earlier
+  candidate. bf16 is timed with the weights in both memory formats (the activations stay
+  channels_last, :meth:`diffuse.nn.encoder.Network.encode`), since which is faster depends
+  on the CPU and the network: on a 2-core Zen 4 EPYC (AVX512-BF16) the ``fashion`` network
+  in bf16 at batch 64 trained 57.7-65.2 images/s with NCHW weights against 46.8-48.5 with
+  channels_last ones, which float32 prefers, and its forward pass ran 206-227 against
+  134-141 (``benchmarks/bench_unet.py --networks fashion --peers ours-contiguous``). The
+  result is
   cached in diffuse's cache folder (``precision.json``, see ``user_cache_dir``) per (CPU and bf16
   instructions, threads, torch version, network configuration, batch, workload kind),
   so each such combination is timed once.
@@ -22,6 +29,7 @@ is too.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import statistics
@@ -38,25 +46,69 @@ from diffuse.hardware import CpuInfo, cpu_info
 from diffuse.io import atomic_write_json
 
 CACHE_FILE = "precision.json"
-CACHE_FORMAT = 1
-CANDIDATES = ("fp32", "bf16")
+CACHE_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run the network that "auto" times.
+
+    name:          how the cache and the messages call it.
+    precision:     "fp32" or "bf16" (autocast).
+    memory_format: the layout of the weights, named as ``torch`` names it:
+                   "channels_last" or "contiguous_format" (NCHW).
+    """
+
+    name: str
+    precision: str
+    memory_format: str
+
+    @property
+    def torch_format(self) -> torch.memory_format:
+        return getattr(torch, self.memory_format)
+
+
+CANDIDATES = (
+    Candidate("fp32", "fp32", "channels_last"),
+    Candidate("bf16", "bf16", "channels_last"),
+    Candidate("bf16-nchw-weights", "bf16", "contiguous_format"),
+)
+_BY_NAME = {candidate.name: candidate for candidate in CANDIDATES}
 ROUNDS = 3
 clock = time.perf_counter  # a module attribute, so that a test can fake the timer
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The precision "auto" stands for, and why.
+    """The precision "auto" stands for, in which memory format, and why.
 
-    precision: "fp32" or "bf16".
-    reason:    a short explanation for the user ("no bf16 instructions on AMD EPYC").
+    precision:     "fp32" or "bf16".
+    reason:        a short explanation for the user ("no bf16 instructions on AMD EPYC").
+    memory_format: the layout of the network's weights, as :class:`Candidate` names it,
+                   or None to leave the network's own (an explicit precision).
     """
 
     precision: str
     reason: str
+    memory_format: str | None = "channels_last"
+
+    @property
+    def torch_format(self) -> torch.memory_format | None:
+        return None if self.memory_format is None else getattr(torch, self.memory_format)
+
+    def apply(self, network: torch.nn.Module) -> torch.nn.Module:
+        """``network`` with its weights moved, in place, to this decision's memory format."""
+        if self.memory_format is not None:
+            network.to(memory_format=self.torch_format)
+        return network
 
     def message(self) -> str:
-        return f"precision auto -> {self.precision} ({self.reason})"
+        layout = " with NCHW weights" if self.memory_format == "contiguous_format" else ""
+        return f"precision auto -> {self.precision}{layout} ({self.reason})"
+
+    @classmethod
+    def of(cls, candidate: Candidate, reason: str) -> Decision:
+        return cls(candidate.precision, reason, candidate.memory_format)
 
 
 def decide(
@@ -71,9 +123,10 @@ def decide(
 
     network:  the network's configuration (JSON-able): part of the cache key.
     batch:    the batch size the network runs at: part of the cache key.
-    make_workload: returns ``workload``, where ``workload(precision)`` runs one
-              representative step in "fp32" or "bf16" autocast; called (and the workload
-              built) only on a CPU with bf16 instructions and no cached result.
+    make_workload: returns ``workload``, where ``workload(precision, memory_format)`` runs
+              one representative step in "fp32" or "bf16" autocast with the network's
+              weights in that ``torch.memory_format``; called (and the workload built)
+              only on a CPU with bf16 instructions and no cached result.
     kind:     what the workload measures ("train": forward and backward; "sample": one
               forward pass without autograd): part of the key.
     """
@@ -93,29 +146,51 @@ def decide(
     entry = entries.get(key)
     if entry is None:
         seconds = time_precisions(make_workload())
-        faster = min(CANDIDATES, key=seconds.__getitem__)  # a tie keeps fp32
-        entry = {"precision": faster, "seconds": seconds, "cpu": cpu.model, "batch": batch}
+        fastest = min(CANDIDATES, key=lambda c: seconds[c.name])  # a tie keeps the earlier
+        entry = {"choice": fastest.name, "seconds": seconds, "cpu": cpu.model, "batch": batch}
         entries[key] = entry
         write_cache(entries)
         how = "measured"
     else:
         how = "measured earlier"
-    ms = ", ".join(f"{name} {1000 * entry['seconds'][name]:.0f} ms" for name in CANDIDATES)
-    return Decision(entry["precision"], f"{how} on {cpu.model}, batch {batch}: {ms} per step")
+    ms = ", ".join(f"{c.name} {1000 * entry['seconds'][c.name]:.0f} ms" for c in CANDIDATES)
+    reason = f"{how} on {cpu.model}, batch {batch}: {ms} per step"
+    return Decision.of(_BY_NAME[entry["choice"]], reason)
 
 
-def time_precisions(workload: Callable[[str], None], rounds: int = ROUNDS) -> dict[str, float]:
-    """Median seconds of ``workload`` in each candidate precision: one warm-up call each
+Workload = Callable[[str, torch.memory_format], None]
+
+
+def copies_by_format(network: torch.nn.Module) -> Callable[[torch.memory_format], torch.nn.Module]:
+    """``copy(memory_format)``: a copy of ``network`` in that memory format, made on first
+    use and kept, so that a workload times every candidate on weights of its own layout and
+    leaves ``network`` untouched."""
+    copies: dict[torch.memory_format, torch.nn.Module] = {}
+
+    def copy_in(memory_format: torch.memory_format) -> torch.nn.Module:
+        if memory_format not in copies:
+            copies[memory_format] = copy.deepcopy(network).to(memory_format=memory_format)
+        return copies[memory_format]
+
+    return copy_in
+
+
+def time_precisions(workload: Workload, rounds: int = ROUNDS) -> dict[str, float]:
+    """Median seconds of ``workload`` for each candidate, by name: one warm-up call each
     (kernel selection, allocations), then ``rounds`` rounds, the order reversed every other
-    round so that a slow spell of the machine falls on both alike."""
-    for name in CANDIDATES:
-        workload(name)
-    times: dict[str, list[float]] = {name: [] for name in CANDIDATES}
+    round so that a slow spell of the machine falls on all alike."""
+
+    def run(candidate: Candidate) -> None:
+        workload(candidate.precision, candidate.torch_format)
+
+    for candidate in CANDIDATES:
+        run(candidate)
+    times: dict[str, list[float]] = {candidate.name: [] for candidate in CANDIDATES}
     for r in range(rounds):
-        for name in CANDIDATES if r % 2 == 0 else reversed(CANDIDATES):
+        for candidate in CANDIDATES if r % 2 == 0 else reversed(CANDIDATES):
             start = clock()
-            workload(name)
-            times[name].append(clock() - start)
+            run(candidate)
+            times[candidate.name].append(clock() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -162,7 +237,7 @@ def write_cache(entries: Mapping[str, dict[str, Any]]) -> None:
 def _valid(entry: Any) -> bool:
     return (
         isinstance(entry, dict)
-        and entry.get("precision") in CANDIDATES
+        and entry.get("choice") in _BY_NAME
         and isinstance(entry.get("seconds"), dict)
-        and all(isinstance(entry["seconds"].get(name), int | float) for name in CANDIDATES)
+        and all(isinstance(entry["seconds"].get(c.name), int | float) for c in CANDIDATES)
     )

@@ -12,7 +12,7 @@ import pytest
 from diffuse import autoprecision
 from diffuse.checkpoint import save_checkpoint
 from diffuse.cli import main
-from helpers.cpus import EPYC, fake_cpu
+from helpers.cpus import EPYC, fake_cpu, timings_favouring
 from helpers.sample_models import DIFFUSION, base_unet, upsampler
 
 
@@ -53,14 +53,7 @@ def test_auto_times_bf16_once_per_machine_and_samples_as_explicit_bf16(
 ):
     fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
     timed = []
-
-    def bf16_faster(workload, rounds=autoprecision.ROUNDS):
-        timed.append(autoprecision.CANDIDATES)
-        for precision in autoprecision.CANDIDATES:
-            workload(precision)  # the real workload runs; its times are not used
-        return {"fp32": 0.2, "bf16": 0.1}
-
-    monkeypatch.setattr(autoprecision, "time_precisions", bf16_faster)
+    monkeypatch.setattr(autoprecision, "time_precisions", timings_favouring("bf16", timed))
     argv = ("--upsampler", checkpoints["upsampler"], "--upsampler-steps", "2")
     assert sample(checkpoints["model"], tmp_path / "auto", *argv) == 0
     out = capsys.readouterr().out

@@ -11,7 +11,7 @@ import torch
 from diffuse import autoprecision
 from diffuse.errors import ConfigError
 from diffuse.sample import SamplerSettings, Stage, generate
-from helpers.cpus import EPYC, fake_cpu
+from helpers.cpus import EPYC, fake_cpu, timings_favouring
 from helpers.sample_models import DIFFUSION, base_unet
 
 
@@ -21,17 +21,10 @@ def stage(**options) -> Stage:
 
 @pytest.fixture
 def timings(monkeypatch) -> list[dict]:
-    """bf16 reads as twice as fast; the real workload still runs (once per precision), and
+    """bf16 reads as twice as fast; the real workload still runs (once per candidate), and
     each timing is recorded."""
     timed = []
-
-    def bf16_faster(workload, rounds=autoprecision.ROUNDS):
-        for precision in autoprecision.CANDIDATES:
-            workload(precision)
-        timed.append({"fp32": 0.2, "bf16": 0.1})
-        return timed[-1]
-
-    monkeypatch.setattr(autoprecision, "time_precisions", bf16_faster)
+    monkeypatch.setattr(autoprecision, "time_precisions", timings_favouring("bf16", timed))
     return timed
 
 
@@ -84,6 +77,28 @@ def test_auto_choosing_bf16_samples_exactly_as_explicit_bf16(tmp_path, monkeypat
     # pixels by more than that.
     assert abs(auto.images.astype(int) - bf16.images).max() <= 1
     assert abs(bf16.images.astype(int) - fp32.images).max() > 1
+
+
+def largest_convolution(network: torch.nn.Module) -> torch.Tensor:
+    return max((p for p in network.parameters() if p.dim() == 4), key=torch.numel)
+
+
+def test_auto_choosing_nchw_weights_moves_the_network_and_samples_in_bf16(tmp_path, monkeypatch):
+    fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
+    monkeypatch.setattr(autoprecision, "time_precisions", timings_favouring("bf16-nchw-weights"))
+    auto = stage()
+    weight = largest_convolution(auto.model)
+    assert not weight.is_contiguous()  # built channels_last
+    decision = auto.decide_precision(2)
+    assert (decision.precision, decision.memory_format) == ("bf16", "contiguous_format")
+    assert largest_convolution(auto.model).is_contiguous()  # moved in place by the decision
+    images = generate(auto, 3, seed=2, batch_size=2).images.astype(int)
+    fp32 = generate(stage(precision="fp32"), 3, seed=2, batch_size=2).images
+    # bf16's rounding moves pixels by a few levels at most, whichever the weights' layout
+    assert 0 < abs(images - fp32).max() <= 8
+    explicit = stage(precision="bf16")
+    explicit.decide_precision(2)
+    assert not largest_convolution(explicit.model).is_contiguous()  # explicit: left as built
 
 
 def test_bad_precisions_are_refused_when_the_stage_is_made():

@@ -176,17 +176,20 @@ class Stage:
         """The precision this stage samples ``batch`` images in: its own, or for "auto" what
         :func:`diffuse.autoprecision.decide` finds for one step of the network (which with
         classifier-free guidance evaluates twice the batch), measured on this device once
-        and cached."""
+        and cached. For "auto" the network's weights are moved, in place, to the memory
+        format that decision timed fastest."""
         if self.precision != "auto":
-            return autoprecision.Decision(self.precision, "requested")
+            return autoprecision.Decision(self.precision, "requested", memory_format=None)
         rows = 2 * batch if self.cfg not in (None, 0.0) else batch
-        return autoprecision.decide(
+        decision = autoprecision.decide(
             self.device,
             network=self.model.config.to_dict(),
             batch=rows,
             make_workload=lambda: self._network_step(rows),
             kind="sample",
         )
+        decision.apply(self.model)
+        return decision
 
     def with_precision_for(self, batch: int) -> Stage:
         """This stage with "auto" replaced by what it decides for batches of ``batch``
@@ -196,9 +199,10 @@ class Stage:
             return self
         return replace(self, precision=self.decide_precision(batch).precision)
 
-    def _network_step(self, rows: int):
-        """``step(precision)``: one evaluation of the network on ``rows`` noisy images at
-        mid-chain in that precision, on fixed inputs of its own (what "auto" times)."""
+    def _network_step(self, rows: int) -> autoprecision.Workload:
+        """``step(precision, memory_format)``: one evaluation of the network on ``rows``
+        noisy images at mid-chain in that precision, with its weights in that memory
+        format, on fixed inputs of its own (what "auto" times)."""
         generator = torch.Generator().manual_seed(0)
         x = torch.randn((rows, *self.image_shape), generator=generator).to(self.device)
         t = torch.full((rows,), self.diffusion.timesteps // 2, device=self.device)
@@ -208,10 +212,12 @@ class Stage:
             size = self.model.low_res_size or self.model.image_size
             low_res = torch.zeros(rows, self.model.in_channels, size, size)
         kwargs = self.model_kwargs(labels, low_res)
+        copy_in = autoprecision.copies_by_format(self.model)
 
-        def step(precision: str) -> None:
+        def step(precision: str, memory_format: torch.memory_format) -> None:
             with torch.inference_mode():
-                AutocastModel.named(self.model, precision, self.device)(x, t, **kwargs)
+                network = AutocastModel.named(copy_in(memory_format), precision, self.device)
+                network(x, t, **kwargs)
 
         return step
 

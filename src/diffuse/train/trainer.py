@@ -17,7 +17,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -139,7 +139,11 @@ class Trainer:
         self.objective = objective_for(spec, self.process)
         self.rows = randomness.shard(config.batch_size, group.rank, group.world_size)
         self.image_shape = (dataset.channels, dataset.image_size, dataset.image_size)
-        self.precision = Precision(self._resolve_precision(config.precision), self.device)
+        decision = self._resolve_precision(config.precision)
+        self.precision = Precision(decision.precision, self.device)
+        # the weights' layout "auto" timed fastest (channels_last unless it chose bf16
+        # with NCHW weights), set before the optimizer and the EMA copy it
+        decision.apply(model)
         # The checkpoints record the precision that ran (run.json keeps the request, so a
         # resumed run decides again on its own machine).
         self.config = config = replace(config, precision=self.precision.name)
@@ -172,12 +176,13 @@ class Trainer:
                     report=print,
                 )
 
-    def _resolve_precision(self, requested: str) -> str:
+    def _resolve_precision(self, requested: str) -> autoprecision.Decision:
         """``requested``, or for "auto" what :func:`diffuse.autoprecision.decide` measures
         for this network at this process's micro-batch; process 0 prints the decision.
-        The processes of a distributed run train in bf16 only if all of them chose it."""
+        The processes of a distributed run train in bf16 only if all of them chose it in
+        the same weight layout (DDP needs one); else in fp32."""
         if requested != "auto":
-            return requested
+            return autoprecision.Decision(requested, "requested")
         batch = self._micro_batch()
         decision = autoprecision.decide(
             self.device,
@@ -185,32 +190,38 @@ class Trainer:
             batch=batch,
             make_workload=lambda: self._training_workload(batch),
         )
-        votes = torch.tensor([float(decision.precision == "bf16")], device=self.device)
-        if self.group.all_reduce_sum(votes).item() < self.group.world_size:
-            if decision.precision == "bf16":
-                decision = autoprecision.Decision("fp32", "another process found fp32 faster")
+        choice = (decision.precision, decision.memory_format)
+        names = [(c.precision, c.memory_format) for c in autoprecision.CANDIDATES]
+        votes = torch.zeros(len(names), device=self.device)
+        votes[names.index(choice)] = 1.0
+        if self.group.all_reduce_sum(votes)[names.index(choice)].item() < self.group.world_size:
+            decision = autoprecision.Decision("fp32", "the processes chose differently")
         if self.group.is_main:
             print(decision.message(), flush=True)
-        return decision.precision
+        return decision
 
     def _micro_batch(self) -> int:
         """Images this process runs through the network at once in a training step."""
         rows = self.rows.stop - self.rows.start
         return min(self.config.microbatch or rows, rows)
 
-    def _training_workload(self, batch: int) -> Callable[[str], None]:
+    def _training_workload(self, batch: int) -> autoprecision.Workload:
         """One forward and backward pass of a copy of the network on ``batch`` training
-        images in a given precision: what "auto" times. The copy, a private global RNG
-        (dropout) and fixed draws leave the run's weights and random streams untouched."""
-        model = copy.deepcopy(self.model).train()
+        images in a given precision with its weights in a given memory format: what "auto"
+        times. The copies (one per format), a private global RNG (dropout) and fixed draws leave the run's
+        weights and random streams untouched."""
+        copy_in = autoprecision.copies_by_format(self.model)
         draw = randomness.generator(self.config.seed, randomness.EVALUATION)
-        x, y = self.dataset.batch([i % len(self.dataset) for i in range(batch)], generator=draw)
-        x = x.to(self.device, memory_format=torch.channels_last)
+        images, y = self.dataset.batch(
+            [i % len(self.dataset) for i in range(batch)], generator=draw
+        )
+        x = images.to(self.device, memory_format=torch.channels_last)
         y = y.to(self.device)
         noise = randomness.generator(self.config.seed, randomness.EVALUATION, device=self.device)
         draws = self.objective.draw(batch, self.image_shape, draw, noise, self.device)
 
-        def step(precision: str) -> None:
+        def step(precision: str, memory_format: torch.memory_format) -> None:
+            model = copy_in(memory_format).train()
             forward = Precision(precision, self.device).wrap(model)
             model.zero_grad(set_to_none=True)
             with randomness.seeded_global_rng(self.config.seed, self.device):
