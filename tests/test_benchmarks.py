@@ -76,14 +76,16 @@ def test_bench_unet_measures_ours_and_diffusers_in_fresh_processes():
             sys.executable, str(BENCHMARKS / "bench_unet.py"), "--batch-size", "1",
             "--rounds", "1", "--warmup", "0", "--iterations", "1", "--peers", "diffusers",
             "--networks", "bench",
-            "--precisions", "fp32", "--modes", "forward,training",
+            "--precisions", "fp32,bf16", "--modes", "forward,training",
         ],
         capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert out.startswith("CPU: ") and "bf16 instructions" in out
-    assert out.count("ours / fastest peer (diffusers)") == 2  # forward and training
+    assert out.count("ours / fastest peer (diffusers)") == 4  # both modes and precisions
+    # the other bf16 layout precision=auto times, in bf16 only
+    assert out.count("ours-nchw-weights / fastest peer (diffusers)") == 2
     assert "7.66M" in out  # both networks: the same architecture
 
 
