@@ -133,8 +133,10 @@ def train_options(args, run: Path, state: dict) -> list[str]:
     argv += ["--preset", args.preset, "--data", args.data, *settings(args)]
     argv += ["--set", f"train.steps={state['steps']}", "--set", "train.sample_every=0"]
     argv += ["--set", f"train.batch_size={state['batch_size']}"]
-    # every mark's checkpoint is scored after the training: none may be pruned
-    return [*argv, "--set", f"train.keep_checkpoints={len(args.marks) + 1}"]
+    # every mark's checkpoint is scored after the training: none may be pruned, and the
+    # periodic checkpoints between the marks count against the limit too (one mark per
+    # piece was kept before, and a 3-mark run lost its first to two periodic ones)
+    return [*argv, "--set", f"train.keep_checkpoints={state['steps']}"]
 
 
 def mark_checkpoint(args, out: Path, state: dict, mark: dict) -> Path:
