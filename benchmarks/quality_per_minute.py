@@ -134,8 +134,8 @@ def train_options(args, run: Path, state: dict) -> list[str]:
     argv += ["--set", f"train.steps={state['steps']}", "--set", "train.sample_every=0"]
     argv += ["--set", f"train.batch_size={state['batch_size']}"]
     # every mark's checkpoint is scored after the training: none may be pruned, and the
-    # periodic checkpoints between the marks count against the limit too (one mark per
-    # piece was kept before, and a 3-mark run lost its first to two periodic ones)
+    # periodic checkpoints between the marks count against the limit too, so the limit is
+    # as many as there can be (one a step)
     return [*argv, "--set", f"train.keep_checkpoints={state['steps']}"]
 
 

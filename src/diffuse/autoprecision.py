@@ -16,11 +16,11 @@ than float32. The decision:
   on the CPU and the network: on a 2-core Zen 4 EPYC (AVX512-BF16) the ``fashion`` network
   in bf16 at batch 64 trained 57.7-65.2 images/s with NCHW weights against 46.8-48.5 with
   channels_last ones, which float32 prefers, and its forward pass ran 206-227 against
-  134-141 (``benchmarks/bench_unet.py --networks fashion --peers ours-contiguous``). The
-  result is
-  cached in diffuse's cache folder (``precision.json``, see ``user_cache_dir``) per (CPU and bf16
-  instructions, threads, torch version, network configuration, batch, workload kind),
-  so each such combination is timed once.
+  134-141 (``benchmarks/bench_unet.py --networks fashion --precisions bf16``, row
+  ``ours-nchw-weights``). The result is cached in diffuse's cache folder
+  (``precision.json``, see ``user_cache_dir``) per (CPU and bf16 instructions, threads,
+  torch version, network configuration, batch, workload kind), so each such combination
+  is timed once.
 - any other device: float32.
 
 "auto" never chooses fp16: its gradient scaler skips steps, and where fp16 is fast bf16

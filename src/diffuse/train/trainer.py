@@ -190,11 +190,11 @@ class Trainer:
             batch=batch,
             make_workload=lambda: self._training_workload(batch),
         )
-        choice = (decision.precision, decision.memory_format)
-        names = [(c.precision, c.memory_format) for c in autoprecision.CANDIDATES]
-        votes = torch.zeros(len(names), device=self.device)
-        votes[names.index(choice)] = 1.0
-        if self.group.all_reduce_sum(votes)[names.index(choice)].item() < self.group.world_size:
+        choices = [(c.precision, c.memory_format) for c in autoprecision.CANDIDATES]
+        chosen = choices.index((decision.precision, decision.memory_format))
+        votes = torch.zeros(len(choices), device=self.device)
+        votes[chosen] = 1.0
+        if self.group.all_reduce_sum(votes)[chosen].item() < self.group.world_size:
             decision = autoprecision.Decision("fp32", "the processes chose differently")
         if self.group.is_main:
             print(decision.message(), flush=True)
@@ -208,14 +208,12 @@ class Trainer:
     def _training_workload(self, batch: int) -> autoprecision.Workload:
         """One forward and backward pass of a copy of the network on ``batch`` training
         images in a given precision with its weights in a given memory format: what "auto"
-        times. The copies (one per format), a private global RNG (dropout) and fixed draws leave the run's
-        weights and random streams untouched."""
+        times. The copies (one per format), a private global RNG (dropout) and fixed draws
+        leave the run's weights and random streams untouched."""
         copy_in = autoprecision.copies_by_format(self.model)
         draw = randomness.generator(self.config.seed, randomness.EVALUATION)
-        images, y = self.dataset.batch(
-            [i % len(self.dataset) for i in range(batch)], generator=draw
-        )
-        x = images.to(self.device, memory_format=torch.channels_last)
+        x, y = self.dataset.batch([i % len(self.dataset) for i in range(batch)], generator=draw)
+        x = x.to(self.device, memory_format=torch.channels_last)
         y = y.to(self.device)
         noise = randomness.generator(self.config.seed, randomness.EVALUATION, device=self.device)
         draws = self.objective.draw(batch, self.image_shape, draw, noise, self.device)
