@@ -343,6 +343,27 @@ def test_a_signal_while_sampling_keeps_what_was_finished(finished, tmp_path, mon
     assert metrics(again) == metrics(kept)  # same seeds and kernels: the same samples, FIDs
 
 
+def test_every_stage_samples_in_float32_as_the_models_trained(finished, tmp_path, monkeypatch):
+    """``auto`` would pick bf16 on some CPUs: a claim resumed on another machine would mix
+    precisions within one table. Every stage, the upsampler's included, runs float32."""
+    root = copy_of(finished, tmp_path)
+    for made in [*(root / "scores").glob("quality-*.json"), *(root / ".work/samples").glob("*")]:
+        made.unlink()
+    declare(monkeypatch)
+    sample = runner.generate
+    precisions = set()
+
+    def recording(base, n, **options):
+        precisions.update(
+            stage.precision for stage in (base, options.get("upsampler")) if stage is not None
+        )
+        return sample(base, n, **options)
+
+    monkeypatch.setattr(runner, "generate", recording)
+    assert reproduce(root, "tiny-trend") == 0
+    assert precisions == {"fp32"}
+
+
 def test_an_unknown_claim_is_refused_naming_the_claims(tmp_path, declared, capsys):
     root = tmp_path / "r"
     assert reproduce(root, "tiny-trend", "tiny-trned") == 2

@@ -232,14 +232,17 @@ class Suite:
         **guidance,
     ) -> Stage:
         """The stage of a trained model: its EMA weights, the sampler, a fixed variance in
-        place of its own, a classifier's guidance (``guidance``: cfg, classifier_scale)."""
+        place of its own, a classifier's guidance (``guidance``: cfg, classifier_scale).
+        It samples in float32, as the models are trained (:meth:`ModelPlan.spec`): a
+        sample set is the same on every machine, where ``auto`` would pick bf16 on some."""
         loaded = load_diffusion_model(checkpoint, upsampler=upsampler)
         diffusion = loaded.diffusion
         if variance is not None:
             diffusion = replace(diffusion, variance=variance)
         if classifier is not None:
             guidance["classifier"] = load_classifier(classifier, loaded.diffusion).model
-        return Stage(loaded.model, diffusion, SamplerSettings(sampler, steps, eta), **guidance)
+        settings = SamplerSettings(sampler, steps, eta)
+        return Stage(loaded.model, diffusion, settings, precision="fp32", **guidance)
 
     def sample_identity(self, sampling: Sampling) -> dict:
         """What makes a sample set: its settings and the runs of its models."""
