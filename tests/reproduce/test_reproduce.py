@@ -222,6 +222,69 @@ def test_a_rerun_trains_samples_and_measures_nothing(finished, tmp_path, declare
     assert all(made.calls == 0 for made in declared)  # no image's features computed
 
 
+def clean_clone_of(finished, tmp_path: Path) -> Path:
+    """A copy of the finished root as a clean clone has it: without the runs and samples."""
+    root = copy_of(finished, tmp_path)
+    shutil.rmtree(root / ".work")
+    return root
+
+
+def committed(root: Path) -> dict[str, int]:
+    return {name: time for name, time in files_and_times(root).items() if ".work" not in name}
+
+
+def test_a_clean_clone_trains_nothing_for_a_claim_it_has_every_score_of(
+    finished, tmp_path, declared, capsys
+):
+    root = clean_clone_of(finished, tmp_path)
+    before = committed(root)
+    assert reproduce(root, "tiny-trend") == 0
+    out = capsys.readouterr().out
+    assert "training" not in out and "sampling" not in out
+    assert all(made.calls == 0 for made in declared)
+    after = committed(root)
+    assert {name for name in after if after[name] != before.get(name)} == {"REPRODUCTION.md"}
+
+
+def test_a_model_trained_again_has_every_score_of_it_measured_again(
+    finished, tmp_path, declared, capsys
+):
+    """Another machine lacks a model's run: where a claim still lacks a score of it, the
+    model is trained again from scratch, and every score of it that the claim shows is
+    measured again under its second training's name, so that no claim mixes scores of
+    two trainings. The first training's scores are left as they were."""
+    root = clean_clone_of(finished, tmp_path)
+    linear = [
+        path
+        for path in (root / "scores").glob("quality-*.json")
+        if json.loads(path.read_text())["models"] == {"tiny-linear": "tiny-linear-6steps"}
+    ]
+    assert len(linear) == 2
+    linear[0].unlink()
+    before = committed(root)
+    assert reproduce(root, "tiny-trend") == 0
+    out = capsys.readouterr().out
+    assert "model tiny-linear: training (6 steps)" in out and "tiny-cosine: training" not in out
+    record = json.loads((root / "models/tiny-linear-6steps.json").read_text())
+    assert [piece["first_step"] for piece in record["pieces"]] == [0, 0] and record["finished"]
+    after = committed(root)
+    unchanged = {name for name in before if after.get(name) == before[name]}
+    rewritten = {"REPRODUCTION.md", "models/tiny-linear-6steps.json", "tiny-trend/result.json"}
+    rewritten |= {"tiny-trend/fid.png", "tiny-trend/loss.png"}
+    assert unchanged == set(before) - rewritten
+    made = [json.loads((root / name).read_text()) for name in set(after) - set(before)]
+    made = [record for record in made if "kind" in record]  # the scores, not the plots
+    second = "tiny-linear-6steps (training 2)"
+    assert sorted(record["kind"] for record in made) == ["curve", "nll", "quality", "quality"]
+    assert all(
+        second in (record.get("models", {}).values() or [record["model"]]) for record in made
+    )
+    result = json.loads((root / "tiny-trend/result.json").read_text())
+    assert result["models"]["tiny-linear"]["folder"] == second
+    assert result["models"]["tiny-linear"]["pieces"] == 1
+    assert result["models"]["tiny-cosine"]["folder"] == "tiny-cosine-3steps"
+
+
 def test_a_score_kept_without_fid_noise_gains_it_from_its_kept_images(
     finished, tmp_path, declared, capsys
 ):
@@ -396,18 +459,22 @@ def test_the_report_shows_claims_not_run_yet_with_their_command(tmp_path, declar
     assert not (root / ".work").exists()
 
 
+@pytest.mark.parametrize("clean_clone", [False, True], ids=["run", "record"])
 def test_a_run_trained_with_other_settings_is_refused_and_kept(
-    finished, tmp_path, monkeypatch, capsys
+    finished, tmp_path, monkeypatch, capsys, clean_clone
 ):
-    root = copy_of(finished, tmp_path)
+    """Refused where the run is kept, and on a clean clone (the model's record): its scores
+    would otherwise pass for the changed model's."""
+    root = (clean_clone_of if clean_clone else copy_of)(finished, tmp_path)
     before = files_and_times(root)
     changed = ModelPlan("tiny-cosine", "tiny", "digits", 3, {**SMALL, "train.lr": 5e-4})
     declare(monkeypatch, models={**MODELS, "tiny-cosine": changed})
     assert reproduce(root, "tiny-trend") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("diffuse reproduce: error: ") and err.count("\n") == 0
-    assert "holds a run of model tiny-cosine trained with other settings than declared now" in err
-    assert "train.lr: 0.002 -> 0.0005" in err and "move it away" in err
+    where = "tiny-cosine-3steps.json records" if clean_clone else "holds a run"
+    assert f"{where} of model tiny-cosine trained with other settings than declared now" in err
+    assert "train.lr: 0.002 -> 0.0005" in err and "move it and the scores of the model away" in err
     assert files_and_times(root) == before
 
 

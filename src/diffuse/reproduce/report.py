@@ -23,7 +23,9 @@ HOW_TO_RUN = """\
 Run the whole suite in the background (estimated {hours:.1f} hours on a 2-core CPU;
 every finished model, sample set and score is kept, so it can be stopped at any time and
 started again with the same command; `--commit` commits each claim's results as it
-finishes):
+finishes; the models' checkpoints stay on the machine that trained them, so another
+machine trains a model again only for a claim still short of a score of it, and then
+measures that claim's scores of the model again, never mixing two trainings in one table):
 
 ```bash
 nohup diffuse reproduce --commit --no-progress > reproduction.log 2>&1 &

@@ -9,7 +9,12 @@ stopped at any moment and run again, in pieces, across days:
   declared is refused, never replaced;
 - a sample set (``.work/samples``), a score (``scores/``) and a figure are reused when
   their file exists: their names are digests of everything that made them;
-- a claim's ``result.json`` is rewritten from its scores each time it is run.
+- a claim's ``result.json`` is rewritten from its scores each time it is run;
+- a model is trained only for a claim that still lacks a score of it. Its run's
+  checkpoints stay on the machine that trained it (``.work``, not committed): another
+  machine trains it again, from scratch, as its *second training*, whose scores are named
+  apart from the first's, so that every score of a claim comes from one training of each
+  model (the first training's are never mixed in; they are measured again).
 
 Each model record adds up the wall and CPU minutes of every piece of its training; each
 score records those of its sampling and evaluation; every record carries the code's
@@ -54,6 +59,7 @@ from diffuse.reproduce.store import Stopwatch, Store, provenance
 from diffuse.sample import SamplerSettings, Samples, Stage, generate, progressive
 from diffuse.sample.models import load_classifier, load_diffusion_model
 from diffuse.train import RunFolder, resume, train
+from diffuse.train.spec import RunSpec
 from diffuse.train.state import step_folder
 
 SAMPLE_BATCH = 250
@@ -142,15 +148,35 @@ class Suite:
 
     def check(self, claims: Iterable[Claim]) -> None:
         """Raise :class:`ConfigError` for a model of ``claims`` that cannot be trained as
-        declared (a setting its preset refuses), before any work."""
+        declared (a setting its preset refuses) or was trained with other settings, before
+        any work."""
         for claim in claims:
             for name in claim.models:
                 self.plan(name).spec(self.scale).diffusion.build()
+                self._check_declared(name)
 
     def plan(self, name: str) -> ModelPlan:
         if name not in self.models:
             raise ConfigError(f"unknown model {name!r}; declared: {', '.join(self.models)}")
         return self.models[name]
+
+    def training(self, name: str) -> str:
+        """Which training of model ``name`` a score comes from, as its identity names it:
+        the run folder for the first training, "<folder> (training N)" for the N-th time it
+        was trained from scratch (:mod:`module docstring <diffuse.reproduce.runner>`)."""
+        folder = self.plan(name).folder(self.scale)
+        trainings = len(self._trainings(folder))
+        return folder if trainings <= 1 else f"{folder} (training {trainings})"
+
+    def _trainings(self, folder: str) -> list[list[dict]]:
+        """The pieces of each training from scratch in a model's record, in order."""
+        record = self.store.read(self.store.model_record(folder)) or {"pieces": []}
+        trainings: list[list[dict]] = []
+        for piece in record["pieces"]:
+            if piece["first_step"] == 0 or not trainings:
+                trainings.append([])
+            trainings[-1].append(piece)
+        return trainings
 
     def trained(self, name: str) -> Path:
         """The final checkpoint of model ``name``, trained (or its training continued) first
@@ -171,8 +197,7 @@ class Suite:
             "pieces": [],
             "finished": False,
         }
-        if RunFolder(run).run_file.is_file():
-            self._check_same_settings(run, spec, name)
+        self._check_declared(name)
         if not final.is_dir():
             record = self._train_piece(name, spec, run, record, record_path)
         if not record["finished"]:
@@ -181,22 +206,35 @@ class Suite:
             self.written.append(record_path)
         return final
 
-    def _check_same_settings(self, run: Path, spec, name: str) -> None:
-        saved = RunFolder(run).read_spec().to_dict()
-        wanted = spec.to_dict()
-        if saved != wanted:
-            changed = _differences(saved, wanted)
-            raise ConfigError(
-                f"{run} holds a run of model {name} trained with other settings than declared "
-                f"now ({'; '.join(changed[:3])}); move it away to train the model again, or "
-                "use another --root"
-            )
+    def _check_declared(self, name: str) -> None:
+        """Raise :class:`ConfigError` when model ``name``'s run, or its record (which a
+        clean clone has without the run), was trained with other settings than declared
+        now: its scores would be taken for the declared model's."""
+        plan = self.plan(name)
+        folder = plan.folder(self.scale)
+        wanted = plan.spec(self.scale).to_dict()
+        run, record_path = self.store.run(folder), self.store.model_record(folder)
+        record = self.store.read(record_path)
+        found = []
+        if RunFolder(run).run_file.is_file():
+            found.append((f"{run} holds a run", RunFolder(run).read_spec().to_dict()))
+        if record is not None and "spec" in record:
+            found.append((f"{record_path} records", RunSpec.from_dict(record["spec"]).to_dict()))
+        for where, saved in found:
+            if saved != wanted:
+                changed = _differences(saved, wanted)
+                raise ConfigError(
+                    f"{where} of model {name} trained with other settings than declared now "
+                    f"({'; '.join(changed[:3])}); move it and the scores of the model away "
+                    "to train it again, or use another --root"
+                )
 
     def _train_piece(self, name, spec, run: Path, record: dict, record_path: Path) -> dict:
         started = RunFolder(run).run_file.is_file()
         self.say(
             f"model {name}: {'resuming' if started else 'training'} ({spec.train.steps} steps)"
         )
+        self.store.make_work()
         with Stopwatch() as watch:
             if started:
                 result = resume(run, progress=self.progress)
@@ -246,8 +284,8 @@ class Suite:
 
     def sample_identity(self, sampling: Sampling) -> dict:
         """What makes a sample set: its settings and the runs of its models."""
-        folders = {name: self.plan(name).folder(self.scale) for name in sampling.models}
-        return {"sampling": asdict(sampling), "models": folders}
+        trainings = {name: self.training(name) for name in sampling.models}
+        return {"sampling": asdict(sampling), "models": trainings}
 
     def samples(self, sampling: Sampling) -> tuple[Samples, dict]:
         """The sample set (made now, or read back) and the cost of making it."""
@@ -294,6 +332,7 @@ class Suite:
         arrays = {"arr_0": samples.images, "cost": json.dumps(cost)}
         if samples.labels is not None:
             arrays["arr_1"] = samples.labels
+        self.store.make_work()
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
         return samples, cost
@@ -367,10 +406,13 @@ class Suite:
     def _score_identity(self, what: dict, reference: Reference) -> dict:
         return {**what, "reference": asdict(reference), "network": self.extractor.tag, "k": K}
 
+    def _quality_score(self, sampling: Sampling, reference: Reference) -> tuple[dict, Path]:
+        identity = self._score_identity(self.sample_identity(sampling), reference)
+        return identity, self.store.score("quality", identity)
+
     def quality(self, sampling: Sampling, reference: Reference) -> dict:
         """Sample quality of a sample set against ``reference`` (a score, reused)."""
-        identity = self._score_identity(self.sample_identity(sampling), reference)
-        path = self.store.score("quality", identity)
+        identity, path = self._quality_score(sampling, reference)
         found = self.store.read(path)
         if found is not None:
             kept = self.store.samples(self.sample_identity(sampling))
@@ -421,19 +463,22 @@ class Suite:
         self.written.append(path)
         return record
 
-    def likelihood(self, item: Likelihood) -> dict:
-        """Bits/dim of the first test images under a model (a score, reused)."""
-        plan = self.plan(item.model)
+    def _likelihood_score(self, item: Likelihood) -> tuple[dict, Path]:
         identity = {
-            "model": plan.folder(self.scale),
+            "model": self.training(item.model),
             "variance": item.variance,
             "n": item.n,
-            "data": plan.data,
+            "data": self.plan(item.model).data,
             "split": "test",
             "seed": 0,
             "clip_denoised": True,
         }
-        path = self.store.score("nll", identity)
+        return identity, self.store.score("nll", identity)
+
+    def likelihood(self, item: Likelihood) -> dict:
+        """Bits/dim of the first test images under a model (a score, reused)."""
+        identity, path = self._likelihood_score(item)
+        plan = self.plan(item.model)
         found = self.store.read(path)
         if found is not None:
             return found
@@ -458,11 +503,13 @@ class Suite:
         self.written.append(path)
         return record
 
+    def _curve_score(self, item: Curve) -> tuple[dict, Path]:
+        identity = {"model": self.training(item.model), "statistic": list(item.statistic)}
+        return identity, self.store.score("curve", identity)
+
     def curve(self, item: Curve) -> dict:
         """A statistic training logged at every step, with its noise (a score, reused)."""
-        plan = self.plan(item.model)
-        identity = {"model": plan.folder(self.scale), "statistic": list(item.statistic)}
-        path = self.store.score("curve", identity)
+        identity, path = self._curve_score(item)
         found = self.store.read(path)
         if found is not None:
             return found
@@ -493,7 +540,7 @@ class Suite:
 
     def figure(self, claim: Claim, item: Progressive) -> Path:
         """DDPM Fig. 6 of a model into the claim's folder (reused when there)."""
-        path = self.store.claim_file(claim.name, f"progressive-{item.model}.png")
+        path = self.store.claim_file(claim.name, _figure_file(item))
         if path.is_file():
             return path
         stage = self._stage(self.trained(item.model), item.sampler, item.steps)
@@ -512,8 +559,8 @@ class Suite:
         plotted and written to ``<claim>/result.json``. A result that comes out as the one
         already there (but for when and where it was computed) is left as it was."""
         self.say(f"claim {claim.number} ({claim.name}): {claim.title}")
-        for name in claim.models:
-            self.trained(name)
+        for name in self._models_with_work_left(claim):
+            self.trained(name)  # before any score is named: a new training renames them
         floor = None if claim.floor is None else self.floor(claim.floor, claim.reference)
         quality = [
             {"series": p.series, "x": p.x, **self.quality(p.sampling, claim.reference)}
@@ -569,13 +616,31 @@ class Suite:
         self.say(f"claim {claim.number} ({claim.name}): {verdict.summary()}")
         return kept
 
+    def _models_with_work_left(self, claim: Claim) -> list[str]:
+        """The models of ``claim`` that a score or figure it still lacks is made from."""
+        needed = []
+        for point in claim.quality:
+            if not self._quality_score(point.sampling, claim.reference)[1].is_file():
+                needed += point.sampling.models
+        for item in claim.likelihood:
+            if not self._likelihood_score(item)[1].is_file():
+                needed.append(item.model)
+        for item in claim.curves:
+            if not self._curve_score(item)[1].is_file():
+                needed.append(item.model)
+        for item in claim.figures:
+            if not self.store.claim_file(claim.name, _figure_file(item)).is_file():
+                needed.append(item.model)
+        return [name for name in claim.models if name in needed]
+
     def _model_summary(self, name: str) -> dict:
-        folder = self.plan(name).folder(self.scale)
-        record = self.store.read(self.store.model_record(folder)) or {"pieces": []}
-        pieces = record["pieces"]
+        """The run of model ``name`` behind the claim's scores, the cost of its training."""
+        plan = self.plan(name)
+        trainings = self._trainings(plan.folder(self.scale))
+        pieces = trainings[-1] if trainings else []
         return {
-            "folder": folder,
-            "steps": record.get("steps"),
+            "folder": self.training(name),
+            "steps": plan.steps_at(self.scale),
             "wall_minutes": round(sum(p["wall_minutes"] for p in pieces), 3),
             "cpu_minutes": round(sum(p["cpu_minutes"] for p in pieces), 3),
             "pieces": len(pieces),
@@ -657,6 +722,10 @@ def command(name: str, scale: float) -> str:
 
 
 SHORT_DROPPED = ("per_image", "rate_distortion", "values", "steps", "sampling", "models")
+
+
+def _figure_file(item: Progressive) -> str:
+    return f"progressive-{item.model}.png"
 
 
 def _read_samples(path: Path) -> tuple[Samples, dict]:

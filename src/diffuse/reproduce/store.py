@@ -72,13 +72,16 @@ class Store:
 
     @property
     def work(self) -> Path:
-        """The folder of large files; made with a ``.gitignore`` that ignores it whole."""
-        work = self.root / WORK
-        if not (work / ".gitignore").is_file():
+        """The folder of large files (see :meth:`make_work`)."""
+        return self.root / WORK
+
+    def make_work(self) -> None:
+        """Make the folder of large files, with a ``.gitignore`` that ignores it whole:
+        called before anything is written into it."""
+        if not (self.work / ".gitignore").is_file():
             atomic_write_text(
-                work / ".gitignore", "# checkpoints and samples: never committed\n*\n"
+                self.work / ".gitignore", "# checkpoints and samples: never committed\n*\n"
             )
-        return work
 
     def read(self, path: Path) -> dict | None:
         """The JSON record at ``path``, or None when there is none."""
