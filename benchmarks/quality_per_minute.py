@@ -3,6 +3,8 @@ budget on this machine, measured as a new user would measure it.
 
     python benchmarks/quality_per_minute.py              # fashion, 30 min, marks 5,10,20,30
     python benchmarks/quality_per_minute.py --set train.batch_size=128 --tag batch128
+    python benchmarks/quality_per_minute.py --tag batch128 --cfg 1,2 --cfg-interval 0.28 5.42 \
+        --results reproduction/quality-per-minute-batch128-interval   # the same run, rescored
 
 1. A short probe run (``diffuse train ... --steps 30``) measures the training rate here;
    the run's ``train.steps`` is set so that its learning-rate schedule ends at the budget
@@ -13,7 +15,8 @@ budget on this machine, measured as a new user would measure it.
    at every mark of ``--marks`` (minutes of training wall time, the pieces' start-up
    included); the trainer saves a checkpoint on SIGTERM and the next piece resumes it.
 3. At every mark ``diffuse sample`` draws ``--n`` class-balanced samples (classes in
-   turn) with its default sampler, for each guidance weight of ``--cfg``, and ``diffuse
+   turn) with its default sampler, for each guidance weight of ``--cfg`` (on the noise
+   levels of ``--cfg-interval`` only, when given: Kynkaanniemi et al. 2024), and ``diffuse
    eval`` measures FID and precision/recall against the first ``--ref-n`` training images
    (the last mark first at every weight, then the others unguided, then guided: an
    interrupted measurement has the headline, then the curve, soonest; the results are
@@ -183,7 +186,7 @@ def score(args, out: Path, state: dict, mark: dict, cfg: float, folder: Path) ->
     samples = folder / "samples"
     if not (samples / "samples.npz").is_file():
         classes = ",".join(str(c) for c in range(args.classes))
-        guidance = ["--cfg", f"{cfg:g}"] if cfg else []
+        guidance = ["--cfg", f"{cfg:g}", *interval_options(args)] if cfg else []
         diffuse(
             "sample", str(checkpoint), "--n", str(args.n), "--classes", classes,
             "--out", str(samples), "--overwrite", "--no-progress", *guidance,
@@ -223,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=2000, help="samples per score")
     parser.add_argument("--classes", type=int, default=10, help="classes drawn in turn")
     parser.add_argument("--cfg", default="0,1", help="guidance weights w (0: none)")
+    parser.add_argument(
+        "--cfg-interval",
+        nargs=2,
+        type=float,
+        metavar=("SIGMA_LOW", "SIGMA_HIGH"),
+        help="guide only at noise levels sigma in (LOW, HIGH] (diffuse sample --cfg-interval)",
+    )
     parser.add_argument("--ref-n", type=int, default=10000, help="first N training images")
     parser.add_argument("--tag", help="names the run and results folders")
     parser.add_argument("--out", type=Path, help="run folder root")
@@ -260,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"floor, {args.n} real test images: {real}")
     rows = []
     for mark, cfg in scoring_order(state["marks"], weights):
-        folder = out / f"scores-{mark['minutes']:g}min-w{cfg:g}"
+        folder = out / f"scores-{mark['minutes']:g}min-w{cfg:g}{interval_tag(args, cfg)}"
         folder.mkdir(exist_ok=True)
         values = score(args, out, state, mark, cfg, folder)
         rows.append({**mark, "cfg": cfg, **pick(values)})
@@ -268,6 +278,28 @@ def main(argv: list[str] | None = None) -> int:
         # after every score: an interrupted measurement keeps what it measured
         write_results(args, results_folder, state, rows, real, weights)
     return 0
+
+
+def interval_options(args) -> list[str]:
+    """``diffuse sample``'s guidance interval option, when ``--cfg-interval`` is given."""
+    if args.cfg_interval is None:
+        return []
+    return ["--cfg-interval", *(f"{sigma:g}" for sigma in args.cfg_interval)]
+
+
+def interval_tag(args, cfg: float) -> str:
+    """What tells a guided score's folder on an interval from one guided at every step."""
+    if not cfg or args.cfg_interval is None:
+        return ""
+    low, high = args.cfg_interval
+    return f"-interval{low:g}-{high:g}"
+
+
+def interval_label(args, cfg: float) -> str:
+    if not cfg or args.cfg_interval is None:
+        return ""
+    low, high = args.cfg_interval
+    return f", sigma in ({low:g}, {high:g}]"
 
 
 def scoring_order(marks: list[dict], weights: list[float]) -> list[tuple[dict, float]]:
@@ -302,6 +334,7 @@ def write_results(args, folder, state, rows, real, weights) -> None:
         "data": args.data,
         "recipe": {"warmup_steps": args.warmup, "set": dict(args.set), **state},
         "samples": args.n,
+        "cfg_interval": args.cfg_interval,
         "reference": f"the first {args.ref_n} training images of {args.data}",
         "rows": rows,
         "complete": len(rows) == len(marks) * len(weights),
@@ -311,7 +344,10 @@ def write_results(args, folder, state, rows, real, weights) -> None:
     }
     atomic_write_text(folder / "results.json", json.dumps(record, indent=1) + "\n")
     series = {
-        f"w = {cfg:g}": [fids.get((minutes, cfg), math.nan) for minutes in marks] for cfg in weights
+        f"w = {cfg:g}{interval_label(args, cfg)}": [
+            fids.get((minutes, cfg), math.nan) for minutes in marks
+        ]
+        for cfg in weights
     }
     series["floor (real test images)"] = [real["fid"]] * len(marks)
     plot_lines(

@@ -291,6 +291,18 @@ def test_quality_per_minute_trains_in_pieces_scores_every_mark_and_resumes(tmp_p
         rebuilt_weights = weights(out / f"rebuilt-0.3min/checkpoints/step-{first:08d}", name)
         assert same_tensors(weights(tmp_path / "pruned", name), rebuilt_weights), name
     assert json.loads((results / "results.json").read_text())["rows"] == record["rows"]
+    # the same run scored again with guidance on a noise-level interval: kept apart
+    interval = tmp_path / "interval"
+    argv += ["--cfg", "1", "--cfg-interval", "0.28", "5.42", "--results", str(interval)]
+    rescored = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert rescored.returncode == 0, rescored.stderr[-3000:]
+    assert "interrupted by SIGTERM" not in rescored.stderr
+    scored = out / "scores-0.6min-w1-interval0.28-5.42"
+    info = json.loads((scored / "samples/info.json").read_text())
+    assert info["cfg"] == 1 and info["cfg_interval"] == [0.28, 5.42]
+    again = json.loads((interval / "results.json").read_text())
+    assert again["cfg_interval"] == [0.28, 5.42] and len(again["rows"]) == 2
+    assert json.loads((results / "results.json").read_text())["rows"] == record["rows"]
 
 
 def test_quality_per_minute_scores_the_headline_then_the_unguided_curve():

@@ -249,6 +249,7 @@ class Suite:
                 **provenance(),
             }
         )
+        record["finished"] = result.interrupted is None  # also when training it again
         self.store.write(record_path, record)
         self.written.append(record_path)
         if result.interrupted:
