@@ -342,6 +342,9 @@ RESUMED = Claim(
 
 
 def test_an_interrupted_training_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
+    """A signal during the second model's training saves it and keeps the first model's
+    scores, measured before the second one started: a session that ends loses no model
+    whose training it finished (its run would be lost with the machine)."""
     long = ModelPlan(
         "tiny-linear",
         "tiny",
@@ -364,8 +367,11 @@ def test_an_interrupted_training_resumes_where_it_stopped(tmp_path, monkeypatch,
     assert piece["interrupted"] == "SIGTERM" and 0 < piece["step"] < 40 and not record["finished"]
     assert not (root / "tiny-resume/result.json").exists()
     assert "not run yet" in (root / "REPRODUCTION.md").read_text()
+    (measured,) = (root / "scores").glob("nll-*.json")
+    assert json.loads(measured.read_text())["model"] == "tiny-cosine-3steps"
     cosine = root / ".work/runs/tiny-cosine-3steps"
     trained_before = files_and_times(cosine)  # finished before the signal: kept as it is
+    measured_before = files_and_times(root / "scores")
 
     assert reproduce(root) == 0
     assert "model tiny-linear: resuming (40 steps)" in capsys.readouterr().out
@@ -374,6 +380,8 @@ def test_an_interrupted_training_resumes_where_it_stopped(tmp_path, monkeypatch,
     assert (second["first_step"], second["step"]) == (first["step"], 40)
     assert second["interrupted"] is None and record["finished"]
     assert files_and_times(cosine) == trained_before
+    again = files_and_times(root / "scores")
+    assert {name: again[name] for name in measured_before} == measured_before
     result = json.loads((root / "tiny-resume/result.json").read_text())
     assert result["models"]["tiny-linear"]["pieces"] == 2
 

@@ -25,7 +25,9 @@ every finished model, sample set and score is kept, so it can be stopped at any 
 started again with the same command; `--commit` commits each claim's results as it
 finishes; the models' checkpoints stay on the machine that trained them, so another
 machine trains a model again only for a claim still short of a score of it, and then
-measures that claim's scores of the model again, never mixing two trainings in one table):
+measures that claim's scores of the model again, never mixing two trainings in one table;
+a claim's models are trained one at a time, each followed by its scores, so a stop loses
+only the training under way):
 
 ```bash
 nohup diffuse reproduce --commit --no-progress > reproduction.log 2>&1 &

@@ -14,7 +14,9 @@ stopped at any moment and run again, in pieces, across days:
   checkpoints stay on the machine that trained it (``.work``, not committed): another
   machine trains it again, from scratch, as its *second training*, whose scores are named
   apart from the first's, so that every score of a claim comes from one training of each
-  model (the first training's are never mixed in; they are measured again).
+  model (the first training's are never mixed in; they are measured again). A claim's
+  models are trained one at a time, each followed by its scores, so a session that ends
+  loses only the training under way.
 
 Each model record adds up the wall and CPU minutes of every piece of its training; each
 score records those of its sampling and evaluation; every record carries the code's
@@ -560,16 +562,12 @@ class Suite:
         plotted and written to ``<claim>/result.json``. A result that comes out as the one
         already there (but for when and where it was computed) is left as it was."""
         self.say(f"claim {claim.number} ({claim.name}): {claim.title}")
-        for name in self._models_with_work_left(claim):
-            self.trained(name)  # before any score is named: a new training renames them
         floor = None if claim.floor is None else self.floor(claim.floor, claim.reference)
-        quality = [
-            {"series": p.series, "x": p.x, **self.quality(p.sampling, claim.reference)}
-            for p in claim.quality
-        ]
-        likelihood = {item.series: self.likelihood(item) for item in claim.likelihood}
-        curves = {item.series: self.curve(item) for item in claim.curves}
-        figures = [self.figure(claim, item) for item in claim.figures]
+        untrained = self._models_with_work_left(claim)
+        while untrained:
+            self.trained(untrained.pop(0))
+            self._measure(claim, waiting=set(untrained))
+        quality, likelihood, curves, figures = self._measure(claim, waiting=set())
         results = Results(quality, likelihood, curves, floor)
         verdict: Verdict = claim.check(results)
         result = {
@@ -616,6 +614,31 @@ class Suite:
             kept = result
         self.say(f"claim {claim.number} ({claim.name}): {verdict.summary()}")
         return kept
+
+    def _measure(self, claim: Claim, waiting: set[str]) -> tuple[list, dict, dict, list]:
+        """The scores and figures of ``claim`` made from models none of which is in
+        ``waiting``: the quality rows, the likelihoods and curves by series, the figures.
+
+        :meth:`run` calls it after each model it trains, so that a model's scores are
+        measured while its checkpoint is on this machine: a session that ends keeps every
+        model's scores but those of the one being trained. A model is trained before any
+        of its scores is named, since training it again renames them.
+        """
+
+        def ready(*models: str) -> bool:
+            return waiting.isdisjoint(models)
+
+        quality = [
+            {"series": p.series, "x": p.x, **self.quality(p.sampling, claim.reference)}
+            for p in claim.quality
+            if ready(*p.sampling.models)
+        ]
+        likelihood = {
+            item.series: self.likelihood(item) for item in claim.likelihood if ready(item.model)
+        }
+        curves = {item.series: self.curve(item) for item in claim.curves if ready(item.model)}
+        figures = [self.figure(claim, item) for item in claim.figures if ready(item.model)]
+        return quality, likelihood, curves, figures
 
     def _models_with_work_left(self, claim: Claim) -> list[str]:
         """The models of ``claim`` that a score or figure it still lacks is made from."""
