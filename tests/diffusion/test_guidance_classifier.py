@@ -81,7 +81,7 @@ def test_guided_step_is_algorithm_1_for_the_mean_and_algorithm_2_for_eps(full):
     labels = torch.tensor([0, 1, 2, 1, 0])
     t = torch.full((5,), 6)
     pred = process.predict(GaussianOracle(full, 0.3, 0.7), x, t, clip_denoised=False)
-    guided = ClassifierGuidance(classifier, labels, scale=2.5)(process, x, t, pred)
+    guided = ClassifierGuidance(classifier, labels, 2.5, clip_denoised=False)(process, x, t, pred)
 
     # The classifier sees the original timestep of respaced index 6.
     assert classifier.timesteps == [[int(process.timestep_map[6])] * 5]
@@ -112,7 +112,9 @@ def test_guidance_moves_unconditional_samples_to_the_target_mode(full, mixture, 
     target = torch.ones(N, dtype=torch.long)
     fractions = {
         scale: at_target(
-            sample(name, mixture, process, ClassifierGuidance(mixture.classifier, target, scale))
+            sample(
+                name, mixture, process, ClassifierGuidance(mixture.classifier, target, scale, False)
+            )
         )
         for scale in (0.0, 1.0, 4.0)
     }
@@ -132,13 +134,19 @@ def test_guidance_sharpens_a_conditional_model_and_combines_with_cfg(full, mixtu
     assert abs(conditional - EXACT_CONDITIONAL) < 0.03  # the model alone: p(x | y)
     guided = at_target(
         sample(
-            "ddim", mixture, process, ClassifierGuidance(mixture.classifier, target, 1.0), kwargs
+            "ddim",
+            mixture,
+            process,
+            ClassifierGuidance(mixture.classifier, target, 1.0, False),
+            kwargs,
         )
     )
     cfg = ClassifierFreeGuidance(mixture, 1.0, mixture.null_class, channels=1)
     cfg_only = at_target(sample("ddim", cfg, process, None, kwargs))
     both = at_target(
-        sample("ddim", cfg, process, ClassifierGuidance(mixture.classifier, target, 1.0), kwargs)
+        sample(
+            "ddim", cfg, process, ClassifierGuidance(mixture.classifier, target, 1.0, False), kwargs
+        )
     )
     assert conditional + 0.05 < guided and conditional + 0.05 < cfg_only
     assert both > max(guided, cfg_only)
@@ -151,6 +159,23 @@ def test_guidance_works_with_every_prediction_type(prediction, mixture):
     model = GaussianMixtureOracle(full, means, STD)
     process = full.respace(space_timesteps(1000, "20"))
     target = torch.ones(N, dtype=torch.long)
-    guide = ClassifierGuidance(model.classifier, target, 3.0)
+    guide = ClassifierGuidance(model.classifier, target, 3.0, clip_denoised=False)
     assert at_target(sample("dpm++2m", model, process, guide)) > 0.99
     assert at_target(sample("ddpm", model, process, guide)) > 0.95
+
+
+def test_a_classifier_not_blind_at_the_last_step_does_not_throw_cosine_samples_out_of_range():
+    """The cosine schedule's last step has sqrt(abar) ~ 5e-5, so the x0 of a guided eps
+    carries the guidance times ~2e4: clipped as the sampler clips the unguided x0, a
+    classifier with a small gradient at every noise level moves the samples a little."""
+    full = GaussianDiffusion(beta_schedule("cosine", 1000))
+    process = full.respace(space_timesteps(1000, "25"))
+    assert int(process.timestep_map[-1]) == 999
+    data = GaussianOracle(full, 0.0, 0.3)
+    classifier = LinearClassifier(torch.tensor([[0.01, -0.01]] * 4))
+    x_T = torch.randn(N, *SHAPE, generator=torch.Generator().manual_seed(0))
+    labels = torch.zeros(N, dtype=torch.long)
+    plain = ddim_sample(data, process, x_T)
+    guided = ddim_sample(data, process, x_T, guide=ClassifierGuidance(classifier, labels, 1.0))
+    assert abs(guided.std().item() - plain.std().item()) < 0.02
+    assert 0 < guided.mean().item() < 0.1  # toward class 0, a little

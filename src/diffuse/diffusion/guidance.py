@@ -178,13 +178,24 @@ class ClassifierGuidance:
 
     - Algorithm 1 (ancestral sampling): the mean becomes mu + Sigma g;
     - Algorithm 2 (DDIM and the ODE solvers): eps becomes eps - sqrt(1 - abar) g and the
-      predicted x0 is recomputed from it (not clipped again, as in ADM).
+      predicted x0 is recomputed from it.
+
+    clip_denoised: clip that x0 to [-1, 1] and take eps from it, as the sampler does with
+                 the unguided prediction (give the sampler's setting). ADM does not clip
+                 again; but x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) multiplies the
+                 guidance by (1 - abar) / sqrt(abar), about 2e4 at the cosine schedule's
+                 last step (abar ~ 2e-9), which ADM's DDIM chains (ending at 960 of 1000)
+                 never visit: a classifier not quite blind there throws every sample out
+                 of range.
     """
 
-    def __init__(self, classifier, labels: torch.Tensor, scale: float) -> None:
+    def __init__(
+        self, classifier, labels: torch.Tensor, scale: float, clip_denoised: bool = True
+    ) -> None:
         self.classifier = classifier
         self.labels = labels
         self.scale = float(scale)
+        self.clip_denoised = clip_denoised
 
     def gradient(self, process: GaussianDiffusion, x_t: torch.Tensor, t: torch.Tensor):
         """g = scale * grad_x log p(labels | x_t) at process steps ``t``."""
@@ -213,9 +224,13 @@ class ClassifierGuidance:
         g = self.gradient(process, x_t, t)
         _, sigma = process.alpha_sigma(t, x_t)
         eps = pred["pred_eps"] - sigma * g
+        x0 = process.x0_from_eps(x_t, t, eps)
+        if self.clip_denoised:
+            x0 = x0.clamp(-1.0, 1.0)
+            eps = process.eps_from_x0(x_t, t, x0)
         return {
             **pred,
             "mean": pred["mean"] + pred["variance"] * g,
             "pred_eps": eps,
-            "pred_x0": process.x0_from_eps(x_t, t, eps),
+            "pred_x0": x0,
         }

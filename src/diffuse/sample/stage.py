@@ -296,4 +296,9 @@ class Stage:
             return None
         if labels is None:
             raise ConfigError("classifier guidance needs target labels")
-        return ClassifierGuidance(self.classifier, labels.to(self.device), self.classifier_scale)
+        return ClassifierGuidance(
+            self.classifier,
+            labels.to(self.device),
+            self.classifier_scale,
+            clip_denoised=self.sampler.clip_denoised,
+        )
