@@ -531,3 +531,58 @@ def test_a_number_the_report_lacks_is_a_dash_not_nan():
     from diffuse.reproduce.report import _number
 
     assert [_number(1.23456, 3), _number(math.nan), _number(None)] == ["1.235", "-", "-"]
+
+
+def test_remeasure_draws_and_measures_again_keeping_the_models(
+    finished, tmp_path, monkeypatch, capsys
+):
+    """After a fix to sampling, the kept sample sets (named by their settings, not by the
+    code) would be measured again as they are: --remeasure deletes the claim's samples,
+    scores and figures first, and --commit commits their removal when a stop leaves them
+    unmade; the models are not trained again, and the run that continues remakes them."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    root = Path(shutil.copytree(finished[0], repo / "reproduction"))
+    scores = {path: json.loads(path.read_text()) for path in (root / "scores").glob("*.json")}
+    guided = next(p for p, r in scores.items() if r.get("sampling", {}).get("classifier"))
+    stale = {**scores[guided], "fid": 999.0}  # as a sampler's bug would have left it
+    guided.write_text(json.dumps(stale))
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "measured with a bug")
+    models = committed(root)
+    declare(monkeypatch)
+    sample = runner.generate
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "generate", terminated)
+    assert reproduce(root, "tiny-trend", "--remeasure", "--commit") == 128 + signal.SIGTERM
+    captured = capsys.readouterr()
+    assert "its samples and scores are made again" in captured.out
+    assert "run without --remeasure again to continue" in captured.err
+    assert git(repo, "log", "-1", "--format=%s").strip() == (
+        "reproduce: partial work on tiny-trend (SIGTERM)"
+    )
+    removed = git(repo, "show", "--name-status", "--format=", "HEAD").splitlines()
+    removed = {line.split()[1] for line in removed if line.startswith("D")}
+    assert f"reproduction/scores/{guided.name}" in removed
+    assert "reproduction/tiny-trend/progressive-tiny-cosine.png" in removed
+    assert not list((root / ".work/samples").glob("*.npz"))
+    assert not list((root / "scores").glob("quality-*.json"))
+    assert (root / "scores" / next(p.name for p in scores if p.name.startswith("floor"))).is_file()
+
+    monkeypatch.setattr(runner, "generate", sample)
+    assert reproduce(root, "tiny-trend", "--commit") == 0
+    out = capsys.readouterr().out
+    assert "sampling" in out and "training" not in out and "resuming" not in out
+    again = json.loads(guided.read_text())
+    assert again["fid"] == pytest.approx(scores[guided]["fid"], rel=1e-6)
+    assert {name: models[name] for name in models if name.startswith("models/")} == {
+        name: time for name, time in committed(root).items() if name.startswith("models/")
+    }
+    assert git(repo, "status", "--short", "--", "reproduction") == ""

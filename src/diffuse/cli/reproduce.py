@@ -7,7 +7,9 @@ from them. Everything finished is kept and reused: the command can be stopped at
 (SIGINT or SIGTERM save the model being trained; a sample set or score being made is made
 again) and run again to continue. --commit
 commits each claim's results to git as it finishes. Without NAME every claim runs, in
-order. See REPRODUCTION.md (or diffuse.reproduce.report) for running it in the background.
+order. After a fix to sampling or measuring, --remeasure draws the named claims' samples
+and measures their scores again (the kept sample sets do not know the code that drew
+them); their trained models are kept. See REPRODUCTION.md (or diffuse.reproduce.report) for running it in the background.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ def register(subparsers) -> None:
         "--commit", action="store_true", help="git-commit each claim's results as it finishes"
     )
     parser.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="delete the claims' sample sets, scores and figures first and make them again "
+        "(models kept); to continue after a stop, run again without it",
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="regenerate REPRODUCTION.md, run nothing"
     )
     add_progress_option(parser)
@@ -77,6 +85,8 @@ def run(args) -> int:
     suite.check(claims)
     for claim in claims:
         minutes = round(estimate([claim], MODELS, args.budget_scale).total, 1)
+        if args.remeasure:
+            suite.forget_measurements(claim)
         try:
             with sigterm_interrupts():
                 result = suite.run(claim, minutes)
@@ -94,9 +104,10 @@ def _stopped(suite: Suite, store: Store, args, claim: str, name: str) -> int:
     """A signal stopped the work on ``claim``: keep (and commit) what was finished, say how
     to continue, exit with 128 + the signal's number."""
     _finish(suite, store, args, f"reproduce: partial work on {claim} ({name})")
+    again = "without --remeasure" if args.remeasure else "the same command"
     print(
         f"diffuse reproduce: {name}: stopped during {claim}; what was finished is kept in "
-        f"{args.root}: run the same command again to continue",
+        f"{args.root}: run {again} again to continue",
         file=sys.stderr,
     )
     return exit_status(name)
@@ -141,13 +152,23 @@ def _check_git(root: Path) -> None:
 
 
 def git_commit(root: Path, paths: list[Path], message: str) -> None:
-    """Commit exactly ``paths`` (other staged changes stay staged, uncommitted), if they
-    changed."""
-    files = [str(path.absolute()) for path in paths if path.exists()]
+    """Commit exactly ``paths``, written or deleted (other staged changes stay staged,
+    uncommitted), if they changed."""
+    git = ["git", "-C", str(root)]
+    written = [str(path.absolute()) for path in paths if path.exists()]
+    gone = [str(path.absolute()) for path in paths if not path.exists()]
+    if gone:  # the deleted ones git knows of
+        listed = subprocess.run(
+            [*git, "ls-files", "-z", "--", *gone], check=True, capture_output=True, text=True
+        )  # relative to root
+        gone = [str(root.absolute() / name) for name in listed.stdout.split("\0") if name]
+    files = written + gone
     if not files:
         return
-    git = ["git", "-C", str(root)]
-    subprocess.run([*git, "add", "--", *files], check=True, capture_output=True)
+    if written:
+        subprocess.run([*git, "add", "--", *written], check=True, capture_output=True)
+    if gone:
+        subprocess.run([*git, "rm", "-q", "--cached", "--", *gone], check=True, capture_output=True)
     unchanged = subprocess.run([*git, "diff", "--cached", "--quiet", "--", *files])
     if unchanged.returncode == 0:
         return

@@ -615,6 +615,26 @@ class Suite:
         self.say(f"claim {claim.number} ({claim.name}): {verdict.summary()}")
         return kept
 
+    def forget_measurements(self, claim: Claim) -> list[Path]:
+        """Delete ``claim``'s sample sets, scores and figures, keeping its models and its
+        floor, so that the next :meth:`run` draws and measures them again. For after a fix
+        to sampling or measuring: a record's name is a digest of its settings and its
+        models' trainings, not of the code that made it, so a fixed sampler would find the
+        old sample sets and reuse them. Returns the deleted records (``--commit`` commits
+        their removal)."""
+        records = [
+            *(self._quality_score(p.sampling, claim.reference)[1] for p in claim.quality),
+            *(self._likelihood_score(item)[1] for item in claim.likelihood),
+            *(self._curve_score(item)[1] for item in claim.curves),
+            *(self.store.claim_file(claim.name, _figure_file(item)) for item in claim.figures),
+        ]
+        samples = [self.store.samples(self.sample_identity(p.sampling)) for p in claim.quality]
+        for path in [*records, *samples]:
+            path.unlink(missing_ok=True)
+        self.say(f"claim {claim.number} ({claim.name}): its samples and scores are made again")
+        self.written += records
+        return records
+
     def _measure(self, claim: Claim, waiting: set[str]) -> tuple[list, dict, dict, list]:
         """The scores and figures of ``claim`` made from models none of which is in
         ``waiting``: the quality rows, the likelihoods and curves by series, the figures.
