@@ -26,7 +26,8 @@ budget on this machine, measured as a new user would measure it.
 
 Everything lands in ``--out`` (default ``runs/quality-per-minute[-TAG]``), and the results
 (``results.json``) and the curve (``fid_vs_minutes.png``) in ``--results`` (default
-``reproduction/quality-per-minute[-TAG]``). A finished mark, sample set or score is
+``reproduction/quality-per-minute[-TAG]``), with the grid of the last mark's samples at
+every weight (``samples-wW.png``). A finished mark, sample set or score is
 reused, so an interrupted measurement continues where it stopped.
 """
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -277,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{mark['minutes']:g} min (step {mark['step']}), w = {cfg:g}: {pick(values)}")
         # after every score: an interrupted measurement keeps what it measured
         write_results(args, results_folder, state, rows, real, weights)
+        grid = folder / "samples" / "grid.png"
+        if mark is state["marks"][-1] and grid.is_file():  # the headline's samples, to see
+            shutil.copyfile(grid, results_folder / f"samples-w{cfg:g}{interval_tag(args, cfg)}.png")
     return 0
 
 

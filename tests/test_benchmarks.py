@@ -276,6 +276,8 @@ def test_quality_per_minute_trains_in_pieces_scores_every_mark_and_resumes(tmp_p
     assert 0 < first < second < 3000  # stopped at each mark, the second piece resumed
     assert all(row["fid"] > record["floor"]["fid"] for row in record["rows"])
     assert (results / "fid_vs_minutes.png").stat().st_size > 0
+    shown = sorted(path.name for path in results.glob("samples-*.png"))
+    assert shown == ["samples-w0.png", "samples-w1.png"]  # the last mark's grids
     again = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((results / "results.json").read_text())["rows"] == record["rows"]
