@@ -5,11 +5,11 @@ its models, draws its samples, measures them and checks the paper's trend; the r
 (small JSON and PNG files) go under --root with REPRODUCTION.md, the report generated
 from them. Everything finished is kept and reused: the command can be stopped at any time
 (SIGINT or SIGTERM save the model being trained; a sample set or score being made is made
-again) and run again to continue. --commit
-commits each claim's results to git as it finishes. Without NAME every claim runs, in
-order. After a fix to sampling or measuring, --remeasure draws the named claims' samples
-and measures their scores again (the kept sample sets do not know the code that drew
-them); their trained models are kept. See REPRODUCTION.md (or diffuse.reproduce.report) for running it in the background.
+again) and run again to continue. --commit commits each claim's results to git as it
+finishes. Without NAME every claim runs, in order. After a fix to sampling or measuring,
+--remeasure draws the named claims' samples and measures their scores again (the kept
+sample sets do not know the code that drew them); their trained models are kept. See
+REPRODUCTION.md (or diffuse.reproduce.report) for running it in the background.
 """
 
 from __future__ import annotations

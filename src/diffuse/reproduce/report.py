@@ -39,8 +39,8 @@ kill -TERM %1                     # stops after saving the model being trained
 tenth of its steps (a quick look: its results are kept apart, in runs of other step
 counts); `--remeasure` draws their samples and measures their scores again, keeping the
 models (after a fix to sampling or measuring: a kept sample set is named by its settings,
-not by the code that drew it). Sample quality is FID (with precision and recall, k = 3) of class-balanced
-samples against the Inception statistics of the first 10,000 training images (digits:
+not by the code that drew it). Sample quality is FID (with precision and recall, k = 3) of
+class-balanced samples against the Inception statistics of the first 10,000 training images (digits:
 all 1,498), fitted to the models' resolution; the floor is the FID of as many real test
 images against the same statistics (digits: the 299 test images). FID from fewer images
 than its 2,048 feature dimensions is biased upwards, so only FIDs of equal counts compare,

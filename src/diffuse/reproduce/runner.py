@@ -622,12 +622,7 @@ class Suite:
         models' trainings, not of the code that made it, so a fixed sampler would find the
         old sample sets and reuse them. Returns the deleted records (``--commit`` commits
         their removal)."""
-        records = [
-            *(self._quality_score(p.sampling, claim.reference)[1] for p in claim.quality),
-            *(self._likelihood_score(item)[1] for item in claim.likelihood),
-            *(self._curve_score(item)[1] for item in claim.curves),
-            *(self.store.claim_file(claim.name, _figure_file(item)) for item in claim.figures),
-        ]
+        records = [path for path, _ in self._records(claim)]
         samples = [self.store.samples(self.sample_identity(p.sampling)) for p in claim.quality]
         for path in [*records, *samples]:
             path.unlink(missing_ok=True)
@@ -660,21 +655,26 @@ class Suite:
         figures = [self.figure(claim, item) for item in claim.figures if ready(item.model)]
         return quality, likelihood, curves, figures
 
+    def _records(self, claim: Claim) -> list[tuple[Path, Sequence[str]]]:
+        """Every score and figure of ``claim``: its file, and the models it is made from."""
+        return [
+            *(
+                (self._quality_score(p.sampling, claim.reference)[1], p.sampling.models)
+                for p in claim.quality
+            ),
+            *((self._likelihood_score(item)[1], (item.model,)) for item in claim.likelihood),
+            *((self._curve_score(item)[1], (item.model,)) for item in claim.curves),
+            *(
+                (self.store.claim_file(claim.name, _figure_file(item)), (item.model,))
+                for item in claim.figures
+            ),
+        ]
+
     def _models_with_work_left(self, claim: Claim) -> list[str]:
         """The models of ``claim`` that a score or figure it still lacks is made from."""
-        needed = []
-        for point in claim.quality:
-            if not self._quality_score(point.sampling, claim.reference)[1].is_file():
-                needed += point.sampling.models
-        for item in claim.likelihood:
-            if not self._likelihood_score(item)[1].is_file():
-                needed.append(item.model)
-        for item in claim.curves:
-            if not self._curve_score(item)[1].is_file():
-                needed.append(item.model)
-        for item in claim.figures:
-            if not self.store.claim_file(claim.name, _figure_file(item)).is_file():
-                needed.append(item.model)
+        needed = {
+            name for path, models in self._records(claim) if not path.is_file() for name in models
+        }
         return [name for name in claim.models if name in needed]
 
     def _model_summary(self, name: str) -> dict:
