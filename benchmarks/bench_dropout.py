@@ -15,14 +15,13 @@ Prints the CPU, the medians and ratios (torch's time over ours: above 1, ours is
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 import torch.nn.functional as F
 
 import diffuse.nn.dropout as ours
 from bench_unet import IMPLEMENTATIONS, NETWORKS, make_step
-from benchlib import describe_machine, time_call
+from benchlib import alternating_medians, describe_machine
 
 # (channels, size) of the fashion network's residual blocks at each level
 SHAPES = ((32, 28), (64, 14), (128, 7))
@@ -38,23 +37,12 @@ def forward_and_backward(function, x: torch.Tensor, p: float):
     return run
 
 
-def compare(runs: dict, rounds: int) -> dict[str, float]:
-    """Median seconds of each run over ``rounds`` alternating rounds (after one untimed)."""
-    for run in runs.values():
-        run()
-    times = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            times[name].append(time_call(run))
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def bench_shapes(batch: int, p: float, rounds: int) -> None:
     print(f"dropout p={p}, forward + backward, batch {batch}, channels_last (ms):")
     for channels, size in SHAPES:
         x = torch.randn(batch, channels, size, size).contiguous(memory_format=torch.channels_last)
         x.requires_grad_()
-        medians = compare(
+        medians = alternating_medians(
             {
                 "torch": forward_and_backward(F.dropout, x, p),
                 "ours": forward_and_backward(ours.dropout, x, p),
@@ -85,7 +73,7 @@ def bench_training_step(batch: int, rounds: int) -> None:
         return run
 
     step()
-    medians = compare(
+    medians = alternating_medians(
         {"torch": with_dropout(F.dropout), "ours": with_dropout(ours_dropout)}, rounds
     )
     print(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -54,6 +55,18 @@ def time_call(call: Callable[[], object]) -> float:
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
+
+
+def alternating_medians(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds of each run over ``rounds`` rounds that call every run once in turn,
+    after one untimed call of each (so that a slow spell of the machine hits all alike)."""
+    for run in runs.values():
+        run()
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            times[name].append(time_call(run))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def emit(result: dict) -> None:

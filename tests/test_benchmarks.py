@@ -327,3 +327,26 @@ def test_quality_per_minute_passes_each_recipe_change_once_and_rejects_a_bare_ke
     with pytest.raises(SystemExit):
         quality_per_minute.main(["--set", "train.lr"])
     assert "expected KEY=VALUE, got 'train.lr'" in capsys.readouterr().err
+
+
+def test_bench_attention_times_both_kernels_per_shape_and_in_each_networks_steps():
+    done = subprocess.run(
+        [
+            sys.executable, str(BENCHMARKS / "bench_attention.py"), "--batch-size", "2",
+            "--rounds", "1",
+        ],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("CPU: ")
+    shapes = [line for line in lines if line.endswith("batch 2 (ms)")]
+    assert shapes[0].startswith("bench: 256 tokens, 2 heads of 64")
+    assert any(line.startswith("fashion: 196 tokens, 2 heads of 32") for line in shapes)
+    assert sum("fused / explicit x" in line for line in lines) == 4 * len(shapes)
+    assert sum("relative RMS error" in line for line in lines) == len(shapes)
+    steps = [line for line in lines if " step, batch 2: fused " in line]
+    assert [line.split(" step")[0] for line in steps] == [
+        "bench bf16 forward", "bench bf16 training", "fashion bf16 forward",
+        "fashion bf16 training",
+    ]  # fmt: skip

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import diffuse.nn.layers as layers
 from diffuse.errors import ConfigError, DataError
 from diffuse.nn import UNet, UNetConfig, config_from_dict
 from diffuse.nn.layers import GroupNorm32, multihead_attention, timestep_embedding
@@ -134,6 +135,44 @@ def test_attention_matches_explicit_softmax_formula(order):
             )
         weights = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(d), dim=-1)
         torch.testing.assert_close(out[..., h * d : (h + 1) * d], weights @ v)
+
+
+def attention_and_gradients(function, q, k, v):
+    """``function``'s output and the gradients of q, k, v for a fixed linear loss."""
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+    out = function(*leaves)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape)
+    (out.double() * weights).sum().backward()
+    return [out.double(), *(leaf.grad.double() for leaf in leaves)]
+
+
+def qkv_heads(tokens: int, dtype=torch.float64, n: int = 2, heads: int = 2, d: int = 8):
+    generator = torch.Generator().manual_seed(4)
+    return [2 * torch.randn(n, heads, tokens, d, generator=generator, dtype=dtype) for _ in "qkv"]
+
+
+def test_explicit_attention_is_the_fused_kernels_formula_forward_and_backward():
+    q, k, v = qkv_heads(10)
+    fused = attention_and_gradients(F.scaled_dot_product_attention, q, k, v)
+    explicit = attention_and_gradients(layers.explicit_attention, q, k, v)
+    for a, b in zip(explicit, fused, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("tokens", [49, layers.EXPLICIT_MAX_TOKENS + 1])
+def test_bf16_attention_on_the_cpu_is_explicit_up_to_the_token_limit(tokens, monkeypatch):
+    calls = []
+    explicit = layers.explicit_attention
+    monkeypatch.setattr(layers, "explicit_attention", lambda *a: calls.append(1) or explicit(*a))
+    q, k, v = qkv_heads(tokens, d=4)
+    reference = attention_and_gradients(F.scaled_dot_product_attention, q, k, v)
+    low = attention_and_gradients(layers.attention, *(t.bfloat16() for t in (q, k, v)))
+    assert len(calls) == (tokens <= layers.EXPLICIT_MAX_TOKENS)
+    for name, a, b in zip(("out", "dq", "dk", "dv"), low, reference, strict=True):
+        assert (a - b).norm() / b.norm() < 0.03, name  # bf16 rounding, as the fused kernel's
+    float32 = layers.attention(*(t.float() for t in (q, k, v)))
+    assert len(calls) == (tokens <= layers.EXPLICIT_MAX_TOKENS)  # float32: the fused kernel
+    torch.testing.assert_close(float32.double(), reference[0], rtol=1e-4, atol=1e-5)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -1,0 +1,169 @@
+"""Which attention kernel on the CPU: PyTorch's fused one against the three explicit steps.
+
+``diffuse.nn.layers.attention`` trains in bf16 on the CPU with ``explicit_attention``
+(scores, softmax, weighted sum) and runs PyTorch's fused ``scaled_dot_product_attention``
+everywhere else. This measures that choice:
+
+1. Each attention shape of the ``bench`` and ``fashion`` networks (tokens, heads, channels
+   per head, read from the networks' attention layers), batch 64: the fused kernel against
+   the explicit steps, without autograd ("forward") and forward + backward ("training"),
+   in float32 and under bf16 autocast; and the bf16 error of each against float64 (the
+   relative RMS error of the output and of the gradient of q).
+2. Each network's bf16 forward pass and training step (``bench_unet.py``'s, weights in
+   NCHW, the layout ``precision=auto`` chooses for bf16 on a Zen 4 EPYC) with either
+   variant as the attention of every layer.
+
+Every comparison runs its variants in alternating rounds in one process and prints the
+medians and the ratio fused / explicit (above 1, the explicit steps are faster).
+
+    python benchmarks/bench_attention.py [--batch-size 64] [--rounds 5] [--no-step]
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+import diffuse.nn.layers as layers
+from bench_unet import IMPLEMENTATIONS, NETWORKS, make_step
+from benchlib import alternating_medians, describe_machine
+from diffuse.nn import UNet
+
+VARIANTS = {"fused": F.scaled_dot_product_attention, "explicit": layers.explicit_attention}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def attention_shapes(network: str) -> list[tuple[int, int, int]]:
+    """(tokens, heads, channels per head) of every distinct attention layer of ``network``."""
+    config = NETWORKS[network]
+    model = UNet(config)
+    shapes: set[tuple[int, int, int]] = set()
+
+    def record(module, args) -> None:
+        _, channels, height, width = args[0].shape
+        shapes.add((height * width, module.heads, channels // module.heads))
+
+    hooks = [
+        module.register_forward_pre_hook(record)
+        for module in model.modules()
+        if isinstance(module, layers.SelfAttention)
+    ]
+    size, channels = config.image_size, config.in_channels
+    labels = None if config.num_classes is None else torch.zeros(1, dtype=torch.long)
+    with torch.no_grad():
+        model(torch.zeros(1, channels, size, size), torch.zeros(1, dtype=torch.long), y=labels)
+    for hook in hooks:
+        hook.remove()
+    return sorted(shapes, reverse=True)
+
+
+def qkv(batch: int, shape: tuple[int, int, int], dtype=torch.float32) -> list[torch.Tensor]:
+    """q, k, v [N, heads, L, d] as the U-Net makes them: views into one [N, L, 3, heads, d]."""
+    tokens, heads, head_channels = shape
+    generator = torch.Generator().manual_seed(0)
+    fused = torch.randn(batch, tokens, 3, heads, head_channels, generator=generator, dtype=dtype)
+    return [t.transpose(1, 2) for t in fused.unbind(2)]
+
+
+def run_attention(function, inputs, dtype, training: bool):
+    """One call: ``function`` on ``inputs`` under autocast to ``dtype``; with ``training``,
+    the backward pass of a fixed linear function of the output too. Returns the output and
+    the gradient of q (None without training)."""
+    leaves = [t.detach().requires_grad_(training) for t in inputs]
+    with (
+        torch.set_grad_enabled(training),
+        torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None),
+    ):
+        out = function(*leaves)
+    if not training:
+        return out, None
+    weights = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape)
+    (out.to(torch.float64) * weights).sum().backward()
+    return out, leaves[0].grad
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    value = value.to(torch.float64)
+    return ((value - reference).norm() / reference.norm()).item()
+
+
+def bench_shapes(batch: int, rounds: int) -> None:
+    for network in NETWORKS:
+        for shape in attention_shapes(network):
+            tokens, heads, head_channels = shape
+            print(
+                f"{network}: {tokens} tokens, {heads} heads of {head_channels}, batch {batch} (ms)"
+            )
+            inputs = qkv(batch, shape)
+            for precision, dtype in PRECISIONS.items():
+                for mode in ("forward", "training"):
+                    training = mode == "training"
+                    runs = {
+                        name: partial(run_attention, function, inputs, dtype, training)
+                        for name, function in VARIANTS.items()
+                    }
+                    medians = alternating_medians(runs, rounds)
+                    print(
+                        f"  {precision} {mode:8s}: fused {1e3 * medians['fused']:7.2f}  explicit "
+                        f"{1e3 * medians['explicit']:7.2f}  fused / explicit "
+                        f"x{medians['fused'] / medians['explicit']:.2f}"
+                    )
+            print_errors(inputs)
+
+
+def print_errors(inputs: list[torch.Tensor]) -> None:
+    """The bf16 error of both variants against float64 (output; gradient of q)."""
+    reference = run_attention(VARIANTS["fused"], [t.double() for t in inputs], None, True)
+    errors = []
+    for name, function in VARIANTS.items():
+        got = run_attention(function, inputs, torch.bfloat16, True)
+        out, grad = (relative_error(g, r) for g, r in zip(got, reference, strict=True))
+        errors.append(f"{name} {out:.2e} / {grad:.2e}")
+    print("  bf16 relative RMS error of output / grad q: " + ", ".join(errors))
+
+
+def with_attention(function, step) -> None:
+    """``step()`` with ``function`` as the attention kernel of every SelfAttention."""
+    shipped = layers.attention
+    layers.attention = function  # what multihead_attention calls
+    try:
+        step()
+    finally:
+        layers.attention = shipped
+
+
+def bench_steps(batch: int, rounds: int) -> None:
+    impl = IMPLEMENTATIONS["ours-nchw-weights"]
+    for network, config in NETWORKS.items():
+        torch.manual_seed(0)
+        model = impl.build(config)
+        for mode in ("forward", "training"):
+            step = make_step(impl, model, config, mode, "bf16", batch)
+            runs = {
+                name: partial(with_attention, function, step) for name, function in VARIANTS.items()
+            }
+            medians = alternating_medians(runs, rounds)
+            print(
+                f"{network} bf16 {mode} step, batch {batch}: fused "
+                f"{batch / medians['fused']:.1f} img/s, explicit "
+                f"{batch / medians['explicit']:.1f} img/s, x{medians['fused'] / medians['explicit']:.3f}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-step", action="store_true", help="skip the networks' steps")
+    args = parser.parse_args()
+    print(describe_machine())
+    bench_shapes(args.batch_size, args.rounds)
+    if not args.no_step:
+        bench_steps(args.batch_size, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
