@@ -9,7 +9,7 @@ everywhere else. This measures that choice:
    the explicit steps, without autograd ("forward") and forward + backward ("training"),
    in float32 and under bf16 autocast; and the bf16 error of each against float64 (the
    relative RMS error of the output and of the gradient of q).
-2. Each network's bf16 forward pass and training step (``bench_unet.py``'s, weights in
+2. Each network's bf16 forward pass and training step (``bench_unet.py``'s, in
    NCHW, the layout ``precision=auto`` chooses for bf16 on a Zen 4 EPYC) with either
    variant as the attention of every layer.
 
@@ -136,7 +136,7 @@ def with_attention(function, step) -> None:
 
 
 def bench_steps(batch: int, rounds: int) -> None:
-    impl = IMPLEMENTATIONS["ours-nchw-weights"]
+    impl = IMPLEMENTATIONS["ours-nchw"]
     for network, config in NETWORKS.items():
         torch.manual_seed(0)
         model = impl.build(config)

@@ -1,5 +1,5 @@
 """precision "auto": fp32 without bf16 instructions, else the fastest of fp32, bf16 and bf16
-with NCHW weights as timed once and cached; the trainer runs, prints and records the decision, and
+in NCHW as timed once and cached; the trainer runs, prints and records the decision, and
 trains with the weight layout it chose."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ NAMES = {(c.precision, c.torch_format): c.name for c in autoprecision.CANDIDATES
 
 class FakeTimer:
     """A clock that advances by ``costs[candidate]`` whenever the workload runs in that
-    candidate's precision and weight layout (bf16 with NCHW weights costs as bf16 unless
+    candidate's precision and weight layout (bf16 in NCHW costs as bf16 unless
     given)."""
 
     def __init__(self, monkeypatch, costs: dict[str, float]) -> None:
@@ -67,8 +67,8 @@ def test_with_bf16_instructions_the_faster_wins_and_is_timed_once(tmp_path, monk
     first = decide(timer)
     assert first.precision == "bf16" and timer.built == 1
     # a warm-up and 3 rounds each
-    assert sorted(timer.calls) == ["bf16"] * 4 + ["bf16-nchw-weights"] * 4 + ["fp32"] * 4
-    assert "fp32 200 ms, bf16 100 ms, bf16-nchw-weights 100 ms per step" in first.message()
+    assert sorted(timer.calls) == ["bf16"] * 4 + ["bf16-nchw"] * 4 + ["fp32"] * 4
+    assert "fp32 200 ms, bf16 100 ms, bf16-nchw 100 ms per step" in first.message()
     assert first.memory_format == "channels_last"  # a tie keeps the earlier candidate
     timer.costs = {"fp32": 0.1, "bf16": 0.2}  # the cache answers: nothing is timed again
     again = decide(timer)
@@ -85,10 +85,10 @@ def test_a_tie_keeps_fp32(tmp_path, monkeypatch):
 
 def test_bf16_in_nchw_wins_where_it_is_the_fastest(tmp_path, monkeypatch):
     fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
-    timer = FakeTimer(monkeypatch, {"fp32": 0.2, "bf16": 0.25, "bf16-nchw-weights": 0.15})
+    timer = FakeTimer(monkeypatch, {"fp32": 0.2, "bf16": 0.25, "bf16-nchw": 0.15})
     decision = decide(timer)
     assert (decision.precision, decision.memory_format) == ("bf16", "contiguous_format")
-    assert decision.message().startswith("precision auto -> bf16 with NCHW weights (measured on")
+    assert decision.message().startswith("precision auto -> bf16 in NCHW (measured on")
     again = decide(timer)  # the cache keeps the memory format too
     assert again.memory_format == "contiguous_format" and timer.built == 1
     network = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
@@ -196,9 +196,9 @@ def test_auto_choosing_bf16_trains_exactly_as_an_explicit_bf16_run(tmp_path, mon
 
 def test_auto_choosing_bf16_in_nchw_trains_in_that_memory_format(tmp_path, monkeypatch, capsys):
     """The network's weights are NCHW (contiguous), not the channels_last that fp32 and
-    explicit bf16 use; the batches stay channels_last."""
+    explicit bf16 use (the network then computes in NCHW: tests/nn/test_unet.py)."""
     fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
-    monkeypatch.setattr(autoprecision, "time_precisions", timings_favouring("bf16-nchw-weights"))
+    monkeypatch.setattr(autoprecision, "time_precisions", timings_favouring("bf16-nchw"))
     layouts = []
 
     def record(module, args):
@@ -211,8 +211,8 @@ def test_auto_choosing_bf16_in_nchw_trains_in_that_memory_format(tmp_path, monke
         assert main(tiny_run(tmp_path / "run")) == 0
     finally:
         handle.remove()
-    assert "precision auto -> bf16 with NCHW weights (measured on" in capsys.readouterr().out
+    assert "precision auto -> bf16 in NCHW (measured on" in capsys.readouterr().out
     assert recorded(tmp_path / "run")[1:] == ("bf16", ["bf16", "bf16"])
     # the timing's three candidates, then the two training steps: all but the first two
-    # (fp32 and bf16 with channels_last weights) with NCHW weights
+    # (fp32 and bf16 in channels_last) in NCHW
     assert layouts == [False, False, True, True, True]

@@ -85,7 +85,7 @@ def test_bench_unet_measures_ours_and_diffusers_in_fresh_processes():
     assert out.startswith("CPU: ") and "bf16 instructions" in out
     assert out.count("ours / fastest peer (diffusers)") == 4  # both modes and precisions
     # the other bf16 layout precision=auto times, in bf16 only
-    assert out.count("ours-nchw-weights / fastest peer (diffusers)") == 2
+    assert out.count("ours-nchw / fastest peer (diffusers)") == 2
     assert "7.66M" in out  # both networks: the same architecture
 
 

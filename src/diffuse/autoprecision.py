@@ -11,13 +11,13 @@ than float32. The decision:
   forward and backward pass for training, one forward pass at the rows a sampling step
   evaluates for sampling) is timed for each candidate of :data:`CANDIDATES`, in a few
   alternating rounds after a warm-up; the fastest median wins, a tie going to the earlier
-  candidate. bf16 is timed with the weights in both memory formats (the activations stay
-  channels_last, :meth:`diffuse.nn.encoder.Network.encode`), since which is faster depends
-  on the CPU and the network: on a 2-core Zen 4 EPYC (AVX512-BF16) the ``fashion`` network
-  in bf16 at batch 64 trained 57.7-65.2 images/s with NCHW weights against 46.8-48.5 with
-  channels_last ones, which float32 prefers, and its forward pass ran 206-227 against
-  134-141 (``benchmarks/bench_unet.py --networks fashion --precisions bf16``, row
-  ``ours-nchw-weights``). The result is cached in diffuse's cache folder
+  candidate. bf16 is timed in both memory formats (the network computes in the layout of
+  its weights, :meth:`diffuse.nn.encoder.Network.encode`), since which is faster depends
+  on the CPU and the network: on a 2-core Zen 4 EPYC (AVX512-BF16) at batch 64 the
+  ``fashion`` network trained 83.7 images/s in NCHW against 61.0 in channels_last, which
+  float32 prefers, and the 32x32 ``bench`` network 1.2x faster in NCHW too
+  (``benchmarks/bench_unet.py --precisions bf16``, rows ``ours`` and ``ours-nchw``). The
+  result is cached in diffuse's cache folder
   (``precision.json``, see ``user_cache_dir``) per (CPU and bf16 instructions, threads,
   torch version, network configuration, batch, workload kind), so each such combination
   is timed once.
@@ -46,7 +46,7 @@ from diffuse.hardware import CpuInfo, cpu_info
 from diffuse.io import atomic_write_json
 
 CACHE_FILE = "precision.json"
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: the NCHW candidate runs its activations in NCHW too
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ class Candidate:
 
     name:          how the cache and the messages call it.
     precision:     "fp32" or "bf16" (autocast).
-    memory_format: the layout of the weights, named as ``torch`` names it:
-                   "channels_last" or "contiguous_format" (NCHW).
+    memory_format: the layout of the weights, and so of the activations, named as
+                   ``torch`` names it: "channels_last" or "contiguous_format" (NCHW).
     """
 
     name: str
@@ -71,7 +71,7 @@ class Candidate:
 CANDIDATES = (
     Candidate("fp32", "fp32", "channels_last"),
     Candidate("bf16", "bf16", "channels_last"),
-    Candidate("bf16-nchw-weights", "bf16", "contiguous_format"),
+    Candidate("bf16-nchw", "bf16", "contiguous_format"),
 )
 _BY_NAME = {candidate.name: candidate for candidate in CANDIDATES}
 ROUNDS = 3
@@ -103,7 +103,7 @@ class Decision:
         return network
 
     def message(self) -> str:
-        layout = " with NCHW weights" if self.memory_format == "contiguous_format" else ""
+        layout = " in NCHW" if self.memory_format == "contiguous_format" else ""
         return f"precision auto -> {self.precision}{layout} ({self.reason})"
 
     @classmethod

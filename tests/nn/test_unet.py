@@ -195,6 +195,20 @@ def test_output_does_not_depend_on_input_memory_format():
         )
 
 
+def test_the_network_computes_in_the_layout_of_its_weights():
+    model = randomized(UNet(small_config(**FAMILIES["adm"]))).eval()
+    layouts = []
+    conv = model.encoder.middle.res1.conv1
+    conv.register_forward_pre_hook(lambda module, args: layouts.append(args[0].is_contiguous()))
+    x, t = inputs()
+    with torch.no_grad():
+        channels_last = model(x, t)
+        nchw = model.to(memory_format=torch.contiguous_format)(x, t)
+    assert model.memory_format == torch.contiguous_format
+    assert layouts == [False, True]  # channels_last as built; NCHW once moved there
+    torch.testing.assert_close(nchw, channels_last, rtol=1e-4, atol=1e-5)
+
+
 def test_groupnorm_in_low_precision_is_float32_normalisation_rounded():
     generator = torch.Generator().manual_seed(0)
     norm = GroupNorm32(4, 16)

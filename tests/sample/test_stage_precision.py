@@ -85,7 +85,7 @@ def largest_convolution(network: torch.nn.Module) -> torch.Tensor:
 
 def test_auto_choosing_nchw_weights_moves_the_network_and_samples_in_bf16(tmp_path, monkeypatch):
     fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
-    monkeypatch.setattr(autoprecision, "time_precisions", timings_favouring("bf16-nchw-weights"))
+    monkeypatch.setattr(autoprecision, "time_precisions", timings_favouring("bf16-nchw"))
     auto = stage()
     weight = largest_convolution(auto.model)
     assert not weight.is_contiguous()  # built channels_last

@@ -225,7 +225,9 @@ class Network(nn.Module):
     stem_channels:  channels the encoder's first convolution receives.
 
     Subclasses keep their weights in channels_last memory format, the faster one for
-    convolutions on CPUs and GPUs; :meth:`encode` converts inputs on entry.
+    convolutions on CPUs and GPUs in float32; :meth:`encode` converts inputs on entry to
+    the layout of the weights, so that a network moved to NCHW (``precision=auto`` times
+    that layout for bf16, where it can be the faster one) runs in NCHW throughout.
     """
 
     def __init__(self, config: EncoderConfig, stem_channels: int):
@@ -254,10 +256,19 @@ class Network(nn.Module):
         scaled = t.float() * self.config.timestep_scale if self.config.timestep_scale != 1 else t
         return self.time_embed(timestep_embedding(scaled, self.config.model_channels))
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout the network computes in: that of its convolution weights (read from
+        the middle block's, which has more than one input channel, so the two layouts differ)."""
+        weight = self.encoder.middle.res1.conv1.weight
+        if weight.is_contiguous(memory_format=torch.channels_last):
+            return torch.channels_last
+        return torch.contiguous_format
+
     def encode(self, x: torch.Tensor, emb: torch.Tensor, tokens: torch.Tensor | None = None):
-        """Run the encoder on ``x`` in channels_last with the SiLU of the embedding (and the
-        conditioning tokens of class attention)."""
-        return self.encoder(x.contiguous(memory_format=torch.channels_last), F.silu(emb), tokens)
+        """Run the encoder on ``x`` in the weights' layout (:attr:`memory_format`) with the
+        SiLU of the embedding (and the conditioning tokens of class attention)."""
+        return self.encoder(x.contiguous(memory_format=self.memory_format), F.silu(emb), tokens)
 
     def check_input(self, x: torch.Tensor, t: torch.Tensor) -> None:
         """Raise :class:`DataError` unless ``x`` is [N, C, S, S] and ``t`` is [N]."""

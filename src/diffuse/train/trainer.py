@@ -141,8 +141,8 @@ class Trainer:
         self.image_shape = (dataset.channels, dataset.image_size, dataset.image_size)
         decision = self._resolve_precision(config.precision)
         self.precision = Precision(decision.precision, self.device)
-        # the weights' layout "auto" timed fastest (channels_last unless it chose bf16
-        # with NCHW weights), set before the optimizer and the EMA copy it
+        # the layout "auto" timed fastest (channels_last unless it chose bf16 in NCHW),
+        # set before the optimizer and the EMA copy it
         decision.apply(model)
         # The checkpoints record the precision that ran (run.json keeps the request, so a
         # resumed run decides again on its own machine).
