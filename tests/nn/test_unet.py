@@ -160,7 +160,7 @@ def test_explicit_attention_is_the_fused_kernels_formula_forward_and_backward():
 
 
 @pytest.mark.parametrize("tokens", [49, layers.EXPLICIT_MAX_TOKENS + 1])
-def test_bf16_attention_on_the_cpu_is_explicit_up_to_the_token_limit(tokens, monkeypatch):
+def test_bf16_training_attention_on_the_cpu_is_explicit_up_to_the_token_limit(tokens, monkeypatch):
     calls = []
     explicit = layers.explicit_attention
     monkeypatch.setattr(layers, "explicit_attention", lambda *a: calls.append(1) or explicit(*a))
@@ -171,7 +171,9 @@ def test_bf16_attention_on_the_cpu_is_explicit_up_to_the_token_limit(tokens, mon
     for name, a, b in zip(("out", "dq", "dk", "dv"), low, reference, strict=True):
         assert (a - b).norm() / b.norm() < 0.03, name  # bf16 rounding, as the fused kernel's
     float32 = layers.attention(*(t.float() for t in (q, k, v)))
-    assert len(calls) == (tokens <= layers.EXPLICIT_MAX_TOKENS)  # float32: the fused kernel
+    with torch.no_grad():
+        layers.attention(*(t.bfloat16() for t in (q, k, v)))
+    assert len(calls) == (tokens <= layers.EXPLICIT_MAX_TOKENS)  # float32, no_grad: fused
     torch.testing.assert_close(float32.double(), reference[0], rtol=1e-4, atol=1e-5)
 
 

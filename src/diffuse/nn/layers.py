@@ -214,14 +214,20 @@ EXPLICIT_MAX_TOKENS = 1024
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v (Vaswani et al. 2017, eq. 1) over [N, heads, L, d].
 
-    bf16 on the CPU takes :func:`explicit_attention` up to :data:`EXPLICIT_MAX_TOKENS`
-    tokens: PyTorch's fused CPU kernel is the slower one there, 1.3-1.4x in the forward
-    pass and 1.6-4.5x in forward + backward at the U-Nets' 49-256 tokens, which makes the
-    whole bf16 forward pass 1.02-1.08x and training step 1.05-1.19x faster on a Zen 4
-    EPYC with AVX512-BF16 (``benchmarks/bench_attention.py``). Everywhere else the fused
-    kernel runs.
+    Training in bf16 on the CPU takes :func:`explicit_attention` up to
+    :data:`EXPLICIT_MAX_TOKENS` tokens: the backward pass of PyTorch's fused CPU kernel is
+    the slow one there, forward + backward 1.6-4.5x the explicit steps' time at the U-Nets'
+    49-256 tokens, which makes a whole bf16 training step 1.05-1.19x faster on a Zen 4 EPYC
+    with AVX512-BF16 (``benchmarks/bench_attention.py``). Without autograd (sampling) the
+    fused kernel runs, as everywhere else: in the forward pass alone neither wins clearly
+    (0.9-1.08x of a whole forward pass, depending on the run).
     """
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] <= EXPLICIT_MAX_TOKENS:
+    if (
+        q.device.type == "cpu"
+        and q.dtype == torch.bfloat16
+        and torch.is_grad_enabled()
+        and q.shape[-2] <= EXPLICIT_MAX_TOKENS
+    ):
         return explicit_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v)
 
