@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffuse.nn.dropout import Dropout, dropout, keep_mask
+from diffuse.nn.dropout import RATE_TOLERANCE, Dropout, dropout, keep_mask, word_bits
 
 CL = torch.channels_last
 
@@ -19,24 +19,36 @@ def within(observed: float, expected: float, sd: float, sds: float = 5.0) -> boo
     return abs(observed - expected) <= sds * sd
 
 
-@pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.9])
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.9, 0.001])
 def test_each_element_is_kept_with_probability_one_minus_p(p):
     torch.manual_seed(0)
     keep, kept = keep_mask(torch.empty(1_000_001), p)
-    assert kept == pytest.approx(1 - p, abs=2**-32)
+    bits = word_bits(p)
+    assert kept == 1 - round(p * 2**bits) / 2**bits  # exactly what the words draw
+    assert 1 - kept == pytest.approx(p, rel=RATE_TOLERANCE)
     n = keep.numel()
     assert within(keep.float().mean().item(), 1 - p, math.sqrt(p * (1 - p) / n))
 
 
+def test_rates_16_bits_cannot_express_are_drawn_from_32_bit_words():
+    assert [word_bits(p) for p in (0.1, 0.2, 0.5, 0.01)] == [16] * 4
+    assert [word_bits(p) for p in (0.001, 1e-6)] == [32, 32]
+    torch.manual_seed(7)
+    _, kept = keep_mask(torch.empty(10), 1e-6)
+    assert kept == pytest.approx(1 - 1e-6, abs=2**-32)  # not rounded away to "keep all"
+
+
 def test_neighbouring_elements_drawn_from_one_word_are_independent():
-    """Elements 2i and 2i+1 share a 64-bit draw: both are dropped with probability p^2."""
+    """Elements 4i .. 4i+3 share a 64-bit draw: any two are both dropped with probability
+    p^2."""
     torch.manual_seed(1)
     p = 0.3
-    keep, _ = keep_mask(torch.empty(2_000_000), p)
-    pairs = keep.view(-1, 2)
-    both_dropped = (~pairs[:, 0] & ~pairs[:, 1]).float().mean().item()
-    n = pairs.shape[0]
-    assert within(both_dropped, p * p, math.sqrt(p * p * (1 - p * p) / n))
+    keep, _ = keep_mask(torch.empty(4_000_000), p)
+    words = keep.view(-1, 4)
+    n = words.shape[0]
+    for a, b in ((0, 1), (1, 2), (0, 3)):
+        both_dropped = (~words[:, a] & ~words[:, b]).float().mean().item()
+        assert within(both_dropped, p * p, math.sqrt(p * p * (1 - p * p) / n)), (a, b)
 
 
 def test_kept_values_are_scaled_by_the_inverse_keep_probability_and_the_mean_is_kept():
@@ -45,7 +57,8 @@ def test_kept_values_are_scaled_by_the_inverse_keep_probability_and_the_mean_is_
     x = torch.randn(64, 32, 14, 14)
     out = dropout(x, p)
     kept = out != 0
-    torch.testing.assert_close(out[kept], x[kept] / (1 - p), rtol=1e-6, atol=0)
+    _, keep_probability = keep_mask(x, p)
+    torch.testing.assert_close(out[kept], x[kept] / keep_probability, rtol=1e-6, atol=0)
     ones = dropout(torch.ones(1_000_000), p)
     sd = math.sqrt(p / (1 - p) / ones.numel())  # of the mean of (keep / (1 - p))
     assert within(ones.mean().item(), 1.0, sd)

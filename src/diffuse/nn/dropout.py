@@ -2,12 +2,13 @@
 
 torch's CPU dropout draws its mask with ``bernoulli_``, one generator call per element
 and on one thread: about 12 ns an element on a 2-core EPYC, 6 % of a training step of the
-``fashion`` preset in torch.profiler. Here (``benchmarks/bench_dropout.py``: forward and
-backward 1.6x torch's there, the whole step 1.03x) one 64-bit draw of the same
-generator gives two 32-bit uniform integers, each kept when it is at or above
-round(p * 2^32): the keep probability is 1 - p to 2^-32, and the kept values are scaled by
-the exact inverse of it, so E[dropout(x)] = x as in torch's. The mask is stored as bools
-(as torch's is) in the input's memory format, so a channels_last tensor stays one.
+``fashion`` preset in torch.profiler. Here one 64-bit draw of the same generator gives
+four 16-bit uniform integers (two 32-bit ones where 16 bits cannot express p to
+:data:`RATE_TOLERANCE`), each kept when it is at or above round(p * 2^bits): the drop
+rate is p to that resolution, and the kept values are scaled by the exact inverse of the
+keep probability, so E[dropout(x)] = x as in torch's. The mask is stored as bools (as
+torch's is) in the input's memory format, so a channels_last tensor stays one.
+``benchmarks/bench_dropout.py`` times it against torch's.
 
 On other devices, where the dropout kernels are fused, :func:`dropout` is torch's.
 """
@@ -18,27 +19,40 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_WORD = 2**32  # values one 32-bit draw takes
+# The largest relative difference between the drop rate asked for and the one the mask
+# draws at 16 bits (p = 0.1: 6554 / 2^16, 6e-5 off); beyond it, 32-bit words (p to 2^-32).
+RATE_TOLERANCE = 1e-3
+_INTEGERS = {16: torch.int16, 32: torch.int32}
+
+
+def word_bits(p: float) -> int:
+    """16 where round(p * 2^16) / 2^16 is p to :data:`RATE_TOLERANCE` (relative), else 32."""
+    dropped = round(p * 2**16)
+    return 16 if abs(dropped / 2**16 - p) <= RATE_TOLERANCE * p else 32
 
 
 def keep_mask(
     like: torch.Tensor, p: float, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, float]:
     """A bool mask shaped like ``like`` and in its memory format, each element kept with
-    probability 1 - p (to 2^-32), and that probability, exactly."""
+    probability 1 - p (to the resolution of :func:`word_bits`), and that probability,
+    exactly."""
     strides = torch.empty_like(like, dtype=torch.bool).stride()  # dense, like's order
     count = like.numel()
+    bits = word_bits(p)
+    per_draw = 64 // bits
     words = torch.randint(
         -(2**63),
         2**63 - 1,
-        ((count + 1) // 2,),
+        (-(-count // per_draw),),
         dtype=torch.int64,
         generator=generator,
         device=like.device,
     )
-    dropped = round(p * _WORD)
-    keep = words.view(torch.int32)[:count] >= dropped - _WORD // 2
-    return keep.as_strided(like.shape, strides), (_WORD - dropped) / _WORD
+    values = 2**bits
+    dropped = round(p * values)
+    keep = words.view(_INTEGERS[bits])[:count] >= dropped - values // 2
+    return keep.as_strided(like.shape, strides), (values - dropped) / values
 
 
 class _ScaleKept(torch.autograd.Function):
