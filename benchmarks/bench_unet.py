@@ -32,7 +32,7 @@ bf16 is autocast for every implementation (what accelerate's ``mixed_precision="
 does for the peers' training scripts); float32 and bf16 are compared at equal precision.
 Ours is measured in bf16 twice: as built (channels_last) and as ``ours-nchw``, its
 weights and so its activations in NCHW, the other layout ``precision=auto`` times for bf16
-and runs in where it is faster (on a Zen 4 EPYC with AVX512-BF16 it is: 1.37x in training
+and runs in where it is faster (on a Zen 4 EPYC with AVX512-BF16 it is: 1.36x in training
 on the ``fashion`` network, 1.2x on the ``bench`` network).
 
 Every measurement - one (implementation, network, precision, mode) - runs in its own
@@ -41,7 +41,12 @@ network, takes ``--warmup`` steps, then times ``--iterations`` steps, and report
 (median step), peak resident memory and page faults per step. Rounds repeat the set with the
 implementations in rotated order, so that drift of a shared machine hits all alike; the
 median round counts. Ratios are ours against the fastest peer at equal precision and
-mode, in images/s and in achieved GFLOP/s (per GFLOP: fair to a lighter network).
+mode, in images/s and in achieved GFLOP/s (per GFLOP: fair to a lighter network). Each table
+ends with its ceiling: the ratio to the best peer of the same FLOP run at the matmul peak
+(a large square matrix product, timed in the same run). Where the ceiling is below a
+target, no implementation of the same arithmetic reaches that target on this CPU: only
+fewer operations (another convolution algorithm) or faster kernels than the matmul's
+could.
 
 What handicapped diffusers in the earlier version of this benchmark (issue 12: on a 2-core
 Zen 4 it printed 4.2 training images/s for diffusers and 9.9 for ours, where each built
@@ -610,6 +615,10 @@ def report(network: str, results: dict, described: dict, peaks: dict, modes, pre
                         f"{speed[name] / speed[fastest]:.2f}x images/s; per GFLOP, {name} / "
                         f"best peer ({densest}): {achieved[name] / achieved[densest]:.2f}x"
                     )
+                print(
+                    f"  ceiling: the same FLOP at the {precision} matmul peak would be "
+                    f"{peaks[precision] / achieved[densest]:.2f}x the best peer"
+                )
                 print_memory_ratios(rows, ours, peers)
 
 

@@ -87,6 +87,8 @@ def test_bench_unet_measures_ours_and_diffusers_in_fresh_processes():
     # the other bf16 layout precision=auto times, in bf16 only
     assert out.count("ours-nchw / fastest peer (diffusers)") == 2
     assert "7.66M" in out  # both networks: the same architecture
+    ceilings = re.findall(r"ceiling: the same FLOP at the (fp32|bf16) matmul peak would be", out)
+    assert sorted(ceilings) == ["bf16", "bf16", "fp32", "fp32"]
 
 
 @pytest.mark.slow

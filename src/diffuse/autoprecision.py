@@ -14,7 +14,7 @@ than float32. The decision:
   candidate. bf16 is timed in both memory formats (the network computes in the layout of
   its weights, :meth:`diffuse.nn.encoder.Network.encode`), since which is faster depends
   on the CPU and the network: on a 2-core Zen 4 EPYC (AVX512-BF16) at batch 64 the
-  ``fashion`` network trained 83.7 images/s in NCHW against 61.0 in channels_last, which
+  ``fashion`` network trained 84.2 images/s in NCHW against 62.1 in channels_last, which
   float32 prefers, and the 32x32 ``bench`` network 1.2x faster in NCHW too
   (``benchmarks/bench_unet.py --precisions bf16``, rows ``ours`` and ``ours-nchw``). The
   result is cached in diffuse's cache folder
