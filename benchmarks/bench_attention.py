@@ -7,8 +7,9 @@ everywhere else. This measures that choice:
 1. Each attention shape of the ``bench`` and ``fashion`` networks (tokens, heads, channels
    per head, read from the networks' attention layers), batch 64: the fused kernel against
    the explicit steps, without autograd ("forward") and forward + backward ("training"),
-   in float32 and under bf16 autocast; and the bf16 error of each against float64 (the
-   relative RMS error of the output and of the gradient of q).
+   on float32 and on bf16 inputs (what the projections give under bf16 autocast); and the
+   bf16 error of each against float64 on the same inputs (the relative RMS error of the
+   output and of the gradient of q).
 2. Each network's bf16 forward pass and training step (``bench_unet.py``'s, in
    NCHW, the layout ``precision=auto`` chooses for bf16 on a Zen 4 EPYC) with either
    variant as the attention of every layer.
@@ -29,11 +30,11 @@ import torch.nn.functional as F
 
 import diffuse.nn.layers as layers
 from bench_unet import IMPLEMENTATIONS, NETWORKS, make_step
-from benchlib import alternating_medians, describe_machine
+from benchlib import alternating_medians, describe_machine, with_replaced
 from diffuse.nn import UNet
 
 VARIANTS = {"fused": F.scaled_dot_product_attention, "explicit": layers.explicit_attention}
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def attention_shapes(network: str) -> list[tuple[int, int, int]]:
@@ -68,21 +69,25 @@ def qkv(batch: int, shape: tuple[int, int, int], dtype=torch.float32) -> list[to
     return [t.transpose(1, 2) for t in fused.unbind(2)]
 
 
-def run_attention(function, inputs, dtype, training: bool):
-    """One call: ``function`` on ``inputs`` under autocast to ``dtype``; with ``training``,
-    the backward pass of a fixed linear function of the output too. Returns the output and
-    the gradient of q (None without training)."""
+def run_attention(function, inputs: list[torch.Tensor], weights: torch.Tensor | None):
+    """One call of ``function`` on ``inputs``; with loss ``weights``, the backward pass of
+    sum(weights * output) too (training). Returns the output and the gradient of q (None
+    without training)."""
+    training = weights is not None
     leaves = [t.detach().requires_grad_(training) for t in inputs]
-    with (
-        torch.set_grad_enabled(training),
-        torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None),
-    ):
+    with torch.set_grad_enabled(training):
         out = function(*leaves)
     if not training:
         return out, None
-    weights = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape)
-    (out.to(torch.float64) * weights).sum().backward()
+    (out * weights).sum().backward()
     return out, leaves[0].grad
+
+
+def loss_weights(batch: int, shape: tuple[int, int, int], dtype: torch.dtype) -> torch.Tensor:
+    """Fixed weights of the output [N, heads, L, d] that make a scalar to differentiate."""
+    tokens, heads, head_channels = shape
+    count = batch * heads * tokens * head_channels
+    return torch.linspace(-1, 1, count, dtype=dtype).view(batch, heads, tokens, head_channels)
 
 
 def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
@@ -97,42 +102,33 @@ def bench_shapes(batch: int, rounds: int) -> None:
             print(
                 f"{network}: {tokens} tokens, {heads} heads of {head_channels}, batch {batch} (ms)"
             )
-            inputs = qkv(batch, shape)
             for precision, dtype in PRECISIONS.items():
+                inputs = qkv(batch, shape, dtype)  # as the network's projections make them
                 for mode in ("forward", "training"):
-                    training = mode == "training"
-                    runs = {
-                        name: partial(run_attention, function, inputs, dtype, training)
-                        for name, function in VARIANTS.items()
-                    }
-                    medians = alternating_medians(runs, rounds)
+                    weights = loss_weights(batch, shape, dtype) if mode == "training" else None
+                    run = partial(run_attention, inputs=inputs, weights=weights)
+                    medians = alternating_medians(VARIANTS, run, rounds)
                     print(
                         f"  {precision} {mode:8s}: fused {1e3 * medians['fused']:7.2f}  explicit "
                         f"{1e3 * medians['explicit']:7.2f}  fused / explicit "
                         f"x{medians['fused'] / medians['explicit']:.2f}"
                     )
-            print_errors(inputs)
+            print_errors(batch, shape)
 
 
-def print_errors(inputs: list[torch.Tensor]) -> None:
-    """The bf16 error of both variants against float64 (output; gradient of q)."""
-    reference = run_attention(VARIANTS["fused"], [t.double() for t in inputs], None, True)
+def print_errors(batch: int, shape: tuple[int, int, int]) -> None:
+    """The bf16 error of both variants against float64 (output; gradient of q), on the same
+    numbers rounded to bf16."""
+    low = qkv(batch, shape, torch.bfloat16)
+    exact = [t.double() for t in low]
+    reference = run_attention(VARIANTS["fused"], exact, loss_weights(batch, shape, torch.float64))
+    weights = loss_weights(batch, shape, torch.bfloat16)
     errors = []
     for name, function in VARIANTS.items():
-        got = run_attention(function, inputs, torch.bfloat16, True)
+        got = run_attention(function, low, weights)
         out, grad = (relative_error(g, r) for g, r in zip(got, reference, strict=True))
         errors.append(f"{name} {out:.2e} / {grad:.2e}")
     print("  bf16 relative RMS error of output / grad q: " + ", ".join(errors))
-
-
-def with_attention(function, step) -> None:
-    """``step()`` with ``function`` as the attention kernel of every SelfAttention."""
-    shipped = layers.attention
-    layers.attention = function  # what multihead_attention calls
-    try:
-        step()
-    finally:
-        layers.attention = shipped
 
 
 def bench_steps(batch: int, rounds: int) -> None:
@@ -142,10 +138,9 @@ def bench_steps(batch: int, rounds: int) -> None:
         model = impl.build(config)
         for mode in ("forward", "training"):
             step = make_step(impl, model, config, mode, "bf16", batch)
-            runs = {
-                name: partial(with_attention, function, step) for name, function in VARIANTS.items()
-            }
-            medians = alternating_medians(runs, rounds)
+            # multihead_attention calls layers.attention: each variant in its place
+            run = partial(with_replaced, layers, "attention", call=step)
+            medians = alternating_medians(VARIANTS, run, rounds)
             print(
                 f"{network} bf16 {mode} step, batch {batch}: fused "
                 f"{batch / medians['fused']:.1f} img/s, explicit "

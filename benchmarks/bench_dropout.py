@@ -15,26 +15,23 @@ Prints the CPU, the medians and ratios (torch's time over ours: above 1, ours is
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 import diffuse.nn.dropout as ours
 from bench_unet import IMPLEMENTATIONS, NETWORKS, make_step
-from benchlib import alternating_medians, describe_machine
+from benchlib import alternating_medians, describe_machine, with_replaced
 
 # (channels, size) of the fashion network's residual blocks at each level
 SHAPES = ((32, 28), (64, 14), (128, 7))
+VARIANTS = {"torch": F.dropout, "ours": ours.dropout}
 
 
-def forward_and_backward(function, x: torch.Tensor, p: float):
-    grad = torch.ones_like(x)
-
-    def run() -> None:
-        function(x, p, True).backward(grad)
-        x.grad = None
-
-    return run
+def forward_and_backward(function, x: torch.Tensor, p: float, grad: torch.Tensor) -> None:
+    function(x, p, True).backward(grad)
+    x.grad = None
 
 
 def bench_shapes(batch: int, p: float, rounds: int) -> None:
@@ -42,13 +39,8 @@ def bench_shapes(batch: int, p: float, rounds: int) -> None:
     for channels, size in SHAPES:
         x = torch.randn(batch, channels, size, size).contiguous(memory_format=torch.channels_last)
         x.requires_grad_()
-        medians = alternating_medians(
-            {
-                "torch": forward_and_backward(F.dropout, x, p),
-                "ours": forward_and_backward(ours.dropout, x, p),
-            },
-            rounds,
-        )
+        run = partial(forward_and_backward, x=x, p=p, grad=torch.ones_like(x))
+        medians = alternating_medians(VARIANTS, run, rounds)
         print(
             f"  {channels:4d} x {size:2d} x {size:2d}: torch {1e3 * medians['torch']:7.2f}  "
             f"ours {1e3 * medians['ours']:7.2f}  torch / ours x{medians['torch'] / medians['ours']:.2f}"
@@ -60,22 +52,10 @@ def bench_training_step(batch: int, rounds: int) -> None:
     torch.manual_seed(0)
     model = IMPLEMENTATIONS["ours"].build(config)
     step = make_step(IMPLEMENTATIONS["ours"], model, config, "training", "fp32", batch)
-    ours_dropout = ours.dropout
-
-    def with_dropout(function):
-        def run() -> None:
-            ours.dropout = function  # what diffuse.nn.dropout.Dropout calls
-            try:
-                step()
-            finally:
-                ours.dropout = ours_dropout
-
-        return run
-
     step()
-    medians = alternating_medians(
-        {"torch": with_dropout(F.dropout), "ours": with_dropout(ours_dropout)}, rounds
-    )
+    # diffuse.nn.dropout.Dropout calls ours.dropout: each variant in its place
+    run = partial(with_replaced, ours, "dropout", call=step)
+    medians = alternating_medians(VARIANTS, run, rounds)
     print(
         f"fashion training step, batch {batch} (dropout {config.dropout}): torch's dropout "
         f"{batch / medians['torch']:.1f} img/s, ours {batch / medians['ours']:.1f} img/s, "

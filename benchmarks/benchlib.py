@@ -17,14 +17,17 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from diffuse.hardware import cpu_info
 
 HERE = Path(__file__).resolve().parent
+V = TypeVar("V")
 
 
 def describe_machine() -> str:
@@ -57,16 +60,29 @@ def time_call(call: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def alternating_medians(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds of each run over ``rounds`` rounds that call every run once in turn,
-    after one untimed call of each (so that a slow spell of the machine hits all alike)."""
-    for run in runs.values():
-        run()
-    times = {name: [] for name in runs}
+def alternating_medians(
+    variants: Mapping[str, V], run: Callable[[V], object], rounds: int
+) -> dict[str, float]:
+    """Median seconds of ``run(variant)`` for each named variant over ``rounds`` rounds that
+    run every variant once in turn, after one untimed run of each (so that a slow spell of
+    the machine hits all alike)."""
+    for variant in variants.values():
+        run(variant)
+    times = {name: [] for name in variants}
     for _ in range(rounds):
-        for name, run in runs.items():
-            times[name].append(time_call(run))
+        for name, variant in variants.items():
+            times[name].append(time_call(partial(run, variant)))
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def with_replaced(owner: object, name: str, value: object, call: Callable[[], object]) -> None:
+    """``call()`` with ``owner.name`` set to ``value`` (a variant swapped in), restored after."""
+    kept = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        call()
+    finally:
+        setattr(owner, name, kept)
 
 
 def emit(result: dict) -> None:

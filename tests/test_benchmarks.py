@@ -27,6 +27,16 @@ from helpers.sample_models import DIFFUSION, base_unet  # noqa: E402
 from helpers.stand_in_network import replace_inception  # noqa: E402
 
 
+def run_benchmark(script: str, *args: str, timeout: int = 300) -> str:
+    """``python benchmarks/<script> args`` in a fresh process: its stdout, after it succeeded."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 def test_the_machine_is_described_with_its_bf16_instructions():
     text = benchlib.describe_machine()
     # conftest makes the CPU read as this one, without bf16 instructions
@@ -71,17 +81,11 @@ def test_bench_unet_refuses_an_unknown_mode_before_measuring():
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="needs diffusers")
 def test_bench_unet_measures_ours_and_diffusers_in_fresh_processes():
-    done = subprocess.run(
-        [
-            sys.executable, str(BENCHMARKS / "bench_unet.py"), "--batch-size", "1",
-            "--rounds", "1", "--warmup", "0", "--iterations", "1", "--peers", "diffusers",
-            "--networks", "bench",
-            "--precisions", "fp32,bf16", "--modes", "forward,training",
-        ],
-        capture_output=True, text=True, timeout=1200,
+    out = run_benchmark(
+        "bench_unet.py", "--batch-size", "1", "--rounds", "1", "--warmup", "0", "--iterations",
+        "1", "--peers", "diffusers", "--networks", "bench", "--precisions", "fp32,bf16",
+        "--modes", "forward,training", timeout=1200,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
     assert out.startswith("CPU: ") and "bf16 instructions" in out
     assert out.count("ours / fastest peer (diffusers)") == 4  # both modes and precisions
     # the other bf16 layout precision=auto times, in bf16 only
@@ -94,16 +98,11 @@ def test_bench_unet_measures_ours_and_diffusers_in_fresh_processes():
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="needs diffusers")
 def test_bench_unet_trains_the_fashion_network_against_diffusers_natively_built():
-    done = subprocess.run(
-        [
-            sys.executable, str(BENCHMARKS / "bench_unet.py"), "--networks", "fashion",
-            "--batch-size", "1", "--rounds", "1", "--warmup", "0", "--iterations", "1",
-            "--peers", "diffusers", "--precisions", "fp32", "--modes", "training",
-        ],
-        capture_output=True, text=True, timeout=1200,
+    out = run_benchmark(
+        "bench_unet.py", "--networks", "fashion", "--batch-size", "1", "--rounds", "1",
+        "--warmup", "0", "--iterations", "1", "--peers", "diffusers", "--precisions", "fp32",
+        "--modes", "training", timeout=1200,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
     assert "fashion network, training fp32" in out and "bench network" not in out
     assert out.count("ours / fastest peer (diffusers)") == 1
     assert out.count("3.87M") == 2  # ours and diffusers: the preset's 3,870,625 parameters
@@ -114,15 +113,8 @@ def test_bench_unet_trains_the_fashion_network_against_diffusers_natively_built(
     [("bench", 7.66, 3.59), ("fashion", 3.87, 0.867)],  # issue 3's network; the preset's
 )
 def test_a_measuring_process_answers_one_json_line(network, params_m, gflop):
-    done = subprocess.run(
-        [
-            sys.executable, str(BENCHMARKS / "bench_unet.py"), "describe", "--names", "ours",
-            "--network", network,
-        ],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    described = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_benchmark("bench_unet.py", "describe", "--names", "ours", "--network", network)
+    described = json.loads(out.strip().splitlines()[-1])
     assert abs(described["params_m"] - params_m) < 0.01
     assert abs(described["gflop"] - gflop) < 0.01
 
@@ -185,16 +177,10 @@ def test_time_to_fid_skips_a_checkpoint_that_does_not_exist(tmp_path, capsys):
 
 
 def test_bench_folder_loading_times_workers_against_none():
-    done = subprocess.run(
-        [
-            sys.executable, str(BENCHMARKS / "bench_folder_loading.py"), "--images", "24",
-            "--size", "8", "--batch-size", "4", "--steps", "2", "--rounds", "1",
-            "--workers", "1",
-        ],
-        capture_output=True, text=True, timeout=300,
+    out = run_benchmark(
+        "bench_folder_loading.py", "--images", "24", "--size", "8", "--batch-size", "4",
+        "--steps", "2", "--rounds", "1", "--workers", "1",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
     assert "wrote 24 8x8 RGB PNGs" in out and "survey (list + headers) of 24 images" in out
     lines = {line.split(":")[0]: line for line in out.splitlines()}
     for measure in ("into memory", "on demand, one epoch", "training, on demand"):
@@ -203,30 +189,18 @@ def test_bench_folder_loading_times_workers_against_none():
 
 
 def test_bench_dropout_times_ours_against_torchs_alone_and_in_a_training_step():
-    done = subprocess.run(
-        [
-            sys.executable, str(BENCHMARKS / "bench_dropout.py"), "--batch-size", "2",
-            "--rounds", "1",
-        ],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
+    out = run_benchmark("bench_dropout.py", "--batch-size", "2", "--rounds", "1")
+    lines = out.splitlines()
     assert lines[0].startswith("CPU: ") and lines[2].startswith("dropout p=0.1")
     assert all("torch / ours x" in line for line in lines[3:6])
     assert lines[6].startswith("fashion training step, batch 2 (dropout 0.1): torch's dropout ")
 
 
 def test_the_reproduction_costs_are_measured_per_preset():
-    done = subprocess.run(
-        [
-            sys.executable, str(BENCHMARKS / "reproduce_costs.py"), "--presets", "tiny",
-            "--batch-size", "2", "--repeats", "1",
-        ],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
+    out = run_benchmark(
+        "reproduce_costs.py", "--presets", "tiny", "--batch-size", "2", "--repeats", "1"
+    )
+    lines = out.splitlines()
     assert lines[0].startswith("CPU: ") and "1 threads" in lines[1]
     assert lines[2].startswith("tiny (diffusion): training ") and "ms/image" in lines[2]
     assert lines[3] == "UNITS = {" and lines[5] == "}"
@@ -332,15 +306,8 @@ def test_quality_per_minute_passes_each_recipe_change_once_and_rejects_a_bare_ke
 
 
 def test_bench_attention_times_both_kernels_per_shape_and_in_each_networks_steps():
-    done = subprocess.run(
-        [
-            sys.executable, str(BENCHMARKS / "bench_attention.py"), "--batch-size", "2",
-            "--rounds", "1",
-        ],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
+    out = run_benchmark("bench_attention.py", "--batch-size", "2", "--rounds", "1", timeout=600)
+    lines = out.splitlines()
     assert lines[0].startswith("CPU: ")
     shapes = [line for line in lines if line.endswith("batch 2 (ms)")]
     assert shapes[0].startswith("bench: 256 tokens, 2 heads of 64")
