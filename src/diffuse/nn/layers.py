@@ -216,11 +216,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 
     Training in bf16 on the CPU takes :func:`explicit_attention` up to
     :data:`EXPLICIT_MAX_TOKENS` tokens: the backward pass of PyTorch's fused CPU kernel is
-    the slow one there, forward + backward 1.6-4.5x the explicit steps' time at the U-Nets'
-    49-256 tokens, which makes a whole bf16 training step 1.05-1.19x faster on a Zen 4 EPYC
+    the slow one there, forward + backward 2.3-5.8x the explicit steps' time at the U-Nets'
+    49-256 tokens, which makes a whole bf16 training step 1.05-1.24x faster on a Zen 4 EPYC
     with AVX512-BF16 (``benchmarks/bench_attention.py``). Without autograd (sampling) the
-    fused kernel runs, as everywhere else: in the forward pass alone neither wins clearly
-    (0.9-1.08x of a whole forward pass, depending on the run).
+    fused kernel runs, as everywhere else: in a whole forward pass neither wins
+    consistently (1.0-1.12x over four runs, and slower in a profile).
     """
     if (
         q.device.type == "cpu"
@@ -236,8 +236,9 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
     """Attention as three separate steps: scores, softmax, weighted sum of the values.
 
     In bf16 this is guided-diffusion's computation: the scores are rounded to bf16 and the
-    softmax accumulates in float32 inside its kernel; the error is of the order of bf16's
-    rounding, as the fused kernel's (``bench_attention.py`` prints both).
+    softmax accumulates in float32 inside its kernel. The error is of the order of bf16's
+    rounding, about twice the fused kernel's, which keeps the scores in float32
+    (``bench_attention.py`` prints both: 4e-3 against 2e-3 relative on the output).
     """
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))
     return torch.matmul(scores.softmax(-1), v)
