@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 import diffuse.nn.layers as layers
 from bench_unet import IMPLEMENTATIONS, NETWORKS, make_step
-from benchlib import alternating_medians, describe_machine, with_replaced
+from benchlib import alternating_medians, describe_machine, step_rates, with_replaced
 from diffuse.nn import UNet
 
 VARIANTS = {"fused": F.scaled_dot_product_attention, "explicit": layers.explicit_attention}
@@ -141,11 +141,8 @@ def bench_steps(batch: int, rounds: int) -> None:
             # multihead_attention calls layers.attention: each variant in its place
             run = partial(with_replaced, layers, "attention", call=step)
             medians = alternating_medians(VARIANTS, run, rounds)
-            print(
-                f"{network} bf16 {mode} step, batch {batch}: fused "
-                f"{batch / medians['fused']:.1f} img/s, explicit "
-                f"{batch / medians['explicit']:.1f} img/s, x{medians['fused'] / medians['explicit']:.3f}"
-            )
+            rates = step_rates(batch, medians, "fused", "explicit")
+            print(f"{network} bf16 {mode} step, batch {batch}: {rates}")
 
 
 def main() -> None:

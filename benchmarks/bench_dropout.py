@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 import diffuse.nn.dropout as ours
 from bench_unet import IMPLEMENTATIONS, NETWORKS, make_step
-from benchlib import alternating_medians, describe_machine, with_replaced
+from benchlib import alternating_medians, describe_machine, step_rates, with_replaced
 
 # (channels, size) of the fashion network's residual blocks at each level
 SHAPES = ((32, 28), (64, 14), (128, 7))
@@ -56,11 +56,8 @@ def bench_training_step(batch: int, rounds: int) -> None:
     # diffuse.nn.dropout.Dropout calls ours.dropout: each variant in its place
     run = partial(with_replaced, ours, "dropout", call=step)
     medians = alternating_medians(VARIANTS, run, rounds)
-    print(
-        f"fashion training step, batch {batch} (dropout {config.dropout}): torch's dropout "
-        f"{batch / medians['torch']:.1f} img/s, ours {batch / medians['ours']:.1f} img/s, "
-        f"x{medians['torch'] / medians['ours']:.3f}"
-    )
+    rates = step_rates(batch, medians, "torch", "ours")
+    print(f"fashion training step, batch {batch} (dropout {config.dropout}): {rates}")
 
 
 def main() -> None:

@@ -75,6 +75,15 @@ def alternating_medians(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def step_rates(batch: int, medians: dict[str, float], baseline: str, ours: str) -> str:
+    """ "baseline R img/s, ours R img/s, xRATIO" for steps of ``batch`` images timed as
+    ``medians`` (seconds; the ratio above 1 where ours is faster)."""
+    return (
+        f"{baseline} {batch / medians[baseline]:.1f} img/s, {ours} {batch / medians[ours]:.1f} "
+        f"img/s, x{medians[baseline] / medians[ours]:.3f}"
+    )
+
+
 def with_replaced(owner: object, name: str, value: object, call: Callable[[], object]) -> None:
     """``call()`` with ``owner.name`` set to ``value`` (a variant swapped in), restored after."""
     kept = getattr(owner, name)
