@@ -319,3 +319,19 @@ def test_bench_attention_times_both_kernels_per_shape_and_in_each_networks_steps
         "bench bf16 forward", "bench bf16 training", "fashion bf16 forward",
         "fashion bf16 training",
     ]  # fmt: skip
+
+
+def test_bench_layers_times_both_forms_per_shape_and_in_each_networks_steps():
+    out = run_benchmark("bench_layers.py", "--batch-size", "2", "--rounds", "1", timeout=600)
+    lines = out.splitlines()
+    assert lines[0].startswith("CPU: ")
+    shapes = [line for line in lines if line.endswith("batch 2 (ms; plain / ours)")]
+    assert "upsample+conv, bench, input [128, 8, 8], batch 2 (ms; plain / ours)" in shapes
+    assert (
+        "GroupNorm+scale-shift, fashion, input [32, 28, 28], batch 2 (ms; plain / ours)" in shapes
+    )
+    timings = [line for line in lines if "error out/grad: plain " in line]
+    assert len(timings) == 2 * len(shapes)  # fp32 and bf16 at each shape
+    steps = [line for line in lines if " step, " in line and ": plain " in line]
+    assert len(steps) == 2 * 2 * 2 * 2  # networks, precisions, modes, levers
+    assert steps[0].startswith("bench fp32 (ours) forward step, upsample+conv: plain ")

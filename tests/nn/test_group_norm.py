@@ -99,3 +99,44 @@ def test_scale_without_shift_is_refused():
     x, weight, bias, scale, _ = case(1, 4, 2, seed=0)
     with pytest.raises(ValueError, match="scale and shift together"):
         group_norm_act(x, weight, bias, 2, 1e-5, scale=scale)
+
+
+def nchw_case(dtype=torch.float64):
+    """An NCHW x, a GroupNorm32 with non-trivial affine parameters, a scale and a shift."""
+    x, weight, bias, scale, shift = case(3, 8, 5, seed=6, dtype=torch.float64)
+    norm = GroupNorm32(4, 8).to(torch.float64 if dtype == torch.float64 else torch.float32)
+    with torch.no_grad():
+        norm.weight.copy_(weight)
+        norm.bias.copy_(bias)
+    return x.contiguous().to(dtype), norm, scale.to(dtype), shift.to(dtype)
+
+
+def test_the_scale_shift_folded_into_one_groupnorm_is_exact_forward_and_backward():
+    # NCHW: the batch seen as one image of N x C channels, the scale-shift in the affine
+    x, norm, scale, shift = nchw_case()
+    leaves = [x, norm.weight, norm.bias, scale, shift]
+    for leaf in leaves:
+        leaf.requires_grad_()
+    grad_out = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
+    folded = norm(x, scale, shift, silu=True)
+    composed_ = composed(x, norm.weight, norm.bias, 4, norm.eps, scale, shift, silu=True)
+    for got, expected in zip(
+        (folded, *torch.autograd.grad(folded, leaves, grad_out)),
+        (composed_, *torch.autograd.grad(composed_, leaves, grad_out)),
+        strict=True,
+    ):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *t: norm(t[0], t[1], t[2]), (x, scale, shift))
+
+
+def test_bf16_nchw_and_channels_last_scale_shift_agree_within_bf16_rounding():
+    x, norm, scale, shift = nchw_case(torch.bfloat16)
+    exact = composed(
+        x.double(), norm.weight.double(), norm.bias.double(), 4, norm.eps,
+        scale.double(), shift.double(),
+    )  # fmt: skip
+    with torch.no_grad():
+        for layout in (x, x.contiguous(memory_format=CL)):  # folded; GroupNorm then addcmul
+            result = norm(layout, scale, shift)
+            assert result.dtype == torch.bfloat16
+            assert (result.double() - exact).norm() / exact.norm() < 1e-2

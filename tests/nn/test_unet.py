@@ -280,3 +280,18 @@ def test_unknown_or_foreign_settings_are_rejected():
         config_from_dict({**data, "width": 3})
     with pytest.raises(ConfigError, match="unknown network kind"):
         config_from_dict({**data, "kind": "transformer"})
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_upsampling_then_convolving_is_one_transposed_convolution(memory_format):
+    generator = torch.Generator().manual_seed(2)
+    conv = torch.nn.Conv2d(3, 5, 3, padding=1).double().to(memory_format=memory_format)
+    x = torch.randn(2, 3, 4, 7, generator=generator, dtype=torch.float64)
+    x = x.contiguous(memory_format=memory_format).requires_grad_()
+    grad_out = torch.randn(2, 5, 8, 14, generator=generator, dtype=torch.float64)
+    results = []
+    for function in (layers.upsample2x_conv, lambda x, conv: conv(layers.upsample2x(x))):
+        y = function(x, conv)
+        results.append((y, *torch.autograd.grad(y, (x, conv.weight, conv.bias), grad_out)))
+    for name, ours, plain in zip(("y", "x", "weight", "bias"), *results, strict=True):
+        torch.testing.assert_close(ours, plain, rtol=1e-12, atol=1e-12, msg=name)

@@ -45,19 +45,43 @@ class GroupNorm32(nn.GroupNorm):
             return group_norm_act(
                 x, self.weight, self.bias, self.num_groups, self.eps, scale, shift, silu
             )
-        h = self.normalize(x)
-        if scale is not None:
+        if scale is None:
+            h = self.normalize(x, self.num_groups, self.weight, self.bias)
+        elif x.is_contiguous():
+            h = self.normalize_scaled(x, scale, shift)
+        else:
+            h = self.normalize(x, self.num_groups, self.weight, self.bias)
             h = torch.addcmul(shift, h, 1 + scale)
         return F.silu(h) if silu else h
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """GN(x) by the framework's kernels."""
-        if x.dtype == self.weight.dtype or x.device.type == "cpu":
-            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+    def normalize_scaled(
+        self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor
+    ) -> torch.Tensor:
+        """GN(x) * (1 + scale) + shift for a contiguous (NCHW) ``x`` as one GroupNorm.
+
+        Per image the scale-shift is an affine map of each channel, like GroupNorm's own
+        gamma and beta: seen as one image of N x C channels in N x groups groups, the batch
+        normalises exactly as before and takes gamma (1 + scale) and beta (1 + scale) +
+        shift as its per-channel weight and bias. One kernel instead of two, and in bf16
+        2-3x faster forward and backward than GroupNorm and a separate scale-shift on a Zen
+        4 EPYC (whose bf16 ``addcmul`` is not vectorised).
+        """
+        n, c, height, width = x.shape
+        dtype = self.weight.dtype
+        factor = 1 + scale.reshape(n, c).to(dtype)
+        weight = (self.weight * factor).reshape(n * c)
+        bias = torch.addcmul(shift.reshape(n, c).to(dtype), self.bias, factor).reshape(n * c)
+        folded = x.view(1, n * c, height, width)
+        return self.normalize(folded, n * self.num_groups, weight, bias).view(n, c, height, width)
+
+    def normalize(
+        self, x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        """GroupNorm of ``x`` by the framework's kernels, in the precision of ``weight``."""
+        if x.dtype == weight.dtype or x.device.type == "cpu":
+            return F.group_norm(x, groups, weight, bias, self.eps)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            normed = F.group_norm(
-                x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps
-            )
+            normed = F.group_norm(x.float(), groups, weight.float(), bias.float(), self.eps)
         return normed.to(x.dtype)
 
 
@@ -111,6 +135,31 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
 
+def upsample2x_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(upsample2x(x))`` for a 3x3 convolution with padding 1, with 16 multiply-adds
+    per output pixel and channel pair instead of 36.
+
+    After nearest-neighbour upsampling a 3x3 window covers only 2x2 distinct input pixels,
+    and which of its taps share a pixel depends only on the output pixel's parity: output
+    row 2i sees input row i-1 through tap 0 and row i through taps 1 and 2; row 2i+1 sees
+    row i through taps 0 and 1 and row i+1 through tap 2 (columns alike). A transposed
+    convolution of stride 2 and padding 1 whose 4x4 kernel has, along each axis, the taps
+    (w2, w1 + w2, w0 + w1, w0) computes exactly these sums on ``x`` itself, so neither the
+    upsampled tensor nor the repeated products exist: forward and backward 1.3-3x faster
+    than upsampling and convolving at the networks' shapes, in float32 and bf16, on a Zen 4
+    EPYC (``benchmarks/bench_upsampling.py``). The convolution's own weights are used (and
+    trained): checkpoints do not change.
+    """
+    kernel = _parity_taps(_parity_taps(conv.weight, 2), 3)
+    return F.conv_transpose2d(x, kernel.transpose(0, 1), conv.bias, stride=2, padding=1)
+
+
+def _parity_taps(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """The 3 taps (w0, w1, w2) along ``dim`` as the 4 of :func:`upsample2x_conv`'s kernel."""
+    w0, w1, w2 = weight.unbind(dim)
+    return torch.stack([w2, w1 + w2, w0 + w1, w0], dim)
+
+
 class ResBlock(nn.Module):
     """Residual block conditioned on the embedding (DDPM appendix B; ADM section 3).
 
@@ -160,9 +209,12 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """``x`` [N, C, H, W] features, ``emb`` [N, E] the SiLU of the embedding."""
         h = self.norm1(x, silu=True)
-        if self.resample is not None:
-            h, x = self.resample(h), self.resample(x)
-        h = self.conv1(h)
+        if self.resample is upsample2x:
+            h, x = upsample2x_conv(h, self.conv1), upsample2x(x)
+        elif self.resample is not None:
+            h, x = self.conv1(self.resample(h)), self.resample(x)
+        else:
+            h = self.conv1(h)
         h = conditioned_norm(h, self.embedding(emb), self.norm2, self.scale_shift_norm, silu=True)
         h = self.conv2(self.dropout(h))
         return self.skip(x) + h
@@ -310,7 +362,8 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Double the resolution: nearest-neighbour upsampling, then a 3x3 convolution (DDPM).
+    """Double the resolution: nearest-neighbour upsampling, then a 3x3 convolution (DDPM),
+    computed as one transposed convolution (:func:`upsample2x_conv`).
 
     channels: channels of the input and output features.
     """
@@ -320,7 +373,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        return self.conv(upsample2x(x))
+        return upsample2x_conv(x, self.conv)
 
 
 def run_block(block: nn.Module, checkpointed: bool, *inputs: torch.Tensor | None) -> torch.Tensor:
