@@ -150,8 +150,9 @@ def upsample2x_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     EPYC (``benchmarks/bench_upsampling.py``). The convolution's own weights are used (and
     trained): checkpoints do not change.
     """
-    kernel = _parity_taps(_parity_taps(conv.weight, 2), 3)
-    return F.conv_transpose2d(x, kernel.transpose(0, 1), conv.bias, stride=2, padding=1)
+    # built in the transposed convolution's [in, out, 4, 4] layout, contiguous
+    kernel = _parity_taps(_parity_taps(conv.weight.transpose(0, 1), 2), 3)
+    return F.conv_transpose2d(x, kernel, conv.bias, stride=2, padding=1)
 
 
 def _parity_taps(weight: torch.Tensor, dim: int) -> torch.Tensor:
