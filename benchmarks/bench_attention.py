@@ -22,7 +22,6 @@ medians and the ratio fused / explicit (above 1, the explicit steps are faster).
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 
 import torch
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 
 import diffuse.nn.layers as layers
 from bench_unet import IMPLEMENTATIONS, NETWORKS, make_step
-from benchlib import alternating_medians, describe_machine, step_rates, with_replaced
+from benchlib import alternating_medians, lever_main, swapped_step_rates
 from diffuse.nn import UNet
 
 VARIANTS = {"fused": F.scaled_dot_product_attention, "explicit": layers.explicit_attention}
@@ -139,23 +138,9 @@ def bench_steps(batch: int, rounds: int) -> None:
         for mode in ("forward", "training"):
             step = make_step(impl, model, config, mode, "bf16", batch)
             # multihead_attention calls layers.attention: each variant in its place
-            run = partial(with_replaced, layers, "attention", call=step)
-            medians = alternating_medians(VARIANTS, run, rounds)
-            rates = step_rates(batch, medians, "fused", "explicit")
+            rates = swapped_step_rates(step, layers, "attention", VARIANTS, batch, rounds)
             print(f"{network} bf16 {mode} step, batch {batch}: {rates}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--no-step", action="store_true", help="skip the networks' steps")
-    args = parser.parse_args()
-    print(describe_machine())
-    bench_shapes(args.batch_size, args.rounds)
-    if not args.no_step:
-        bench_steps(args.batch_size, args.rounds)
-
-
 if __name__ == "__main__":
-    main()
+    lever_main(__doc__.splitlines()[0], bench_shapes, bench_steps)

@@ -14,7 +14,6 @@ Prints the CPU, the medians and ratios (torch's time over ours: above 1, ours is
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 
 import torch
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 
 import diffuse.nn.dropout as ours
 from bench_unet import IMPLEMENTATIONS, NETWORKS, make_step
-from benchlib import alternating_medians, describe_machine, step_rates, with_replaced
+from benchlib import alternating_medians, lever_main, swapped_step_rates
 
 # (channels, size) of the fashion network's residual blocks at each level
 SHAPES = ((32, 28), (64, 14), (128, 7))
@@ -34,7 +33,7 @@ def forward_and_backward(function, x: torch.Tensor, p: float, grad: torch.Tensor
     x.grad = None
 
 
-def bench_shapes(batch: int, p: float, rounds: int) -> None:
+def bench_shapes(batch: int, rounds: int, p: float) -> None:
     print(f"dropout p={p}, forward + backward, batch {batch}, channels_last (ms):")
     for channels, size in SHAPES:
         x = torch.randn(batch, channels, size, size).contiguous(memory_format=torch.channels_last)
@@ -54,24 +53,12 @@ def bench_training_step(batch: int, rounds: int) -> None:
     step = make_step(IMPLEMENTATIONS["ours"], model, config, "training", "fp32", batch)
     step()
     # diffuse.nn.dropout.Dropout calls ours.dropout: each variant in its place
-    run = partial(with_replaced, ours, "dropout", call=step)
-    medians = alternating_medians(VARIANTS, run, rounds)
-    rates = step_rates(batch, medians, "torch", "ours")
+    rates = swapped_step_rates(step, ours, "dropout", VARIANTS, batch, rounds)
     print(f"fashion training step, batch {batch} (dropout {config.dropout}): {rates}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--p", type=float, default=0.1, help="dropout rate of part 1")
-    parser.add_argument("--no-step", action="store_true", help="skip the training step")
-    args = parser.parse_args()
-    print(describe_machine())
-    bench_shapes(args.batch_size, args.p, args.rounds)
-    if not args.no_step:
-        bench_training_step(args.batch_size, args.rounds)
-
-
 if __name__ == "__main__":
-    main()
+    lever_main(
+        __doc__.splitlines()[0], bench_shapes, bench_training_step,
+        p=dict(type=float, default=0.1, help="dropout rate of part 1"),
+    )  # fmt: skip

@@ -23,7 +23,6 @@ faster).
 
 from __future__ import annotations
 
-import argparse
 import copy
 from functools import partial
 
@@ -32,7 +31,7 @@ from torch import nn
 
 import diffuse.nn.layers as layers
 from bench_unet import IMPLEMENTATIONS, NETWORKS, make_step
-from benchlib import alternating_medians, describe_machine, step_rates, with_replaced
+from benchlib import alternating_medians, lever_main, swapped_step_rates, with_replaced
 from diffuse.nn import UNet
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}
@@ -172,23 +171,9 @@ def bench_steps(batch: int, rounds: int) -> None:
             for mode in ("forward", "training"):
                 step = make_step(impl, model, config, mode, precision, batch)
                 for lever, (owner, attribute, variants, _) in LEVERS.items():
-                    run = partial(with_replaced, owner, attribute, call=step)
-                    medians = alternating_medians(variants, run, rounds)
-                    rates = step_rates(batch, medians, "plain", "ours")
+                    rates = swapped_step_rates(step, owner, attribute, variants, batch, rounds)
                     print(f"{network} {precision} ({name}) {mode} step, {lever}: {rates}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--no-step", action="store_true", help="skip the networks' steps")
-    args = parser.parse_args()
-    print(describe_machine())
-    bench_shapes(args.batch_size, args.rounds)
-    if not args.no_step:
-        bench_steps(args.batch_size, args.rounds)
-
-
 if __name__ == "__main__":
-    main()
+    lever_main(__doc__.splitlines()[0], bench_shapes, bench_steps)

@@ -10,6 +10,7 @@ slow spell of a shared machine falls on all of them alike.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -92,6 +93,36 @@ def with_replaced(owner: object, name: str, value: object, call: Callable[[], ob
         call()
     finally:
         setattr(owner, name, kept)
+
+
+def swapped_step_rates(
+    step: Callable[[], object], owner: object, name: str, variants: Mapping[str, object],
+    batch: int, rounds: int,
+) -> str:  # fmt: skip
+    """:func:`step_rates` of ``step`` run with each of ``variants`` in turn as ``owner.name``
+    (alternating rounds): the first variant is the baseline, the last ours."""
+    run = partial(with_replaced, owner, name, call=step)
+    medians = alternating_medians(variants, run, rounds)
+    names = list(variants)
+    return step_rates(batch, medians, names[0], names[-1])
+
+
+def lever_main(description: str, shapes: Callable, steps: Callable, **options: dict) -> None:
+    """The command line of a benchmark of one lever: ``--batch-size``, ``--rounds`` and
+    ``--no-step``, and ``options`` (name -> ``add_argument`` keywords; passed on to
+    ``shapes``). Prints the machine, then runs ``shapes(batch, rounds, **options)`` and,
+    unless ``--no-step``, ``steps(batch, rounds)``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    for option, keywords in options.items():
+        parser.add_argument(f"--{option}", **keywords)
+    parser.add_argument("--no-step", action="store_true", help="skip the networks' steps")
+    args = parser.parse_args()
+    print(describe_machine())
+    shapes(args.batch_size, args.rounds, **{option: getattr(args, option) for option in options})
+    if not args.no_step:
+        steps(args.batch_size, args.rounds)
 
 
 def emit(result: dict) -> None:
