@@ -29,7 +29,8 @@ class GroupNorm32(nn.GroupNorm):
     CPU take float32 affine parameters with them: there the call is direct (bit-identical to
     normalising ``x.float()`` and rounding, without the copies); elsewhere the input is
     cast to float32 explicitly. Float channels_last inputs on the CPU go through
-    :func:`~diffuse.nn.group_norm.group_norm_act`, one pass for all three steps.
+    :func:`~diffuse.nn.group_norm.group_norm_act`, one pass for all three steps; on NCHW
+    inputs the scale-shift joins GroupNorm's own affine map (:meth:`normalize_scaled`).
     """
 
     def forward(
@@ -62,9 +63,10 @@ class GroupNorm32(nn.GroupNorm):
         Per image the scale-shift is an affine map of each channel, like GroupNorm's own
         gamma and beta: seen as one image of N x C channels in N x groups groups, the batch
         normalises exactly as before and takes gamma (1 + scale) and beta (1 + scale) +
-        shift as its per-channel weight and bias. One kernel instead of two, and in bf16
-        2-3x faster forward and backward than GroupNorm and a separate scale-shift on a Zen
-        4 EPYC (whose bf16 ``addcmul`` is not vectorised).
+        shift as its per-channel weight and bias. One kernel instead of two: in bf16 on a
+        Zen 4 EPYC, whose bf16 ``addcmul`` is not vectorised, 2-5x faster than GroupNorm
+        and a separate scale-shift in the forward pass and 1.1-1.6x in training
+        (``benchmarks/bench_layers.py``), and one rounding instead of two.
         """
         n, c, height, width = x.shape
         dtype = self.weight.dtype
@@ -145,10 +147,10 @@ def upsample2x_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     row i through taps 0 and 1 and row i+1 through tap 2 (columns alike). A transposed
     convolution of stride 2 and padding 1 whose 4x4 kernel has, along each axis, the taps
     (w2, w1 + w2, w0 + w1, w0) computes exactly these sums on ``x`` itself, so neither the
-    upsampled tensor nor the repeated products exist: forward and backward 1.3-3x faster
-    than upsampling and convolving at the networks' shapes, in float32 and bf16, on a Zen 4
-    EPYC (``benchmarks/bench_upsampling.py``). The convolution's own weights are used (and
-    trained): checkpoints do not change.
+    upsampled tensor nor the repeated products exist: at the networks' shapes 1.5-2.5x
+    faster than upsampling and convolving in the forward pass and 1.5-2.1x in training, in
+    float32 and bf16, on a Zen 4 EPYC (``benchmarks/bench_layers.py``). The convolution's
+    own weights are used (and trained): checkpoints do not change.
     """
     # built in the transposed convolution's [in, out, 4, 4] layout, contiguous
     kernel = _parity_taps(_parity_taps(conv.weight.transpose(0, 1), 2), 3)
