@@ -97,10 +97,13 @@ def batched(arguments: list, batch: int, dtype: torch.dtype, generator) -> list:
     ]
 
 
-def run_layer(function, arguments: list, precision: str, training: bool) -> list[torch.Tensor]:
+def run_layer(
+    function, arguments: list, position: int, precision: str, training: bool
+) -> list[torch.Tensor]:
     """``function(*arguments)`` under the precision's autocast; with ``training`` the
     backward pass of a fixed weighting of the output into the tensors and the modules'
-    parameters too. Returns the output and the gradient of the feature map."""
+    parameters too. Returns the output and the gradient of the feature map (the argument
+    at ``position``)."""
     dtype = AUTOCAST[precision]
     tensors = [
         a.detach().requires_grad_(training) if isinstance(a, torch.Tensor) else a for a in arguments
@@ -114,23 +117,20 @@ def run_layer(function, arguments: list, precision: str, training: bool) -> list
         return [out]
     weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
     (out * weights).sum().backward()
-    feature_map = next(
-        t for t in tensors if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[2] > 1
-    )
     for module in (a for a in arguments if isinstance(a, nn.Module)):
         module.zero_grad(set_to_none=True)
-    return [out, feature_map.grad]
+    return [out, tensors[position].grad]
 
 
-def relative_errors(variants: dict, arguments: list, precision: str) -> str:
+def relative_errors(variants: dict, arguments: list, position: int, precision: str) -> str:
     """Each variant's relative RMS error against float64 (output / gradient of the map)."""
     exact = [
         copy.deepcopy(a).double() if isinstance(a, nn.Module) else a.double() for a in arguments
     ]
-    reference = run_layer(variants["plain"], exact, "fp32", training=True)
+    reference = run_layer(variants["plain"], exact, position, "fp32", training=True)
     parts = []
     for name, function in variants.items():
-        got = run_layer(function, arguments, precision, training=True)
+        got = run_layer(function, arguments, position, precision, training=True)
         errors = [
             ((g.double() - r).norm() / r.norm()).item() for g, r in zip(got, reference, strict=True)
         ]
@@ -140,7 +140,7 @@ def relative_errors(variants: dict, arguments: list, precision: str) -> str:
 
 def bench_shapes(batch: int, rounds: int) -> None:
     generator = torch.Generator().manual_seed(0)
-    for lever, (_, _, variants, _) in LEVERS.items():
+    for lever, (_, _, variants, position) in LEVERS.items():
         for network in NETWORKS:
             for shape, call in recorded_calls(network, lever).items():
                 print(f"{lever}, {network}, input {list(shape)}, batch {batch} (ms; plain / ours)")
@@ -150,14 +150,18 @@ def bench_shapes(batch: int, rounds: int) -> None:
                     timings = []
                     for mode, training in (("forward", False), ("training", True)):
                         run = partial(
-                            run_layer, arguments=arguments, precision=precision, training=training
+                            run_layer,
+                            arguments=arguments,
+                            position=position,
+                            precision=precision,
+                            training=training,
                         )
                         medians = alternating_medians(variants, run, rounds)
                         timings.append(
                             f"{mode} {1e3 * medians['plain']:6.2f} / {1e3 * medians['ours']:6.2f} "
                             f"x{medians['plain'] / medians['ours']:.2f}"
                         )
-                    errors = relative_errors(variants, arguments, precision)
+                    errors = relative_errors(variants, arguments, position, precision)
                     print(f"  {precision}: {'   '.join(timings)}   error out/grad: {errors}")
 
 
