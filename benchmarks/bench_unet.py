@@ -7,8 +7,8 @@ per head, adaptive GroupNorm and BigGAN resampling blocks (ADM style): 7.66 M pa
 32, multipliers (1, 2, 4), attention at 14x14 and 7x7 with 32 channels per head, 16
 GroupNorm groups, adaptive GroupNorm, convolutional resampling, dropout 0.1, 10 classes
 and a null class: 3.87 M parameters, 0.87 GFLOP per image (ours computes 3.38 and 0.80:
-its upsampling convolutions run as transposed convolutions, ``upsample2x_conv``). Peers, each built, fed
-(class labels by its own keyword) and trained as its own users do:
+its upsampling convolutions run as transposed convolutions, ``upsample2x_conv``). Peers,
+each built, fed (class labels by its own keyword) and trained as its own users do:
 
 - diffusers: ``UNet2DModel`` with the same architecture (``diffusers_twin.py``) and
   diffusers' own initialisation; AdamW as its ``train_unconditional.py`` example
@@ -33,8 +33,8 @@ bf16 is autocast for every implementation (what accelerate's ``mixed_precision="
 does for the peers' training scripts); float32 and bf16 are compared at equal precision.
 Ours is measured in bf16 twice: as built (channels_last) and as ``ours-nchw``, its
 weights and so its activations in NCHW, the other layout ``precision=auto`` times for bf16
-and runs in where it is faster (on a Zen 4 EPYC with AVX512-BF16 it is: 1.36x in training
-on the ``fashion`` network, 1.2x on the ``bench`` network).
+and runs in where it is faster (on a Zen 4 EPYC with AVX512-BF16 it is: 1.49x in training
+on the ``fashion`` network, 1.30x on the ``bench`` network, 2026-12-04).
 
 Every measurement - one (implementation, network, precision, mode) - runs in its own
 fresh process (``bench_unet.py measure ...``, answering one JSON line): it builds the

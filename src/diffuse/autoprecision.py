@@ -14,8 +14,8 @@ than float32. The decision:
   candidate. bf16 is timed in both memory formats (the network computes in the layout of
   its weights, :meth:`diffuse.nn.encoder.Network.encode`), since which is faster depends
   on the CPU and the network: on a 2-core Zen 4 EPYC (AVX512-BF16) at batch 64 the
-  ``fashion`` network trained 84.2 images/s in NCHW against 62.1 in channels_last, which
-  float32 prefers, and the 32x32 ``bench`` network 1.2x faster in NCHW too
+  ``fashion`` network trained 104.2 images/s in NCHW against 69.9 in channels_last, which
+  float32 prefers, and the 32x32 ``bench`` network 32.2 against 24.7
   (``benchmarks/bench_unet.py --precisions bf16``, rows ``ours`` and ``ours-nchw``). The
   result is cached in diffuse's cache folder
   (``precision.json``, see ``user_cache_dir``) per (CPU and bf16 instructions, threads,

@@ -46,13 +46,12 @@ class GroupNorm32(nn.GroupNorm):
             return group_norm_act(
                 x, self.weight, self.bias, self.num_groups, self.eps, scale, shift, silu
             )
-        if scale is None:
-            h = self.normalize(x, self.num_groups, self.weight, self.bias)
-        elif x.is_contiguous():
+        if scale is not None and x.is_contiguous():
             h = self.normalize_scaled(x, scale, shift)
         else:
             h = self.normalize(x, self.num_groups, self.weight, self.bias)
-            h = torch.addcmul(shift, h, 1 + scale)
+            if scale is not None:
+                h = torch.addcmul(shift, h, 1 + scale)
         return F.silu(h) if silu else h
 
     def normalize_scaled(
