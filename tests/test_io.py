@@ -16,6 +16,7 @@ from diffuse.errors import DiskFullError
 from diffuse.io import atomic_directory, atomic_write_text, current_umask
 from diffuse.outputs import OutputLayout
 from diffuse.train.run import RunFolder
+from diffuse.train.state import remove_stale_temporaries
 
 
 @pytest.fixture(params=[0o022, 0o077], ids=["umask-022", "umask-077"])
@@ -88,3 +89,38 @@ def test_a_full_disk_names_the_folder_being_written_and_keeps_what_was_there(tmp
     assert [p.name for p in tmp_path.iterdir()] == ["kept"]
     assert [p.name for p in (tmp_path / "kept").iterdir()] == ["file.txt"]
     assert (tmp_path / "kept/file.txt").read_text() == "before"
+
+
+def test_overwriting_never_collides_with_what_an_earlier_process_left_aside(tmp_path):
+    """The old version waits under a name no one has (not one built from the process id,
+    which a container's next process often shares)."""
+    atomic_write_text(tmp_path / "kept/file.txt", "before")
+    leftover = tmp_path / f".kept.old-{os.getpid()}"
+    atomic_write_text(leftover / "file.txt", "an older process's")
+    with atomic_directory(tmp_path / "kept", LAYOUT, overwrite=True) as folder:
+        atomic_write_text(folder / "file.txt", "after")
+    assert (tmp_path / "kept/file.txt").read_text() == "after"
+    assert (leftover / "file.txt").read_text() == "an older process's"
+
+
+def test_a_write_killed_between_its_two_moves_gets_the_old_version_back(tmp_path, monkeypatch):
+    """Killed after moving the old folder aside and before moving the new one in: the
+    clean-up before the next write puts the old version back instead of deleting it."""
+    atomic_write_text(tmp_path / "best/file.txt", "before")
+
+    def killed_moving_the_new_version_in(source, target):
+        if Path(target) == tmp_path / "best":
+            raise KeyboardInterrupt
+        os.rename(source, target)
+
+    monkeypatch.setattr(diffuse.io.os, "replace", killed_moving_the_new_version_in)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_directory(tmp_path / "best", LAYOUT, overwrite=True) as folder:
+            atomic_write_text(folder / "file.txt", "after")
+    monkeypatch.undo()
+    assert not (tmp_path / "best").exists()
+    (tmp_path / ".best.1234.tmp").mkdir()  # a temporary folder of another killed write
+    removed = remove_stale_temporaries(tmp_path / "best")
+    assert [p.name for p in removed] == [".best.1234.tmp"]
+    assert (tmp_path / "best/file.txt").read_text() == "before"
+    assert [p.name for p in tmp_path.iterdir()] == ["best"]

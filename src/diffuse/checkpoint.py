@@ -43,6 +43,7 @@ from diffuse.errors import (
     CorruptCheckpointError,
     DiffuseError,
     MissingFileError,
+    is_int_at_least,
 )
 from diffuse.io import atomic_directory, atomic_write_json
 from diffuse.nn import build_network, config_from_dict
@@ -131,7 +132,7 @@ def write_checkpoint_files(
             raise ConfigError(f"EMA rate {rate!r} must be a float between 0 and 1")
         _check_state_dict(_to_save(state), weights, f"EMA weights at rate {rate}")
         ema_weights[rate] = _to_save(state)
-    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+    if step is not None and not is_int_at_least(step, 0):
         raise ConfigError(f"step must be a non-negative integer or None, got {step!r}")
     if diffusion is not None and not isinstance(diffusion, DiffusionConfig):
         raise ConfigError(f"diffusion must be a DiffusionConfig, got {type(diffusion).__name__}")

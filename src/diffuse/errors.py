@@ -57,3 +57,9 @@ class InexpressibleError(ConfigError):
         self.problems = list(problems)
         message = f"{what} cannot express {'; '.join(self.problems)}"
         super().__init__(f"{message}; {outcome}" if outcome else message)
+
+
+def is_int_at_least(value: object, minimum: int) -> bool:
+    """Whether ``value`` is an integer >= ``minimum``; a bool is not one here, though
+    Python counts it as an int (``steps=True`` is a mistake, not a count of 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum

@@ -24,6 +24,8 @@ from diffuse.outputs import OutputLayout, check_output_path
 # Where Linux shows a process's umask without changing it (since Linux 4.7).
 PROC_STATUS = Path("/proc/self/status")
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# An overwritten folder NAME waits as .NAME.old-XXXX until its replacement is in place.
+ASIDE_INFIX = ".old-"
 
 
 @contextlib.contextmanager
@@ -100,8 +102,8 @@ def atomic_directory(
             tmp.chmod(0o777 & ~umask)
             layout.check(path, overwrite)
             if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, old)
+                old = tempfile.mkdtemp(prefix=f".{path.name}{ASIDE_INFIX}", dir=path.parent)
+                os.replace(path, old)  # onto the empty folder just made: a name no one has
                 os.replace(tmp, path)
                 shutil.rmtree(old, ignore_errors=True)
             else:

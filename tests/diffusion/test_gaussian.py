@@ -396,6 +396,9 @@ def test_from_config_builds_the_process_its_settings_describe():
     # variance names the fix.
     with pytest.raises(ConfigError, match="use loss 'hybrid'"):
         GaussianDiffusion.from_config(DiffusionConfig(variance="learned", loss="mse"))
+    for timesteps in (0, 2.5, True):  # True is an int to Python, not a count of steps
+        with pytest.raises(ConfigError, match="timesteps must be a positive integer"):
+            DiffusionConfig(timesteps=timesteps)
 
 
 @pytest.mark.parametrize(
@@ -423,3 +426,24 @@ def test_oracle_is_the_minimum_mse_predictor():
     best = ((oracle(x_t, t) - noise) ** 2).mean()
     for scale in (0.95, 1.05):
         assert ((scale * oracle(x_t, t) - noise) ** 2).mean() > best
+
+
+def test_guided_diffusions_names_hold_its_tables():
+    """The arrays ported code reads by guided-diffusion's names, against their closed forms
+    (DDPM eq. 7: the posterior's mean coefficients and variance, its log clipped at t = 0
+    to the value at t = 1)."""
+    p = process("cosine")
+    betas = p.betas
+    abar = np.cumprod(1.0 - betas)
+    abar_prev = np.append(1.0, abar[:-1])
+    np.testing.assert_allclose(p.alphas_cumprod, abar, rtol=1e-12)
+    np.testing.assert_allclose(p.alphas_cumprod_prev, abar_prev, rtol=1e-12)
+    np.testing.assert_allclose(p.alphas_cumprod_next, np.append(abar[1:], 0.0), rtol=1e-12)
+    variance = betas * (1.0 - abar_prev) / (1.0 - abar)
+    np.testing.assert_allclose(p.posterior_variance, variance, rtol=1e-12)
+    clipped = np.log(np.append(variance[1], variance[1:]))
+    np.testing.assert_allclose(p.posterior_log_variance_clipped, clipped, rtol=1e-12)
+    coef1 = betas * np.sqrt(abar_prev) / (1.0 - abar)
+    coef2 = (1.0 - abar_prev) * np.sqrt(1.0 - betas) / (1.0 - abar)
+    np.testing.assert_allclose(p.posterior_mean_coef1, coef1, rtol=1e-12)
+    np.testing.assert_allclose(p.posterior_mean_coef2, coef2, rtol=1e-12)

@@ -39,6 +39,7 @@ from diffuse.train import (
 from diffuse.train.distributed import setup
 from diffuse.train.lock import LOCK_FILE
 from diffuse.train.run import RunFolder
+from diffuse.train.state import prune_checkpoints
 from diffuse.train.trainer import Trainer
 from helpers.run_checks import digest, same_tensors, weights
 from helpers.sample_models import SMALL
@@ -216,6 +217,20 @@ def test_old_checkpoints_are_pruned(tmp_path):
     assert steps == ["step-00000004", "step-00000006"]
 
 
+def test_pruning_counts_only_complete_checkpoints(tmp_path):
+    """A step folder without its config.json (a deletion killed halfway) takes none of
+    the kept places, and goes with the stale temporary folders."""
+    folder = tmp_path / "checkpoints"
+    for step in (2, 4, 6):
+        (folder / f"step-{step:08d}").mkdir(parents=True)
+    for step in (2, 4):
+        (folder / f"step-{step:08d}/config.json").write_text("{}")
+    (folder / ".step-00000008.abc.tmp").mkdir()
+    removed = prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in removed) == [".step-00000008.abc.tmp", "step-00000006"]
+    assert sorted(p.name for p in folder.iterdir()) == ["step-00000002", "step-00000004"]
+
+
 def copy_run(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
@@ -250,8 +265,25 @@ def copy_run(source: Path, target: Path) -> Path:
             DataError,
             "num_classes=10",
         ),
+        (
+            lambda: tiny_spec(4, **{"model.num_classes": None, "model.null_class": False}),
+            {
+                "overwrite": True,
+                "dataset": ImageDataset.from_arrays(bars(8)[..., None], random_flip=True),
+            },
+            DataError,
+            "train.random_flip=true",
+        ),
     ],
-    ids=["existing-run", "image-size", "missing-data", "fp16-on-cpu", "channels", "class-count"],
+    ids=[
+        "existing-run",
+        "image-size",
+        "missing-data",
+        "fp16-on-cpu",
+        "channels",
+        "class-count",
+        "self-flipping-set",
+    ],
 )
 def test_a_bad_new_run_leaves_the_existing_run_intact(
     finished_run, tmp_path, make_spec, options, error, message

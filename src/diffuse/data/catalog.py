@@ -12,7 +12,7 @@ from diffuse.data.dataset import ImageDataset, LoadedImages
 from diffuse.data.digits import load_digits
 from diffuse.data.folder import FolderSurvey, load_folder
 from diffuse.data.mnist import load_idx_set
-from diffuse.errors import ConfigError
+from diffuse.errors import ConfigError, is_int_at_least
 
 DATASET_NAMES = ("digits", "fashion-mnist", "mnist", "cifar10")
 """The named data sets; anything else is taken as a folder of images."""
@@ -62,9 +62,7 @@ def load_dataset(
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
-    ):
+    if image_size is not None and not is_int_at_least(image_size, 1):
         raise ConfigError(f"image_size must be a positive integer or None, got {image_size!r}")
     name = canonical_name(name_or_path)
     if name is None:

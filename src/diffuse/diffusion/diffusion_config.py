@@ -19,7 +19,7 @@ from diffuse.diffusion.gaussian import (
     check_choices,
 )
 from diffuse.diffusion.schedules import SCHEDULES
-from diffuse.errors import ConfigError
+from diffuse.errors import ConfigError, is_int_at_least
 
 # The allowed values are re-exported for the command line's help.
 __all__ = ["LOSSES", "PREDICTIONS", "SCHEDULES", "VARIANCES", "DiffusionConfig"]
@@ -50,7 +50,7 @@ class DiffusionConfig:
             variance=self.variance,
             loss=self.loss,
         )
-        if not isinstance(self.timesteps, int) or self.timesteps < 1:
+        if not is_int_at_least(self.timesteps, 1):
             raise ConfigError(
                 f"diffusion timesteps must be a positive integer, got {self.timesteps!r}"
             )

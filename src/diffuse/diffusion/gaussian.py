@@ -417,8 +417,15 @@ class GaussianDiffusion:
         For t > 0: L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) (DDPM eq. 5).
         For t = 0: L_0 = -log p(x0 | x_1) under the discretized Gaussian decoder (eq. 13).
         """
-        true_mean, _, true_log_variance = self.q_posterior(x0, x_t, t)
         pred = self.p_mean_variance(model_output, x_t, t, clip_denoised)
+        return self.prediction_vb_terms_bpd(pred, x0, x_t, t)
+
+    def prediction_vb_terms_bpd(
+        self, pred: dict[str, torch.Tensor], x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`vb_terms_bpd` from the prediction ``pred`` that :meth:`p_mean_variance`
+        made of the network's output (for a caller that needs the prediction too)."""
+        true_mean, _, true_log_variance = self.q_posterior(x0, x_t, t)
         kl = mean_over_pixels(
             normal_kl(true_mean, true_log_variance, pred["mean"], pred["log_variance"])
         )

@@ -41,8 +41,8 @@ def bits_per_dim(
         noise = randn_like(x0, generator)
         x_t = process.q_sample(x0, t, noise)
         output = process.call_model(model, x_t, t, model_kwargs)
-        vb.append(process.vb_terms_bpd(output, x0, x_t, t, clip_denoised))
         pred = process.p_mean_variance(output, x_t, t, clip_denoised)
+        vb.append(process.prediction_vb_terms_bpd(pred, x0, x_t, t))
         x0_mse.append(((pred["pred_x0"] - x0) ** 2).flatten(1).mean(1))
         eps_mse.append(((pred["pred_eps"] - noise) ** 2).flatten(1).mean(1))
     # Collected from T-1 down to 0; store with index = timestep.

@@ -49,7 +49,7 @@ class TimestepSampler:
             raise ValueError(f"a uniform timestep sampler has no state, got {sorted(state)}")
 
 
-UniformSampler = TimestepSampler
+UniformSampler = TimestepSampler  # guided-diffusion's name (resample.py), for ported code
 
 
 class LossAwareSampler(TimestepSampler):
@@ -135,6 +135,6 @@ def make_timestep_sampler(name: str, num_timesteps: int) -> TimestepSampler:
     """``uniform`` or ``loss-aware`` (the Improved DDPM importance sampler)."""
     if name == "uniform":
         return TimestepSampler(num_timesteps)
-    if name in ("loss-aware", "importance"):
+    if name == "loss-aware":
         return LossAwareSampler(num_timesteps)
     raise ValueError(f"unknown timestep sampler {name!r}; use 'uniform' or 'loss-aware'")

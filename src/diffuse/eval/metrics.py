@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy.special import log_softmax, logsumexp
 
-from diffuse.errors import DataError
+from diffuse.errors import DataError, is_int_at_least
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ def kid(
     )
     if real_t.shape[1] != fake_t.shape[1]:
         raise DataError(f"real features are {real_t.shape[1]}-d, fake {fake_t.shape[1]}-d")
-    if isinstance(subsets, bool) or not isinstance(subsets, int) or subsets < 1:
+    if not is_int_at_least(subsets, 1):
         raise DataError(f"KID needs at least 1 subset, got {subsets!r}")
     m = min(subset_size, len(real_t), len(fake_t))
     if m < 2:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from diffuse.errors import ConfigError, DataError
+from diffuse.errors import ConfigError, DataError, is_int_at_least
 from diffuse.eval.features import InceptionExtractor
 from diffuse.eval.metrics import squared_distances
 from diffuse.eval.preprocess import check_images
@@ -54,7 +54,7 @@ def nearest_vectors(
     |q|^2 - 2 q.r + |r|^2 (exact for integer pixels), so near-duplicates are not reordered
     by rounding.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(references):
+    if not (is_int_at_least(k, 1) and k <= len(references)):
         raise ConfigError(f"k must be an integer in 1 .. {len(references)} (the references)")
     if len(queries) == 0:
         raise DataError("there are no queries to find neighbours of")

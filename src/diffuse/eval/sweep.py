@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from diffuse.errors import ConfigError
+from diffuse.errors import ConfigError, is_int_at_least
 from diffuse.eval.evaluate import evaluate, parse_metrics
 from diffuse.eval.features import InceptionExtractor
 from diffuse.eval.reference import ReferenceStatistics
@@ -256,7 +256,7 @@ def sweep_metrics(
     is computed).
     """
     chosen = parse_metrics(metrics, has_logits)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if not is_int_at_least(k, 1):
         raise ConfigError(f"the precision/recall neighbourhood k must be >= 1, got {k!r}")
     reasons = {name: _unavailable(name, reference, n, k) for name in chosen}
     if metrics is None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
-from diffuse.errors import ConfigError
+from diffuse.errors import ConfigError, is_int_at_least
 
 ATTENTION_ORDERS = ("legacy", "new")
 RESAMPLERS = ("conv", "resblock")
@@ -327,7 +327,7 @@ def _recipe(blocks: Any) -> tuple[str, ...]:
 
 
 def _require_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int_at_least(value, 1):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 

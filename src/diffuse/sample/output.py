@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from diffuse.io import atomic_directory, atomic_write_json, current_umask
+from diffuse.io import atomic_directory, atomic_path, atomic_write_json, current_umask
 from diffuse.outputs import OutputLayout, check_output_path
 from diffuse.rendering import make_grid, save_png, upscale
 from diffuse.sample.interrupt import signal_name
@@ -108,7 +108,8 @@ def write_samples(
             arrays = {"arr_0": samples.images}
             if samples.labels is not None:
                 arrays["arr_1"] = samples.labels.astype(np.int64)
-            np.savez(tmp / "samples.npz", **arrays)
+            with atomic_path(tmp / "samples.npz") as npz, open(npz, "wb") as file:
+                np.savez(file, **arrays)  # whole or absent, should a signal come meanwhile
             save_png(tmp / "grid.png", sample_grid(samples.images))
             atomic_write_json(tmp / INFO_FILE, {"num_samples": made, **info})
         except KeyboardInterrupt as interrupt:

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffuse.diffusion import seeded_generators
-from diffuse.errors import ConfigError
+from diffuse.errors import ConfigError, is_int_at_least
 from diffuse.rendering import to_uint8
 from diffuse.sample.stage import Stage
 
@@ -47,9 +47,9 @@ def check_request(
     start_step: int | None = None,
 ) -> None:
     """Raise :class:`ConfigError` for a request that cannot be served, before any work."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not is_int_at_least(n, 1):
         raise ConfigError(f"the number of samples must be a positive integer, got {n!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int_at_least(batch_size, 1):
         raise ConfigError(f"the batch size must be a positive integer, got {batch_size!r}")
     if base.is_upsampler:
         raise ConfigError(
@@ -57,11 +57,7 @@ def check_request(
             "the upsampler stage"
         )
     last = base.process.num_timesteps - 1
-    if start_step is not None and (
-        isinstance(start_step, bool)
-        or not isinstance(start_step, int)
-        or not 0 <= start_step <= last
-    ):
+    if start_step is not None and not (is_int_at_least(start_step, 0) and start_step <= last):
         raise ConfigError(
             f"the start step must be an index of the {last + 1} steps the sampler walks "
             f"(0 .. {last}), got {start_step!r}"

@@ -163,7 +163,8 @@ class FidTracker:
     @torch.no_grad()
     def measure(self, model: nn.Module, step: int) -> dict[str, float]:
         """The metrics record of ``model`` (in eval mode) at ``step``: ``step``, ``fid``,
-        ``precision``, ``recall``, ``eval_samples`` and ``eval_seconds``."""
+        ``sample_precision``, ``sample_recall`` (named apart from a classifier's precision
+        in the same metrics file), ``eval_samples`` and ``eval_seconds``."""
         started = time.perf_counter()
         stage = Stage(model, self.diffusion, self.settings, cfg=self.cfg)
         drawn = generate(

@@ -33,11 +33,12 @@ from diffuse.checkpoint import (
     read_checkpoint_config,
     read_format_json,
     read_tensors,
+    run_checkpoints,
     write_checkpoint_files,
     write_tensors,
 )
 from diffuse.errors import CheckpointError
-from diffuse.io import atomic_directory, atomic_write_json
+from diffuse.io import ASIDE_INFIX, atomic_directory, atomic_write_json
 
 TRAINER_FILE = "trainer.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -226,11 +227,14 @@ def _fid_history(saved: Any, file: Path) -> FidHistory:
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
-    """Delete all but the ``keep`` latest step folders, and stale temporary folders."""
+    """Delete all but the ``keep`` latest complete checkpoints (:func:`run_checkpoints`),
+    step folders without a ``config.json`` (a deletion killed halfway) and stale temporary
+    folders; returns what was deleted."""
     folder = run_dir / "checkpoints"
-    steps = sorted(p for p in folder.glob("step-*") if p.is_dir())
+    complete = run_checkpoints(run_dir)
+    broken = [p for p in folder.glob("step-*") if p.is_dir() and p not in complete]
     stale = [p for p in folder.glob(".step-*") if p.is_dir()]
-    removed = steps[:-keep] + stale
+    removed = complete[: max(len(complete) - keep, 0)] + broken + stale
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)
     return removed
@@ -238,8 +242,14 @@ def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete the hidden folders that an atomic write of ``folder`` killed halfway left
-    beside it (``.NAME.*.tmp``, ``.NAME.old-PID``); returns them."""
-    stale = [p for p in folder.parent.glob(f".{folder.name}.*") if p.is_dir()]
+    beside it (``.NAME.*.tmp``, ``.NAME.old-*``); returns them. When ``folder`` itself is
+    missing, because the write was killed between moving the old version aside and moving
+    the new one in, the old version is put back instead of deleted."""
+    stale = sorted(p for p in folder.parent.glob(f".{folder.name}.*") if p.is_dir())
+    aside = [p for p in stale if p.name.startswith(f".{folder.name}{ASIDE_INFIX}")]
+    if aside and not folder.exists():
+        aside[-1].rename(folder)
+        stale.remove(aside[-1])
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return stale

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from diffuse.data.readahead import default_workers
-from diffuse.errors import ConfigError
+from diffuse.errors import ConfigError, is_int_at_least
 from diffuse.sample.sampler import SAMPLERS as EVAL_SAMPLERS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -231,7 +231,7 @@ def field_help() -> dict[str, str]:
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int_at_least(value, minimum):
         raise ConfigError(f"train.{name} must be an integer >= {minimum}, got {value!r}")
 
 

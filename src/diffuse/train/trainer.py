@@ -390,7 +390,7 @@ class Trainer:
 
     def batches(self, first: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This process's rows of the batches of steps ``first``, ``first + 1``, ... up to
-        the last: images and labels, read ahead in ``config.workers`` processes when the
+        the last: images and labels, read ahead in ``config.data_workers`` processes when the
         images are decoded on demand (a large folder). The same batches whatever the
         number of workers: each is a function of its step alone."""
         steps = range(first, self.config.steps)

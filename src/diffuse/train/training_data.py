@@ -76,6 +76,12 @@ def check_compatible(spec: RunSpec, dataset: ImageDataset) -> None:
     model = spec.model
     if len(dataset) == 0:
         raise DataError(f"data set {dataset.name!r} holds no images")
+    if dataset.random_flip:
+        raise DataError(
+            f"data set {dataset.name!r} flips its images as it reads them (random_flip=True); "
+            "the trainer flips each step's batch itself, the same on resuming and with any "
+            "number of workers: pass the set unflipped and set train.random_flip=true"
+        )
     if dataset.image_size != model.image_size:
         raise DataError(
             f"data set {dataset.name!r} has {dataset.image_size}x{dataset.image_size} images, "
