@@ -19,6 +19,7 @@ import torch
 from diffuse.checkpoint import load_checkpoint
 from diffuse.data import ImageDataset
 from diffuse.diffusion.diffusion_config import DiffusionConfig
+from diffuse.diffusion.noise import seeded_generators
 from diffuse.errors import (
     ConfigError,
     CorruptCheckpointError,
@@ -27,6 +28,8 @@ from diffuse.errors import (
     MissingFileError,
 )
 from diffuse.nn import SuperResConfig, UNetConfig
+from diffuse.sample.sampler import SamplerSettings
+from diffuse.sample.stage import Stage
 from diffuse.train import (
     DataSpec,
     RunSpec,
@@ -38,6 +41,7 @@ from diffuse.train import (
 )
 from diffuse.train.distributed import setup
 from diffuse.train.lock import LOCK_FILE
+from diffuse.train.randomness import PREVIEW, derive_seed
 from diffuse.train.run import RunFolder
 from diffuse.train.state import prune_checkpoints
 from diffuse.train.trainer import Trainer
@@ -209,6 +213,22 @@ def test_a_run_folder_holds_checkpoints_metrics_samples_and_its_config(finished_
     assert (finished_run / "samples/step-00000004.png").is_file()
     spec = RunFolder(finished_run).read_spec()
     assert spec == tiny_spec(4)
+
+
+def test_preview_grids_sample_with_any_sampler_of_diffuse_sample(tmp_path):
+    """The grids go through the sampling path of ``diffuse sample``: DPM-Solver++(2M), on
+    its quadratic spacing, draws the same images there as here."""
+    spec = tiny_spec(2, **{"train.sample_sampler": "dpm++2m", "train.sample_steps": 3})
+    result = train(spec, tmp_path / "r", progress=False)
+    assert (result.run_dir / "samples/step-00000002.png").is_file()
+    loaded = load_checkpoint(result.checkpoint)
+    labels = torch.tensor([3, 7])
+    settings = {"labels": labels, "sampler": "dpm++2m", "steps": 3, "cfg_weight": 1.0}
+    ours = sample_images(loaded.model, spec.diffusion, 2, **settings)
+    sampler = SamplerSettings("dpm++2m", "quad3")
+    stage = Stage(loaded.model, spec.diffusion, sampler, cfg=1.0, precision="fp32")
+    generators = seeded_generators([derive_seed(0, PREVIEW, i) for i in range(2)])
+    torch.testing.assert_close(ours, stage.sample(generators, labels))
 
 
 def test_old_checkpoints_are_pruned(tmp_path):

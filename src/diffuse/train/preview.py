@@ -19,17 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffuse.diffusion.diffusion_config import DiffusionConfig
-from diffuse.diffusion.guidance import ClassifierFreeGuidance
-from diffuse.diffusion.noise import randn, seeded_generators
-from diffuse.diffusion.samplers import ddim_sample, ddpm_sample
-from diffuse.diffusion.schedules import space_timesteps
+from diffuse.diffusion.noise import seeded_generators
 from diffuse.rendering import add_row_labels, make_grid, to_uint8, upscale
+from diffuse.sample.sampler import SamplerSettings
+from diffuse.sample.stage import Stage
 from diffuse.train.objectives import downsample, low_res_size
 from diffuse.train.randomness import PREVIEW, derive_seed
 
 MAX_ROWS = 10
 MIN_PIXELS = 32  # small images are enlarged to at least this size in the grid
-SAMPLERS = {"ddim": ddim_sample, "ddpm": ddpm_sample}
 
 
 @torch.no_grad()
@@ -46,39 +44,36 @@ def sample_images(
     seed: int = 0,
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """Draw ``count`` images [count, C, S, S] in [-1, 1] from ``model`` (in eval mode).
+    """Draw ``count`` images [count, C, S, S] in [-1, 1] from ``model`` (in eval mode), in
+    float32, through the sampling path of ``diffuse sample`` (:class:`Stage`).
 
     model:      a U-Net or upsampler (its ``config`` gives the image shape).
-    diffusion:  the process it was trained with; sampled over ``steps`` respaced steps.
+    diffusion:  the process it was trained with.
     labels:     class of each sample [count] for a class-conditional model.
     low_res:    low-resolution inputs [count, C, s, s] for an upsampler.
-    sampler:    "ddim" (eta = 0) or "ddpm" (ancestral).
-    steps:      number of denoising steps.
-    cfg_weight: classifier-free guidance weight w (needs a model with a null class).
+    sampler:    a sampler of :data:`~diffuse.sample.sampler.SAMPLERS` ("ddim": eta = 0).
+    steps:      number of denoising steps, spaced as ``diffuse sample --steps`` spaces them.
+    cfg_weight: classifier-free guidance weight w (used when the model has a null class).
     seed:       sample i draws its noise from a generator seeded by (seed, i).
     batch_size: most samples generated at once (does not change the result).
     """
-    config = model.config
-    device = next(model.parameters()).device
-    process = diffusion.build()
-    process = process.respace(space_timesteps(process.num_timesteps, steps))
-    guided = model
-    if cfg_weight > 0 and getattr(model, "null_class", None) is not None:
-        guided = ClassifierFreeGuidance(model, cfg_weight, model.null_class, config.in_channels)
-    shape = (config.in_channels, config.image_size, config.image_size)
+    guided = cfg_weight > 0 and getattr(model, "null_class", None) is not None
+    stage = Stage(
+        model,
+        diffusion,
+        SamplerSettings(sampler, steps),
+        cfg=cfg_weight if guided else None,
+        precision="fp32",
+    )
     out = []
     for start in range(0, count, batch_size):
-        rows = range(start, min(count, start + batch_size))
-        generators = seeded_generators([derive_seed(seed, PREVIEW, i) for i in rows])
-        x_T = randn((len(rows), *shape), generators, device=device)
-        kwargs = {}
-        if labels is not None:
-            kwargs["y"] = labels[rows.start : rows.stop].to(device)
-        if low_res is not None:
-            kwargs["low_res"] = low_res[rows.start : rows.stop].to(device)
-        out.append(
-            SAMPLERS[sampler](guided, process, x_T, model_kwargs=kwargs, generator=generators).cpu()
+        rows = slice(start, min(count, start + batch_size))
+        generators = seeded_generators(
+            [derive_seed(seed, PREVIEW, i) for i in range(rows.start, rows.stop)]
         )
+        batch_labels = None if labels is None else labels[rows]
+        batch_low_res = None if low_res is None else low_res[rows]
+        out.append(stage.sample(generators, batch_labels, low_res=batch_low_res).cpu())
     return torch.cat(out)
 
 

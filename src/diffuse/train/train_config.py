@@ -13,13 +13,12 @@ from typing import Any
 
 from diffuse.data.readahead import default_workers
 from diffuse.errors import ConfigError, is_int_at_least
-from diffuse.sample.sampler import SAMPLERS as EVAL_SAMPLERS
+from diffuse.sample.sampler import SAMPLERS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_SETTINGS = ("auto", "on", "off")
 LR_DECAYS = ("none", "linear", "cosine")
 TIMESTEP_SAMPLERS = ("auto", "uniform", "loss-aware")
-PREVIEW_SAMPLERS = ("ddim", "ddpm")
 TENSORBOARD = ("auto", "on", "off")
 MIN_EVAL_IMAGES = 4  # a covariance, and precision/recall's 3 nearest neighbours of each image
 
@@ -118,7 +117,7 @@ class TrainConfig:
         0,
     )
     sample_columns: int = _doc("samples per row of a grid (per class when conditional)", 10)
-    sample_sampler: str = _doc("sampler of the grids: 'ddim' (eta 0) or 'ddpm'", "ddim")
+    sample_sampler: str = _doc("sampler of the grids: 'ddim' (eta 0), 'ddpm' or 'dpm++2m'", "ddim")
     sample_steps: int = _doc("denoising steps of the grids' sampler (respaced chain)", 50)
     cfg_weight: float = _doc(
         "classifier-free guidance weight w of the grids, eps = (1+w) eps(x,c) - w eps(x) "
@@ -196,9 +195,9 @@ class TrainConfig:
             ("compile", COMPILE_SETTINGS),
             ("lr_decay", LR_DECAYS),
             ("timestep_sampler", TIMESTEP_SAMPLERS),
-            ("sample_sampler", PREVIEW_SAMPLERS),
+            ("sample_sampler", SAMPLERS),
             ("tensorboard", TENSORBOARD),
-            ("eval_sampler", EVAL_SAMPLERS),
+            ("eval_sampler", SAMPLERS),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(
