@@ -45,7 +45,7 @@ from diffuse.errors import (
     MissingFileError,
     is_int_at_least,
 )
-from diffuse.io import atomic_directory, atomic_write_json
+from diffuse.io import atomic_directory, atomic_write_json, read_json
 from diffuse.nn import build_network, config_from_dict
 from diffuse.outputs import OutputLayout
 
@@ -209,14 +209,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def read_format_json(file: Path, format_name: str) -> dict[str, Any]:
     """The JSON object in a checkpoint's ``file``, checked to say ``"format": format_name``."""
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CorruptCheckpointError(f"{file} is missing; the checkpoint is incomplete") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CorruptCheckpointError(
-            f"{file} is not readable JSON ({error}); the checkpoint is corrupt"
-        ) from None
+    if not file.exists():
+        raise CorruptCheckpointError(f"{file} is missing; the checkpoint is incomplete")
+    data = read_json(file, CorruptCheckpointError, "the checkpoint is corrupt")
     if not isinstance(data, dict) or data.get("format") != format_name:
         raise CheckpointError(f"{file} is not a {format_name} file")
     return data

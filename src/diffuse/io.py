@@ -5,6 +5,7 @@ file behind, and never damages what was already there under the same name. What 
 has the permissions of an ordinary write under the process's umask (0644 and 0755 under
 the usual 0022), although the temporary files behind it start private (0600 and 0700).
 A full disk is reported as a :class:`DiskFullError` naming what could not be written.
+JSON files are read back by :func:`read_json`, whose errors name the file and the fix.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from diffuse.errors import ConfigError, DiskFullError
+from diffuse.errors import ConfigError, DiffuseError, DiskFullError
 from diffuse.outputs import OutputLayout, check_output_path
 
 # Where Linux shows a process's umask without changing it (since Linux 4.7).
@@ -111,6 +113,16 @@ def atomic_directory(
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json(path: str | os.PathLike, error: type[DiffuseError], advice: str = "") -> Any:
+    """The JSON value in ``path``; raises ``error`` naming the file, why it could not be
+    read (missing, unreadable, not UTF-8 or not JSON) and ``advice`` when given."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as reason:
+        ending = f"; {advice}" if advice else ""
+        raise error(f"{path} is not readable JSON ({reason}){ending}") from None
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ OUT_DIR``: import checkpoints of other implementations."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from diffuse import presets
@@ -12,6 +11,7 @@ from diffuse.cli.common import add_command
 from diffuse.convert import convert_openai_checkpoint
 from diffuse.errors import ConfigError, MissingFileError
 from diffuse.interop import convert_diffusers_folder
+from diffuse.io import read_json
 
 OPENAI_DOC = """Convert a checkpoint released with openai/guided-diffusion or
 openai/improved-diffusion (a plain state dict, read without unpickling code) into a
@@ -109,7 +109,4 @@ def run_diffusers(args: argparse.Namespace) -> int:
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise MissingFileError(f"{path} does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{path} is not valid JSON: {error}") from None
+    return read_json(path, ConfigError)

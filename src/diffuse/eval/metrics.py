@@ -46,6 +46,17 @@ def _check_features(features, what: str) -> np.ndarray:
     return features
 
 
+def _paired_features(real, fake, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and fake feature sets [N, D] as tensors of ``dtype``, checked, of equal D."""
+    real_t, fake_t = (
+        torch.from_numpy(_check_features(x, what).astype(dtype, copy=False))
+        for x, what in ((real, "real features"), (fake, "fake features"))
+    )
+    if real_t.shape[1] != fake_t.shape[1]:
+        raise DataError(f"real features are {real_t.shape[1]}-d, fake {fake_t.shape[1]}-d")
+    return real_t, fake_t
+
+
 def trace_sqrt_product(sigma_1: np.ndarray, sigma_2: np.ndarray) -> float:
     """tr((sigma_1 sigma_2)^(1/2)) for symmetric positive semi-definite matrices.
 
@@ -198,12 +209,7 @@ def kid(
     float64. ``generator`` draws the subsets (default: seeded with 0, so the same
     features always give the same KID).
     """
-    real_t, fake_t = (
-        torch.from_numpy(_check_features(x, what))
-        for x, what in ((real, "real features"), (fake, "fake features"))
-    )
-    if real_t.shape[1] != fake_t.shape[1]:
-        raise DataError(f"real features are {real_t.shape[1]}-d, fake {fake_t.shape[1]}-d")
+    real_t, fake_t = _paired_features(real, fake, np.float64)
     if not is_int_at_least(subsets, 1):
         raise DataError(f"KID needs at least 1 subset, got {subsets!r}")
     m = min(subset_size, len(real_t), len(fake_t))
@@ -273,12 +279,7 @@ def precision_recall(
     features. Distances are computed in float32, ``batch_size`` rows at a time, so memory
     grows as batch_size x N (50k x 50k sets work).
     """
-    real_t, fake_t = (
-        torch.from_numpy(_check_features(x, what).astype(np.float32))
-        for x, what in ((real, "real features"), (fake, "fake features"))
-    )
-    if real_t.shape[1] != fake_t.shape[1]:
-        raise DataError(f"real features are {real_t.shape[1]}-d, fake {fake_t.shape[1]}-d")
+    real_t, fake_t = _paired_features(real, fake, np.float32)
     real_radii = kth_neighbour_radii(real_t, k, batch_size)
     fake_radii = kth_neighbour_radii(fake_t, k, batch_size)
     fake_inside = torch.zeros(len(fake_t), dtype=torch.bool)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import json
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -59,7 +58,7 @@ from diffuse.interop.unet2d import (
     unet2d_problems,
     unet_config_from_unet2d,
 )
-from diffuse.io import atomic_directory, atomic_write_json
+from diffuse.io import atomic_directory, atomic_write_json, read_json
 from diffuse.nn import UNetConfig, build_network, config_from_dict
 from diffuse.outputs import OutputLayout
 
@@ -194,10 +193,7 @@ def _unet_folder(source: Path) -> Path:
 
 
 def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{file} is not readable JSON ({error})") from None
+    data = read_json(file, ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{file} does not hold a JSON object")
     return data

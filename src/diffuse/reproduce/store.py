@@ -31,7 +31,7 @@ import torch
 
 from diffuse.errors import DataError
 from diffuse.hardware import cpu_info
-from diffuse.io import atomic_write_json, atomic_write_text
+from diffuse.io import atomic_write_json, atomic_write_text, read_json
 
 REPORT = "REPRODUCTION.md"
 RESULT = "result.json"
@@ -87,12 +87,7 @@ class Store:
         """The JSON record at ``path``, or None when there is none."""
         if not path.is_file():
             return None
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise DataError(
-                f"{path} is unreadable ({error}); move it away and run again to remake it"
-            ) from None
+        return read_json(path, DataError, "move it away and run again to remake it")
 
     def write(self, path: Path, record: dict) -> Path:
         atomic_write_json(path, record)
