@@ -130,7 +130,7 @@ def write_checkpoint_files(
     for rate, state in (ema or {}).items():
         if not (isinstance(rate, float) and 0.0 < rate < 1.0 and math.isfinite(rate)):
             raise ConfigError(f"EMA rate {rate!r} must be a float between 0 and 1")
-        _check_state_dict(_to_save(state), weights, f"EMA weights at rate {rate}")
+        check_state_dict(_to_save(state), weights, f"EMA weights at rate {rate}")
         ema_weights[rate] = _to_save(state)
     if step is not None and not is_int_at_least(step, 0):
         raise ConfigError(f"step must be a non-negative integer or None, got {step!r}")
@@ -278,7 +278,7 @@ def _load_checkpoint_folder(
         check_tensors_file(folder / name)
     with torch.device("meta"):
         model = build_network(model_config)
-    _check_state_dict(state, model.state_dict(), f"{folder / available[weights]}")
+    check_state_dict(state, model.state_dict(), f"{folder / available[weights]}")
     model.load_state_dict(state, assign=True)
     model = model.to(device=device, memory_format=torch.channels_last).eval()
     return LoadedCheckpoint(
@@ -356,7 +356,7 @@ def _naming_an_earlier_checkpoint(path: str | Path, folder: Path) -> Iterator[No
         ) from None
 
 
-def _check_state_dict(
+def check_state_dict(
     state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str
 ) -> None:
     """Raise :class:`CheckpointError` naming the keys that differ in name or shape."""

@@ -21,6 +21,7 @@ from diffuse.data import ImageDataset
 from diffuse.diffusion.diffusion_config import DiffusionConfig
 from diffuse.diffusion.noise import seeded_generators
 from diffuse.errors import (
+    CheckpointError,
     ConfigError,
     CorruptCheckpointError,
     DataError,
@@ -344,6 +345,17 @@ DAMAGES = pytest.mark.parametrize(
     ],
     ids=["weights", "optimizer", "trainer-state", "missing-ema"],
 )
+
+
+def test_a_checkpoint_without_the_runs_ema_rates_is_refused_untouched(finished_run, tmp_path):
+    run = copy_run(finished_run, tmp_path / "run")
+    for step in (2, 4):
+        file = run / f"checkpoints/step-{step:08d}/config.json"
+        file.write_text(json.dumps({**json.loads(file.read_text()), "ema_rates": []}))
+    before = digest(run)
+    with pytest.raises(CheckpointError, match=r"no EMA weights at the rates \[0.99\]"):
+        resume(run, progress=False)
+    assert digest(run) == before
 
 
 def test_a_run_stopped_at_a_step_resumes_to_the_uninterrupted_one(tmp_path):

@@ -29,7 +29,9 @@ from torch import nn
 
 from diffuse.checkpoint import LAYOUT as CHECKPOINT_LAYOUT
 from diffuse.checkpoint import (
-    load_checkpoint,
+    MODEL_FILE,
+    check_state_dict,
+    ema_file,
     read_checkpoint_config,
     read_format_json,
     read_tensors,
@@ -186,11 +188,15 @@ def load_training_checkpoint(folder: Path, state: TrainingState) -> dict[str, An
             "resume with the run's own settings"
         )
     trainer = read_format_json(folder / TRAINER_FILE, TRAINER_FORMAT)
-    model = load_checkpoint(folder, weights="model").model.state_dict()
-    ema = {
-        rate: load_checkpoint(folder, weights=f"ema_{rate}").model.state_dict()
-        for rate in state.ema.rates
-    }
+    absent = sorted(set(state.ema.rates) - set(config["ema_rates"]))
+    if absent:
+        raise CheckpointError(
+            f"{folder} holds no EMA weights at the rates {absent} (only at "
+            f"{config['ema_rates']}); resume with the run's own train.ema_rates"
+        )
+    network = state.model.state_dict()
+    model = _fitting_weights(folder / MODEL_FILE, network)
+    ema = {rate: _fitting_weights(folder / ema_file(rate), network) for rate in state.ema.rates}
     optimizer = _optimizer_state(state.model, state.optimizer, folder / OPTIMIZER_FILE, trainer)
     sampler = read_tensors(folder / SAMPLER_FILE) if state.sampler.state_dict() else None
     try:
@@ -207,6 +213,13 @@ def load_training_checkpoint(folder: Path, state: TrainingState) -> dict[str, An
     state.progress = progress
     state.fid = fid
     return trainer
+
+
+def _fitting_weights(file: Path, network: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of the weights ``file``, checked to fit the state dict ``network``."""
+    tensors = read_tensors(file)
+    check_state_dict(tensors, network, str(file))
+    return tensors
 
 
 def _fid_history(saved: Any, file: Path) -> FidHistory:
