@@ -280,3 +280,49 @@ def test_statistics_file_without_mu_and_sigma_is_refused(tmp_path):
     np.savez(path, something=np.zeros(3))
     with pytest.raises(DataError, match="holds no reference statistics"):
         ReferenceStatistics.load(path)
+
+
+def test_the_network_in_bf16_gives_the_features_of_its_precision_and_fp16_needs_cuda(
+    tmp_path, capsys
+):
+    """The real network in bfloat16 on the CPU: the same images give FID about 0, and
+    the record says the precision; float16 is refused on the CPU before anything is
+    written."""
+    digits = load_dataset("digits", split="train", class_cond=False).uint8(range(6))
+    samples, out = tmp_path / "samples.npz", tmp_path / "results.json"
+    np.savez(samples, arr_0=digits)
+    argv = ["eval", str(samples), "--ref", "digits", "--ref-n", "6", "--metrics", "fid"]
+    argv += ["--no-cache", "--no-progress", "--batch-size", "6", "--json", str(out)]
+    assert main([*argv, "--dtype", "bfloat16"]) == 0
+    results = json.loads(out.read_text())
+    assert results["network"]["dtype"] == "bfloat16"
+    assert abs(results["metrics"]["fid"]) < 1e-3
+    capsys.readouterr()
+    out.unlink()
+    assert main([*argv, "--dtype", "float16"]) == 2
+    assert "float16 Inception features need a CUDA device" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("metric", "message"),
+    [("kid", "no pool_3 features for KID"), ("pr", "no features (or images) for precision")],
+)
+def test_a_file_of_statistics_only_is_refused_for_metrics_that_need_features(
+    tmp_path, monkeypatch, capsys, metric, message
+):
+    """A guided-diffusion-style file of mu and sigma serves FID, not KID or precision and
+    recall: the error says so, and no results file is written."""
+    replace_inception(monkeypatch, eval_cli)
+    digits = load_dataset("digits", split="train", class_cond=False).uint8(range(8))
+    samples, out, reference = (tmp_path / name for name in ("s.npz", "r.json", "ref.npz"))
+    np.savez(samples, arr_0=digits)
+    pool = ProjectedPixels()(digits).pool
+    np.savez(reference, mu=pool.mean(0), sigma=np.cov(pool, rowvar=False))
+    argv = ["eval", str(samples), "--ref", str(reference), "--json", str(out), "--no-progress"]
+    assert main([*argv, "--metrics", "fid"]) == 0
+    assert abs(json.loads(out.read_text())["metrics"]["fid"]) < 1e-6
+    out.unlink()
+    assert main([*argv, "--metrics", f"fid,{metric}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

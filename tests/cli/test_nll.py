@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -15,7 +16,7 @@ from diffuse.errors import CheckpointError, ConfigError
 from diffuse.eval.nll import measure_nll, save_nll
 from diffuse.nn import build_network
 from diffuse.nn.network_config import ClassifierConfig
-from helpers.sample_models import SMALL
+from helpers.sample_models import SMALL, randomized
 
 SHORT = DiffusionConfig(schedule="linear", timesteps=25)
 
@@ -63,10 +64,37 @@ def test_nll_refuses_what_it_cannot_evaluate(tiny_checkpoint, tmp_path, capsys):
     assert main(["nll", str(tiny_checkpoint), "--data", "nowhere", "--out", str(out)]) == 2
     assert "nowhere" in capsys.readouterr().err and not out.exists()
 
-    model = presets.build("tiny", device="cpu")
-    save_checkpoint(tmp_path / "no-null", model, diffusion=SHORT)
     assert main(["nll", str(tmp_path / "missing"), "--data", "digits", "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err and not out.exists()
+
+
+def tiny_variant(folder, **changes):
+    """A randomized ``tiny`` network with ``changes`` to its settings, saved in ``folder``."""
+    config = replace(presets.get("tiny").model_config, **changes)
+    save_checkpoint(folder, randomized(build_network(config), seed=1), diffusion=SHORT)
+    return str(folder)
+
+
+def test_unconditional_nll_takes_the_null_class_and_needs_one(tmp_path, capsys):
+    model = tiny_variant(tmp_path / "tiny")
+    args = ["nll", model, "--data", "digits", "--n", "4", "--batch-size", "4", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "cond")]) == 0
+    assert main([*args, "--unconditional", "--out", str(tmp_path / "uncond")]) == 0
+    cond, uncond = (
+        json.loads((tmp_path / name / "nll.json").read_text()) for name in ("cond", "uncond")
+    )
+    assert cond["conditional"] and not uncond["conditional"]
+    assert uncond["bpd"] != cond["bpd"]  # the same noise: only the labels differ
+    capsys.readouterr()
+
+    out = tmp_path / "out"
+    no_null = tiny_variant(tmp_path / "no-null", null_class=False)
+    assert main(["nll", no_null, "--data", "digits", "--unconditional", "--out", str(out)]) == 2
+    assert "needs a model trained with a null class" in capsys.readouterr().err
+    rgb = tiny_variant(tmp_path / "rgb", in_channels=3, out_channels=3)
+    assert main(["nll", rgb, "--data", "digits", "--out", str(out)]) == 2
+    assert "1-channel images; the model takes 3" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_python_callers_get_the_commands_checks_and_figures(tiny_checkpoint, tmp_path, capsys):

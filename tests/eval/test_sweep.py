@@ -217,7 +217,8 @@ def test_cli_sweeps_steps_for_two_samplers(checkpoints, stand_in, tmp_path, caps
     with np.load(out / "samples" / "dpm++2m_steps_4.npz") as npz:
         images = npz["arr_0"]
     alone = Stage(base_unet(), DIFFUSION, SamplerSettings("dpm++2m", "4"))
-    np.testing.assert_array_equal(images, generate(alone, 10, seed=2).images)
+    # In the sweep's batches of 4: the CPU kernels round alike only at equal batch sizes.
+    np.testing.assert_array_equal(images, generate(alone, 10, seed=2, batch_size=4).images)
     reference = ReferenceStatistics.load(next(cache.iterdir()))
     assert float(rows[3]["fid"]) == pytest.approx(
         fid(ProjectedPixels()(images).pool, reference.pool), rel=1e-9

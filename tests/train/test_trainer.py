@@ -133,7 +133,9 @@ def test_shards_partition_the_global_batch():
 
 
 def test_random_streams_are_reproducible_and_distinct():
-    assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3)
+    # Pinned: a change here would give every run resumed from an older checkpoint other
+    # batches, noise and timesteps than it started with.
+    assert derive_seed(1, 2, 3) == 8208089874740249663
     assert len({derive_seed(0, 1, s) for s in range(100)}) == 100
     a = torch.rand(5, generator=generator(7, 1, 2))
     assert torch.equal(a, torch.rand(5, generator=generator(7, 1, 2)))

@@ -26,8 +26,8 @@ class GroupNorm32(nn.GroupNorm):
 
     The result is returned in the input's dtype, so the next convolution stays in the
     autocast precision. ATen's kernels accumulate bf16/fp16 inputs in float32, and on the
-    CPU take float32 affine parameters with them: there the call is direct (bit-identical to
-    normalising ``x.float()`` and rounding, without the copies); elsewhere the input is
+    CPU take float32 affine parameters with them: there the call is direct (normalising
+    ``x.float()`` and rounding, to within one rounding, without the copies); elsewhere the input is
     cast to float32 explicitly. Float channels_last inputs on the CPU go through
     :func:`~diffuse.nn.group_norm.group_norm_act`, one pass for all three steps; on NCHW
     inputs the scale-shift joins GroupNorm's own affine map (:meth:`normalize_scaled`).

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -114,7 +115,11 @@ def code_commit() -> str | None:
 
 def _git(*args: str) -> str:
     done = subprocess.run(
-        ["git", "-C", str(PACKAGE), *args], capture_output=True, text=True, check=True
+        ["git", "-C", str(PACKAGE), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},  # a status that never takes index.lock
     )
     return done.stdout.strip()
 
