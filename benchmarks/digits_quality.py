@@ -16,6 +16,7 @@ import json
 import time
 
 from benchlib import describe_machine
+from diffuse.sample.sampler import SAMPLERS
 from diffuse.train.recognition import recognition_rate
 
 
@@ -23,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="run folder or checkpoint folder of a digits model")
     parser.add_argument("--per-class", type=int, default=50, help="samples per class")
-    parser.add_argument("--sampler", choices=("ddim", "ddpm"), help="default: the run's")
+    parser.add_argument("--sampler", choices=SAMPLERS, help="default: the run's")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
     parser.add_argument("--cfg-weight", type=float, help="guidance weight (default: the run's)")
     parser.add_argument("--weights", default="auto", help="auto, model or ema_<rate>")
