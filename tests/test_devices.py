@@ -59,6 +59,7 @@ COMMANDS = [
     ["neighbors", "{samples}", "--data", "digits", "--k", "2", "--out", "{out}"],
     [*SWEEP, "--out", "{out}"],
     ["train", "--preset", "tiny", "--data", "digits", "--steps", "1", "--out", "{out}"],
+    ["train-classifier", "--preset", "tiny", "--data", "digits", "--steps", "1", "--out", "{out}"],
 ]
 
 

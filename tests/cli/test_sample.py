@@ -91,6 +91,25 @@ def test_guidance_and_upsampler_from_the_command_line(checkpoints, tmp_path):
         assert npz["arr_0"].shape == (3, 16, 16, 1) and npz["arr_1"].shape == (3,)
 
 
+def test_the_upsamplers_weights_and_eta_are_its_own(checkpoints, tmp_path, capsys):
+    def run(out, *options):
+        argv = ["sample", checkpoints["run"], "--n", "2", "--steps", "2", "--seed", "1"]
+        argv += ["--upsampler", checkpoints["upsampler"], "--upsampler-steps", "3"]
+        return main([*argv, *options, "--out", str(tmp_path / out), "--no-progress"])
+
+    assert run("eta0", "--upsampler-weights", "model") == 0
+    assert run("eta1", "--upsampler-eta", "1") == 0
+    assert info_of(tmp_path / "eta0")["upsampler"]["weights"] == "model"
+    with np.load(tmp_path / "eta0/samples.npz") as a, np.load(tmp_path / "eta1/samples.npz") as b:
+        assert np.abs(a["arr_0"].astype(int) - b["arr_0"]).max() > 1  # fresh noise at eta 1
+    capsys.readouterr()
+    assert run("ema", "--upsampler-weights", "ema_0.99") == 2
+    assert "has no weights 'ema_0.99'; available: ['model']" in capsys.readouterr().err
+    assert run("solver", "--upsampler-sampler", "dpm++2m", "--upsampler-eta", "1") == 2
+    assert "eta is DDIM's" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eta0", "eta1"]
+
+
 def test_an_existing_output_is_kept_and_overwrite_replaces_only_samples(
     checkpoints, tmp_path, capsys
 ):

@@ -153,6 +153,7 @@ def test_figure_commands_write_pngs_and_keep_existing_files(checkpoint, tmp_path
         (["interpolate", checkpoint, "--method", "ddim", "--images", *sources], "--images is for"),
         (["interpolate", checkpoint, "--classes", "1,2"], "one class"),
         (["completions", checkpoint, "--at", "x"], "--at must be comma-separated integers"),
+        (["completions", checkpoint, "--at", ","], "--at names no timestep"),
     ]
     for command, message in bad:
         assert main(["figures", *command, "--out", str(tmp_path / "bad.png")]) == 2
