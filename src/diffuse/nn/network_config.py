@@ -2,7 +2,7 @@
 
 One family of U-Nets covers the networks of the three papers: the DDPM U-Net (Ho et al.
 2020, appendix B: additive timestep conditioning, convolutional resampling, one head), the
-Improved DDPM U-Net (Nichol & Dhariwal 2021, section 2.4: adaptive GroupNorm, four heads,
+Improved DDPM U-Net (Nichol & Dhariwal 2021, appendix A: adaptive GroupNorm, four heads,
 attention at 16 and 8 pixels) and ADM (Dhariwal & Nichol 2021, section 3: 64 channels per
 head, attention at 32, 16 and 8 pixels, BigGAN up/down-sampling residual blocks). The noisy
 classifier of ADM (section 4.1) is the U-Net's encoder half with a pooling head; the
@@ -229,7 +229,7 @@ class UNetConfig(EncoderConfig):
     """The denoising U-Net: encoder, middle block, decoder with skip connections.
 
     num_classes:  number of classes when class-conditional (the embedding of the label is
-                  added to the timestep embedding, Improved DDPM section 2.4); None otherwise.
+                  added to the timestep embedding, as in Improved DDPM); None otherwise.
     null_class:   add one more embedding row, label ``num_classes``, meaning "no label", for
                   classifier-free guidance (Ho & Salimans 2021).
     """

@@ -2,8 +2,8 @@
 
 DDPM (Ho et al. 2020, appendix B): a PixelCNN++-like U-Net with GroupNorm, a sinusoidal
 timestep embedding added in every residual block and self-attention at 16x16. Improved
-DDPM (Nichol & Dhariwal 2021, section 2.4 and appendix A) adds class embeddings to the
-timestep embedding and adaptive GroupNorm; ADM (Dhariwal & Nichol 2021, section 3) adds
+DDPM (Nichol & Dhariwal 2021, appendix A, and its class-conditional ImageNet models) adds
+class embeddings to the timestep embedding and adaptive GroupNorm; ADM (Dhariwal & Nichol 2021, section 3) adds
 more heads, attention at several resolutions and BigGAN resampling blocks. Every variant is a
 :class:`~diffuse.nn.network_config.UNetConfig`.
 """
@@ -109,7 +109,8 @@ class UNet(Network):
     def denoise(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """The U-Net proper on the stem input ``x`` (inputs already checked).
 
-        The class embedding is added to the timestep embedding (Improved DDPM section 2.4);
+        The class embedding is added to the timestep embedding (as Improved DDPM's
+        class-conditional models do);
         a recipe with class attention also gets both, activated, as two tokens [N, 2, E].
         """
         time = self.embed_timesteps(t)
