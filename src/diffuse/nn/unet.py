@@ -3,9 +3,9 @@
 DDPM (Ho et al. 2020, appendix B): a PixelCNN++-like U-Net with GroupNorm, a sinusoidal
 timestep embedding added in every residual block and self-attention at 16x16. Improved
 DDPM (Nichol & Dhariwal 2021, appendix A, and its class-conditional ImageNet models) adds
-class embeddings to the timestep embedding and adaptive GroupNorm; ADM (Dhariwal & Nichol 2021, section 3) adds
-more heads, attention at several resolutions and BigGAN resampling blocks. Every variant is a
-:class:`~diffuse.nn.network_config.UNetConfig`.
+class embeddings to the timestep embedding and adaptive GroupNorm; ADM (Dhariwal & Nichol
+2021, section 3) adds more heads, attention at several resolutions and BigGAN resampling
+blocks. Every variant is a :class:`~diffuse.nn.network_config.UNetConfig`.
 """
 
 from __future__ import annotations
