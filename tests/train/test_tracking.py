@@ -92,6 +92,15 @@ def test_tensorboard_off_writes_no_events(tmp_path, fake_tensorboard):
     assert fake_tensorboard.calls == [] and not (tmp_path / "run" / "tensorboard").exists()
 
 
+def test_resuming_a_finished_run_starts_no_tracker(tmp_path, fake_wandb, fake_tensorboard):
+    run = tmp_path / "run"
+    assert main(train_argv(run, "train.wandb_project=digits-demo")) == 0
+    fake_wandb.calls.clear()
+    fake_tensorboard.calls.clear()
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert fake_wandb.calls == [] and fake_tensorboard.calls == []
+
+
 def test_a_tracker_that_is_not_installed_is_refused_before_anything_is_written(
     tmp_path, monkeypatch, capsys, named_run
 ):

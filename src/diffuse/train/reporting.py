@@ -68,8 +68,10 @@ class LoopReport:
         self.trainer = trainer
         self.log = None
         if trainer.group.is_main:
-            trackers = open_trackers(config, trainer.run.path, trainer.spec.to_dict())
-            self.log = MetricsLog(trainer.run, trackers)
+            self.log = MetricsLog(
+                trainer.run,
+                lambda: open_trackers(config, trainer.run.path, trainer.spec.to_dict()),
+            )
         self.bar = tqdm(
             total=config.steps,
             initial=trainer.state.progress.step,
