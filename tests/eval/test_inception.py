@@ -52,6 +52,7 @@ def reference_input(images: np.ndarray) -> torch.Tensor:
     return (x - 128) / 128
 
 
+@pytest.mark.needs_inception
 def test_features_reproduce_the_torchscript_network_with_reference_preprocessing(
     fashion, torchscript
 ):
@@ -91,6 +92,7 @@ def test_grey_images_in_every_layout_give_the_same_input(fashion):
         torch.testing.assert_close(to_inception_input(layout), expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.needs_inception
 def test_features_of_a_grey_image_equal_those_of_its_rgb_copy(fashion):
     rgb = np.repeat(fashion[:1], 3, axis=3)
     np.testing.assert_allclose(
@@ -100,6 +102,7 @@ def test_features_of_a_grey_image_equal_those_of_its_rgb_copy(fashion):
     )
 
 
+@pytest.mark.needs_inception
 def test_network_refuses_inputs_that_are_not_299_pixels():
     network = FIDInception.from_weights(load_inception_weights())
     with pytest.raises(DataError, match=r"\[N, 3, 299, 299\], got \[1, 3, 598, 598\]"):
@@ -134,6 +137,7 @@ def test_missing_package_says_how_to_get_it(monkeypatch):
         load_inception_weights()
 
 
+@pytest.mark.needs_inception
 def test_default_weights_with_another_hash_are_refused(monkeypatch):
     monkeypatch.setattr(weights_module, "DEFAULT_SHA256", "0" * 64)
     weights_module._load_cached.cache_clear()
@@ -162,6 +166,7 @@ def assert_same_convolutions(network: FIDInception, reference: FIDInception) -> 
         torch.testing.assert_close(ours[key], value, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.needs_inception
 def test_pytorch_fid_state_dict_is_read_with_its_logits(tmp_path, default_network, fashion):
     # pytorch-fid's file is torchvision's Inception3 state dict: <block>.<branch>.conv.weight,
     # .bn.weight/bias/running_mean/running_var/num_batches_tracked, and fc.weight/bias.
@@ -188,6 +193,7 @@ def test_pytorch_fid_state_dict_is_read_with_its_logits(tmp_path, default_networ
     )
 
 
+@pytest.mark.needs_inception
 def test_nvidia_torchscript_with_output_layer_is_read(tmp_path, default_network, torchscript):
     # NVIDIA's inception-2015-12-05.pt: a TorchScript module with `layers` and `output`.
     class Full(torch.nn.Module):
@@ -215,6 +221,7 @@ def test_inception_score_without_logits_layer_names_the_weights_option():
     assert parse_metrics(None, has_logits=False) == ("fid", "kid", "sfid", "pr")
 
 
+@pytest.mark.needs_inception
 def test_eval_is_with_the_default_weights_says_where_to_get_the_logits(tmp_path, capsys):
     # No package ships the logits layer: the one-line error says which files have it,
     # where they are downloaded and how to pass one; the results file is left alone.

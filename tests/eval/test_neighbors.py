@@ -217,6 +217,7 @@ def test_cli_refuses_non_square_samples_and_a_folder_named_as_a_figure(tmp_path,
     assert "existing folder" in capsys.readouterr().err
 
 
+@pytest.mark.needs_inception
 def test_cli_inception_space_finds_the_training_images_themselves(digits, tmp_path):
     # The real FID network on 3 training images and 2 samples (two of those images).
     path = tmp_path / "samples.npz"
