@@ -109,6 +109,7 @@ guided-diffusion's, for about a sixth fewer images/s (measured on a loaded machi
     .venv/bin/python benchmarks/bench_unet.py --one-process --warmup 1  # the old way
     .venv/bin/python benchmarks/bench_unet.py --check                # outputs agree; bf16 error
     .venv/bin/python benchmarks/bench_unet.py --with-checkpointing --modes training
+    python3 benchmarks/bench_unet.py --device cuda --iterations 20 --warmup 10  # a GPU
 """
 
 from __future__ import annotations
@@ -340,27 +341,41 @@ def output_of(result) -> torch.Tensor:
     return result.sample if hasattr(result, "sample") else result
 
 
-def autocast(dtype: torch.dtype | None):
+def autocast(dtype: torch.dtype | None, device: str = "cpu"):
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=dtype)
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def synchronized(step: Callable[[], None], device: str) -> Callable[[], None]:
+    """``step``, returning only once a GPU has finished its work (so that a host clock
+    around it times the work, not its queueing)."""
+    if torch.device(device).type != "cuda":
+        return step
+
+    def step_and_wait() -> None:
+        step()
+        torch.cuda.synchronize(device)
+
+    return step_and_wait
 
 
 def inputs(
-    impl: Implementation, config: UNetConfig, batch: int, mode: str
+    impl: Implementation, config: UNetConfig, batch: int, mode: str, device: str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """A batch x_t, its timesteps and its class labels (as the keyword the implementation's
-    network takes, none for an unconditional one), x_t in the memory format the
-    implementation's code uses."""
+    network takes, none for an unconditional one) on ``device``, x_t in the memory format
+    the implementation's code uses."""
     generator = torch.Generator().manual_seed(0)
     size = config.image_size
-    x = torch.randn(batch, config.in_channels, size, size, generator=generator)
+    x = torch.randn(batch, config.in_channels, size, size, generator=generator).to(device)
     if impl.channels_last and mode == "training":
         x = x.contiguous(memory_format=torch.channels_last)
-    t = torch.randint(0, 1000, (batch,), generator=generator)
+    t = torch.randint(0, 1000, (batch,), generator=generator).to(device)
     if config.num_classes is None:
         return x, t, {}
-    return x, t, {impl.labels: torch.randint(0, config.num_classes, (batch,), generator=generator)}
+    labels = torch.randint(0, config.num_classes, (batch,), generator=generator)
+    return x, t, {impl.labels: labels.to(device)}
 
 
 def make_step(
@@ -370,44 +385,60 @@ def make_step(
     mode: str,
     precision: str,
     batch: int,
+    device: str = "cpu",
 ):
-    """One step of ``mode``: a forward pass without autograd, or a training step (forward,
-    mean squared error to a noise target, backward, the optimizer's step)."""
-    x, t, labels = inputs(impl, config, batch, mode)
+    """One step of ``mode`` on ``device`` (where ``model`` is): a forward pass without
+    autograd, or a training step (forward, mean squared error to a noise target, backward,
+    the optimizer's step)."""
+    x, t, labels = inputs(impl, config, batch, mode, device)
     dtype = PRECISIONS[precision]
     if mode == "forward":
 
         def forward() -> None:
             model.eval()
-            with impl.no_grad(), autocast(dtype):
+            with impl.no_grad(), autocast(dtype, device):
                 output_of(model(x, t, **labels))
 
-        return forward
+        return synchronized(forward, device)
     optimizer = impl.optimizer(model)
     target = torch.randn_like(x)
 
     def training() -> None:
         model.train()
-        with autocast(dtype):
+        with autocast(dtype, device):
             output = output_of(model(x, t, **labels))
         loss = (output.float() - target).square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    return training
+    return synchronized(training, device)
+
+
+def peak_memory_mib(device: str) -> float:
+    """Peak resident memory of this process, or on a GPU the peak of torch's allocations."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return peak_rss_mib()
 
 
 def measure(
-    name: str, network: str, precision: str, mode: str, batch: int, warmup: int, iterations: int
+    name: str,
+    network: str,
+    precision: str,
+    mode: str,
+    batch: int,
+    warmup: int,
+    iterations: int,
+    device: str = "cpu",
 ):
     """Images/s, memory and page faults of one (implementation, network, precision, mode)
-    in this process, which should be a fresh one."""
+    on ``device`` in this process, which should be a fresh one."""
     impl, config = IMPLEMENTATIONS[name], NETWORKS[network]
     torch.manual_seed(0)
-    model = impl.build(config)
-    rss_built = peak_rss_mib()
-    step = make_step(impl, model, config, mode, precision, batch)
+    model = impl.build(config).to(device)
+    rss_built = peak_memory_mib(device)
+    step = make_step(impl, model, config, mode, precision, batch, device)
     for _ in range(warmup):
         step()
     minor, major = page_faults()
@@ -418,8 +449,8 @@ def measure(
         "seconds": seconds,
         "faults_per_step": (minor_after - minor) / iterations,
         "major_faults_per_step": (major_after - major) / iterations,
-        "peak_rss_mib": peak_rss_mib(),
-        "step_rss_mib": peak_rss_mib() - rss_built,
+        "peak_rss_mib": peak_memory_mib(device),
+        "step_rss_mib": peak_memory_mib(device) - rss_built,
     }
 
 
@@ -474,16 +505,19 @@ def describe(name: str, network: str) -> dict:
     return {"params_m": params / 1e6, "gflop": counter.get_total_flops() / 1e9}
 
 
-def matmul_peaks(n: int = 1024, budget: float = 1.0) -> dict:
-    """GFLOP/s of an n x n matrix product in each precision: the best of the calls made
-    within ``budget`` seconds (at least two; emulated bf16 is slow)."""
+def matmul_peaks(device: str = "cpu", budget: float = 1.0) -> dict:
+    """GFLOP/s of an n x n matrix product in each precision on ``device`` (n = 1024 on a
+    CPU, 8192 on a GPU): the best of the calls made within ``budget`` seconds (at least
+    two; emulated bf16 is slow)."""
+    n = 1024 if torch.device(device).type == "cpu" else 8192
     peaks = {}
     for precision, dtype in PRECISIONS.items():
-        a = torch.randn(n, n).to(dtype or torch.float32)
-        b = torch.randn(n, n).to(dtype or torch.float32)
-        times = [time_call(lambda a=a, b=b: a @ b)]
+        a = torch.randn(n, n).to(device, dtype or torch.float32)
+        b = torch.randn(n, n).to(device, dtype or torch.float32)
+        product = synchronized(lambda a=a, b=b: a @ b, device)
+        times = [time_call(product)]
         while len(times) < 2 or sum(times) < budget:
-            times.append(time_call(lambda a=a, b=b: a @ b))
+            times.append(time_call(product))
         peaks[precision] = 2 * n**3 / min(times[1:]) / 1e9
     return peaks
 
@@ -658,6 +692,7 @@ def main_measure(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loss-steps", type=int, default=6)
     parser.add_argument("--loss-batch", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     names, precisions, modes = (s.split(",") for s in (args.names, args.precisions, args.modes))
     if args.task == "measure":
@@ -670,6 +705,7 @@ def main_measure(argv: list[str]) -> None:
                 args.batch_size,
                 args.warmup,
                 args.iterations,
+                args.device,
             )
         )
     elif args.task == "one-process":
@@ -681,7 +717,7 @@ def main_measure(argv: list[str]) -> None:
     elif args.task == "describe":
         emit(describe(names[0], args.network))
     elif args.task == "peaks":
-        emit(matmul_peaks())
+        emit(matmul_peaks(args.device))
     else:
         emit(checks(args.loss_steps, args.loss_batch))
 
@@ -718,6 +754,11 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="also the numerical checks")
     parser.add_argument("--loss-steps", type=int, default=6, help="steps of the bf16 loss run")
     parser.add_argument("--loss-batch", type=int, default=16)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, or cuda: a GPU (peak memory is then torch's peak allocation on it)",
+    )
     args = parser.parse_args()
     networks = args.networks.split(",")
     precisions, modes = args.precisions.split(","), args.modes.split(",")
@@ -731,6 +772,8 @@ def main() -> None:
                 f"unknown {option} {sorted(set(given) - set(known))}; known: {', '.join(known)}"
             )
 
+    if args.one_process and args.device != "cpu":
+        parser.error("--one-process measures on the CPU only")
     print(describe_machine())
     available = ["ours", "ours-nchw"]
     available += ["ours-checkpointed"] if args.with_checkpointing else []
@@ -756,9 +799,12 @@ def main() -> None:
         for network in networks
         for name in names[network]
     }
-    peaks = run_fresh(SCRIPT, ["peaks"])
+    if torch.device(args.device).type == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name(args.device)}")
+    peaks = run_fresh(SCRIPT, ["peaks", "--device", args.device])
     print("matmul peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))
     common = ["--batch-size", str(args.batch_size), "--warmup", str(args.warmup)]
+    common += ["--device", args.device]
     results: dict[tuple[str, str, str, str], list[dict]] = {}
     if args.one_process:
         print(f"batch {args.batch_size}, all variants in ONE process, {args.rounds} rounds")
@@ -800,6 +846,8 @@ def main() -> None:
         "RSS: its growth\nover the steps, after the network was built; faults, major: minor "
         "and major page faults per timed step"
     )
+    if args.device != "cpu":
+        print(f"on {args.device}, peak and step RSS are torch's peak allocations on the device")
     for network in networks:
         report(network, results, described, peaks, modes, precisions)
     if args.check:
