@@ -5,6 +5,8 @@ reverse."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,7 @@ from diffuse.reproduce.claims import (
     SCHEDULES,
 )
 from diffuse.reproduce.costs import estimate, evaluations, training_minutes
+from diffuse.reproduce.plan import Measured
 from diffuse.reproduce.runner import Results, Suite, step_noise
 
 
@@ -106,6 +109,42 @@ def test_the_ddim_check_holds_on_the_papers_table_and_fails_reversed():
     }
     verdict = DDIM.check(Results(rows(swapped), {}, {}, None))
     assert not verdict.holds and verdict.summary() == "does not hold (5 of 5 parts fail)"
+
+
+def test_a_difference_within_the_noise_is_marked_so_and_counted_in_the_verdict():
+    # Claim 5 as the digits model gave it (2026-12-04): eta 0 against the best of eta 1
+    # and sigma-hat, each FID of 500 samples with a bootstrap noise near 0.28.
+    table = {"eta 0": {10: 12.38, 20: 11.94, 50: 11.94, 100: 11.97, 1000: 11.90}}
+    table["eta 1"] = {10: 12.45, 20: 11.82, 50: 11.70, 100: 11.95, 1000: 11.96}
+    table["sigma-hat"] = {10: 14.0, 20: 12.5, 50: 12.0, 100: 12.2, 1000: 11.9}
+    quality = [{**row, "fid_sd": 0.28} for row in rows(table)]
+    verdict = DDIM.check(Results(quality, {}, {}, None))
+    assert verdict.parts[1].text == (
+        "20 steps, eta 0 below the best of eta 1 and sigma-hat: 11.94 < 11.82 "
+        "(within the noise: 2 sd of the difference = 0.79)"
+    )
+    assert all(part.within_noise for part in verdict.parts)  # gaps' noise: 4 FIDs each
+    assert (
+        verdict.summary() == "does not hold (3 of 5 parts fail); 5 of the 5 parts within the noise"
+    )
+    # the paper's table with the same noise: only 100 DDIM steps against 1000 DDPM steps
+    # (4.16 against 4.73) would not be told apart
+    quality = [{**row, "fid_sd": 0.28} for row in rows(DDIM_TABLE)]
+    verdict = DDIM.check(Results(quality, {}, {}, None))
+    assert verdict.summary() == "holds; 1 of the 5 parts within the noise"
+    assert [part.within_noise for part in verdict.parts] == [False] * 4 + [True]
+
+
+def test_measured_numbers_carry_their_noise_through_differences_ratios_and_minima():
+    a, b = Measured(10.0, 0.3), Measured(4.0, 0.4)
+    assert (a - b).value == 6.0 and (a - b).sd == pytest.approx(0.5)
+    assert (a - 1).sd == 0.3 and (a / b).value == 2.5
+    assert (a / b).sd == pytest.approx(math.hypot(0.3 / 4, 10 * 0.4 / 16))
+    assert min(a, b) is b and Measured.of(3).sd == 0.0
+    # bits/dim carry their standard error: 3.70 +- 0.01 against 3.75 +- 0.01 is decided
+    nll = {"L_simple": {"bpd": 3.75, "stderr": 0.01}, "L": {"bpd": 3.70, "stderr": 0.01}}
+    quality = rows({"L_simple": {0: 3.17}, "L": {0: 13.51}})
+    assert not any(p.within_noise for p in OBJECTIVES.check(Results(quality, nll, {}, None)).parts)
 
 
 def test_the_article_check_holds_on_its_findings_and_fails_reversed():

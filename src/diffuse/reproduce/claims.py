@@ -25,9 +25,11 @@ import math
 
 from diffuse.reproduce.costs import training_minutes
 from diffuse.reproduce.plan import (
+    NOISE_SDS,
     Claim,
     Curve,
     Likelihood,
+    Measured,
     ModelPlan,
     Part,
     Plot,
@@ -209,9 +211,15 @@ def _fmt(value: float) -> str:
     return f"{value:.2f}" if math.isfinite(value) else "nan"
 
 
-def less(text: str, a: float, b: float) -> Part:
-    """The part "a < b", its numbers in its text."""
-    return Part(f"{text}: {_fmt(a)} < {_fmt(b)}", a < b)
+def less(text: str, a: float | Measured, b: float | Measured) -> Part:
+    """The part "a < b", its numbers in its text; within the noise where the difference is
+    under :data:`NOISE_SDS` standard deviations of the two measurements' noise."""
+    a, b = Measured.of(a), Measured.of(b)
+    noise = NOISE_SDS * math.hypot(a.sd, b.sd)
+    within = abs(a.value - b.value) < noise
+    note = f" (within the noise: {NOISE_SDS:g} sd of the difference = {noise:.2f})"
+    text = f"{text}: {_fmt(a.value)} < {_fmt(b.value)}{note if within else ''}"
+    return Part(text, a.value < b.value, within)
 
 
 # --- 1. DDPM objectives -------------------------------------------------------------------
@@ -222,8 +230,8 @@ def _check_objectives(r) -> Verdict:
         (
             less(
                 "FID, L_simple below L (true bound)",
-                r.metric("fid", "L_simple", 0),
-                r.metric("fid", "L", 0),
+                r.fid("L_simple", 0),
+                r.fid("L", 0),
             ),
             less("bits/dim, L below L_simple", r.nll("L"), r.nll("L_simple")),
         )
@@ -260,8 +268,8 @@ RESPACED = (25, 50, 100)
 
 
 def _check_variances(r) -> Verdict:
-    def loss(series: str) -> float:
-        return r.metric("fid", series, 25) - r.metric("fid", series, 100)
+    def loss(series: str) -> Measured:
+        return r.fid(series, 25) - r.fid(series, 100)
 
     learned = "learned (L_hybrid)"
     parts = [
@@ -306,15 +314,15 @@ SKIPS = (0.0, 0.1, 0.2)
 
 
 def _check_schedules(r) -> Verdict:
-    def increase(series: str) -> float:
-        return r.metric("fid", series, 0.2) / r.metric("fid", series, 0.0) - 1
+    def increase(series: str) -> Measured:
+        return r.fid(series, 0.2) / r.fid(series, 0.0) - 1
 
     return Verdict(
         (
             less(
                 "FID, cosine below linear",
-                r.metric("fid", "cosine", 0.0),
-                r.metric("fid", "linear", 0.0),
+                r.fid("cosine", 0.0),
+                r.fid("linear", 0.0),
             ),
             less("bits/dim, cosine below linear", r.nll("cosine"), r.nll("linear")),
             less(
@@ -411,9 +419,7 @@ DDIM_SERIES = {
 
 
 def _check_ddim(r) -> Verdict:
-    def fid(series: str, steps: int) -> float:
-        return r.metric("fid", series, steps)
-
+    fid = r.fid
     parts = [
         less(
             f"{steps} steps, eta 0 below the best of eta 1 and sigma-hat",
@@ -487,8 +493,8 @@ def _check_guidance(r) -> Verdict:
         Part(f"unconditional: best FID at a moderate scale (at s = {best:g})", 0 < best < top),
         less(
             "conditional: guidance helps, best guided FID below unguided",
-            min(r.metric("fid", "conditional", s) for s in SCALES[1:]),
-            r.metric("fid", "conditional", 0.0),
+            min(r.fid("conditional", s) for s in SCALES[1:]),
+            r.fid("conditional", 0.0),
         ),
     ]
     if "is" in uncond[0.0]:
@@ -600,10 +606,10 @@ ABLATIONS = {
 
 
 def _check_ablations(r) -> Verdict:
-    full = r.metric("fid", "ADM (all three)", 0)
+    full = r.fid("ADM (all three)", 0)
     return Verdict(
         tuple(
-            less(f"FID with all three below {series}", full, r.metric("fid", series, 0))
+            less(f"FID with all three below {series}", full, r.fid(series, 0))
             for series in ABLATIONS
             if series != "ADM (all three)"
         )
@@ -636,8 +642,8 @@ def _check_upsampling(r) -> Verdict:
         (
             less(
                 "FID at 28x28, two stages below one",
-                r.metric("fid", "two-stage 14 -> 28", 0),
-                r.metric("fid", "single-stage 28", 0),
+                r.fid("two-stage 14 -> 28", 0),
+                r.fid("single-stage 28", 0),
             ),
         )
     )
@@ -728,11 +734,11 @@ def _check_article(r) -> Verdict:
         less("lowest FID while training, two residual blocks below one", two, one),
         less("spatial attention changes the lowest FID by under 10 %", attention, 0.10),
     ]
-    ddim = r.metric("fid", _article_series(ARTICLE_ALL_STEPS, "DDIM eta 0"), 100)
+    ddim = r.fid(_article_series(ARTICLE_ALL_STEPS, "DDIM eta 0"), 100)
     others = {
-        "DDPM, 1000 steps": r.metric("fid", _article_series(ARTICLE_ALL_STEPS, "DDPM"), 1000),
-        "DDPM, 100 steps": r.metric("fid", _article_series(ARTICLE_ALL_STEPS, "DDPM"), 100),
-        "DDIM, 1000 steps": r.metric("fid", _article_series(ARTICLE_ALL_STEPS, "DDIM eta 0"), 1000),
+        "DDPM, 1000 steps": r.fid(_article_series(ARTICLE_ALL_STEPS, "DDPM"), 1000),
+        "DDPM, 100 steps": r.fid(_article_series(ARTICLE_ALL_STEPS, "DDPM"), 100),
+        "DDIM, 1000 steps": r.fid(_article_series(ARTICLE_ALL_STEPS, "DDIM eta 0"), 1000),
     }
     parts += [
         less(f"{ARTICLE_ALL_STEPS}: FID of DDIM with 100 steps below {way}", ddim, fid)

@@ -236,11 +236,46 @@ class Plot:
 
 
 @dataclass(frozen=True)
+class Measured:
+    """A measured number and its noise: the standard deviation of its estimate (a FID's
+    over bootstrap resamples of its samples, a bits/dim's standard error over the test
+    images), 0 where unknown. Differences, ratios and minima carry the noise along, to
+    first order, as of independent estimates (each FID is of its own samples)."""
+
+    value: float
+    sd: float = 0.0
+
+    @staticmethod
+    def of(number: float | Measured) -> Measured:
+        return number if isinstance(number, Measured) else Measured(float(number))
+
+    def __sub__(self, other: float | Measured) -> Measured:
+        other = Measured.of(other)
+        return Measured(self.value - other.value, math.hypot(self.sd, other.sd))
+
+    def __truediv__(self, other: float | Measured) -> Measured:
+        other = Measured.of(other)
+        sd = math.hypot(self.sd / other.value, self.value * other.sd / other.value**2)
+        return Measured(self.value / other.value, sd)
+
+    def __lt__(self, other: float | Measured) -> bool:
+        return self.value < Measured.of(other).value
+
+
+NOISE_SDS = 2.0
+"""A difference within this many standard deviations of its noise (95 %) is not told apart
+from none: the part that rests on it is marked as within the noise."""
+
+
+@dataclass(frozen=True)
 class Part:
-    """One condition of a claim's check: what it says, and whether it holds."""
+    """One condition of a claim's check: what it says, whether it holds, and whether the
+    difference it rests on is within the noise of the measurements (then it is no evidence
+    either way at this scale)."""
 
     text: str
     holds: bool
+    within_noise: bool = False
 
 
 @dataclass(frozen=True)
@@ -254,11 +289,15 @@ class Verdict:
         return all(part.holds for part in self.parts)
 
     def summary(self) -> str:
-        """ "holds", or "does not hold (k of n parts fail)"."""
+        """ "holds" or "does not hold (k of n parts fail)", and how many of the parts rest
+        on a difference within the noise."""
         failed = sum(not part.holds for part in self.parts)
-        return (
-            "holds" if not failed else f"does not hold ({failed} of {len(self.parts)} parts fail)"
-        )
+        noisy = sum(part.within_noise for part in self.parts)
+        n = len(self.parts)
+        summary = "holds" if not failed else f"does not hold ({failed} of {n} parts fail)"
+        if noisy:
+            summary += f"; {noisy} of the {n} parts within the noise"
+        return summary
 
 
 @dataclass(frozen=True)

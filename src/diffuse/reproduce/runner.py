@@ -49,6 +49,7 @@ from diffuse.reproduce.plan import (
     Claim,
     Curve,
     Likelihood,
+    Measured,
     ModelPlan,
     Plot,
     Progressive,
@@ -106,8 +107,16 @@ class Results:
     def metric(self, metric: str, series: str, x: float) -> float:
         return float(self.point(series, x)[metric])
 
-    def nll(self, series: str) -> float:
-        return float(self.likelihood[series]["bpd"])
+    def fid(self, series: str, x: float) -> Measured:
+        """The FID of ``series`` at ``x`` with its bootstrap noise (0 for a score kept from
+        before scores had one, whose samples are gone)."""
+        row = self.point(series, x)
+        return Measured(float(row["fid"]), float(row.get("fid_sd", 0.0)))
+
+    def nll(self, series: str) -> Measured:
+        """The bits/dim of ``series`` with its standard error over the test images."""
+        row = self.likelihood[series]
+        return Measured(float(row["bpd"]), float(row.get("stderr", 0.0)))
 
 
 class Suite:
