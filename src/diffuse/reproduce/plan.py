@@ -238,8 +238,7 @@ class Plot:
 @dataclass(frozen=True)
 class Measured:
     """A measured number and its noise: the standard deviation of its estimate (a FID's
-    over bootstrap resamples of its samples, a bits/dim's standard error over the test
-    images), 0 where unknown. Differences, ratios and minima carry the noise along, to
+    over bootstrap resamples of its samples), 0 where unknown. Differences, ratios and minima carry the noise along, to
     first order, as of independent estimates (each FID is of its own samples)."""
 
     value: float

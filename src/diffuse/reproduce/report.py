@@ -46,9 +46,11 @@ images against the same statistics (digits: the 299 test images). FID from fewer
 than its 2,048 feature dimensions is biased upwards, so only FIDs of equal counts compare,
 as they do within each claim. The papers' numbers are on their data sets (CIFAR-10,
 ImageNet), ours on Fashion-MNIST or digits: only the directions compare. A part whose
-difference is under two standard deviations of its noise (each FID's over bootstrap
-resamples of its samples, each bits/dim's standard error; combined as independent) says
-"within the noise": at this scale it is evidence neither way, whichever side it falls on.
+FID difference is under two standard deviations of its noise (each FID's over bootstrap
+resamples of its own samples, combined as independent) says "within the noise": at this
+scale it is evidence neither way, whichever side it falls on. Bits/dim carry no such mark:
+every model is measured on the same test images, whose paired differences the standard
+errors of the two do not describe.
 """
 
 
