@@ -841,6 +841,15 @@ def main() -> None:
                             except RuntimeError as error:
                                 answer = {"error": str(error).strip().splitlines()[-1]}
                             results.setdefault((network, name, precision, mode), []).append(answer)
+                            print(
+                                f"  round {r + 1}: {name} {network} {mode} {precision}: "
+                                + (
+                                    answer["error"]
+                                    if "error" in answer
+                                    else f"{answer['images_per_s']:.1f} images/s"
+                                ),
+                                flush=True,
+                            )
     print(
         "\npeak RSS: the measuring process's peak resident memory (imports included); step "
         "RSS: its growth\nover the steps, after the network was built; faults, major: minor "
