@@ -79,6 +79,12 @@ def test_bench_unet_refuses_an_unknown_mode_before_measuring():
     assert "CPU:" not in done.stdout  # stopped before describing the machine or measuring
 
 
+def test_bench_unet_measures_the_old_one_process_way_on_the_cpu_only():
+    argv = [str(BENCHMARKS / "bench_unet.py"), "--one-process", "--device", "cuda"]
+    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--one-process measures on the CPU only" in done.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="needs diffusers")
 def test_bench_unet_measures_ours_and_diffusers_in_fresh_processes():
@@ -105,6 +111,7 @@ def test_bench_unet_trains_the_fashion_network_against_diffusers_natively_built(
         "--modes", "training", timeout=1200,
     )  # fmt: skip
     assert "fashion network, training fp32" in out and "bench network" not in out
+    assert re.search(r"round 1: ours fashion training fp32: [\d.]+ images/s\n", out)
     assert out.count("ours / fastest peer (diffusers)") == 1
     assert out.count("3.87M") == 2  # ours and diffusers: the preset's 3,870,625 parameters
 
