@@ -1,12 +1,18 @@
-"""The test suite's own safeguards: the shipped images are the real ones, and a test that
-reaches for the network fails."""
+"""The test suite's own safeguards: the shipped images are the real ones, a test that
+reaches for the network fails, and no test sees a GPU or TensorBoard but those that ask."""
 
+import importlib
+import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import torch
 
 from diffuse.data import load_dataset
+from diffuse.devices import available_devices, default_device
 from diffuse.errors import MissingFileError
 
 
@@ -48,3 +54,16 @@ def test_a_named_data_set_is_never_downloaded_or_read_from_the_system(tmp_path):
     # a missing data set is reported, not fetched.
     with pytest.raises(MissingFileError, match=r"DIFFUSE_OFFLINE is set"):
         load_dataset("fashion-mnist", split="test")
+
+
+def test_no_test_sees_a_gpu_nor_do_the_processes_it_starts():
+    assert default_device() == torch.device("cpu") and available_devices() == ["cpu"]
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    probe = "import torch; print(torch.cuda.device_count())"
+    child = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert child.stdout.strip() == "0", child.stderr
+
+
+def test_tensorboard_reads_as_not_installed():
+    with pytest.raises(ImportError):
+        importlib.import_module("torch.utils.tensorboard")

@@ -18,6 +18,8 @@ DEVICE_QUERIES = [
     (torch.cuda, "device_count", torch.cuda.device_count, 0),
     (torch.backends.mps, "is_available", torch.backends.mps.is_available, False),
 ]
+if hasattr(torch, "xpu"):  # Intel GPUs (torch 2.4 and later)
+    DEVICE_QUERIES.append((torch.xpu, "is_available", torch.xpu.is_available, False))
 VISIBLE_DEVICES_VAR = "CUDA_VISIBLE_DEVICES"
 REAL_VISIBLE_DEVICES = os.environ.get(VISIBLE_DEVICES_VAR)
 
