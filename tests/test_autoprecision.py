@@ -102,7 +102,7 @@ def test_bf16_in_nchw_wins_where_it_is_the_fastest(tmp_path, monkeypatch):
 
 def test_the_cache_key_changes_with_the_network_config(tmp_path, monkeypatch):
     fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
-    cpu = hardware.cpu_info()
+    cpu = autoprecision.cpu_machine(hardware.cpu_info())
     key = autoprecision.cache_key(cpu, NETWORK, 8, "train")
     assert key == autoprecision.cache_key(cpu, dict(NETWORK), 8, "train")
     wider = {**NETWORK, "model_channels": 64}
@@ -124,16 +124,47 @@ def test_a_damaged_cache_costs_a_measurement_and_is_rewritten(tmp_path, monkeypa
     assert len(json.loads(path.read_text())["entries"]) == 1
 
 
-def test_on_cuda_bf16_follows_the_device_without_timing(monkeypatch):
+def fake_gpu(monkeypatch, bf16: bool, waits: list) -> None:
+    """An H100 as torch.cuda reports it; ``waits`` records each synchronisation."""
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100")
-    timer = FakeTimer(monkeypatch, {"fp32": 0.1, "bf16": 0.2})
-    for supported, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda supported=supported: supported)
-        decision = autoprecision.decide(
-            "cuda", network=NETWORK, batch=8, make_workload=timer.make_workload
-        )
-        assert decision.precision == expected and "NVIDIA H100" in decision.reason
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waits.append(device))
+
+
+def test_on_a_gpu_without_bf16_auto_is_fp32_without_timing(monkeypatch):
+    fake_gpu(monkeypatch, bf16=False, waits=[])
+    timer = FakeTimer(monkeypatch, {"fp32": 0.2, "bf16": 0.1})
+    decision = autoprecision.decide(
+        "cuda", network=NETWORK, batch=8, make_workload=timer.make_workload
+    )
+    assert decision.message() == "precision auto -> fp32 (NVIDIA H100 has no bf16 support)"
     assert timer.built == 0
+
+
+@pytest.mark.parametrize(
+    ("costs", "expected"),
+    [({"fp32": 0.2, "bf16": 0.1}, "bf16"), ({"fp32": 0.1, "bf16": 0.2}, "fp32")],
+)
+def test_on_a_bf16_gpu_auto_is_timed_waiting_for_the_device_and_cached_per_gpu(
+    costs, expected, monkeypatch
+):
+    waits = []
+    fake_gpu(monkeypatch, bf16=True, waits=waits)
+    timer = FakeTimer(monkeypatch, costs)
+    decide_on_gpu = lambda: autoprecision.decide(  # noqa: E731
+        "cuda:0", network=NETWORK, batch=8, make_workload=timer.make_workload
+    )
+    decision = decide_on_gpu()
+    assert decision.precision == expected and timer.built == 1
+    assert decision.reason.startswith("measured on NVIDIA H100, batch 8: fp32 ")
+    assert len(waits) == len(timer.calls) and set(waits) == {torch.device("cuda:0")}
+    again = decide_on_gpu()  # cached: not timed again
+    assert again.precision == expected and timer.built == 1
+    assert again.reason.startswith("measured earlier on NVIDIA H100")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    decide_on_gpu()  # another GPU generation is another measurement
+    assert timer.built == 2
 
 
 def test_auto_is_the_default_and_fp16_bf16_fp32_stay_valid():

@@ -12,6 +12,7 @@ convolutions run in TF32 by default (10-bit mantissa), a few grey levels at most
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -64,11 +65,20 @@ def test_training_on_the_gpu_in_each_precision_gives_a_finite_loss(precision, tm
     assert load_checkpoint(run).step == 4
 
 
-def test_auto_precision_on_a_bf16_gpu_is_bf16_without_timing(tmp_path, capsys):
-    assert train(tmp_path / "auto", "--steps", "1", "--batch-size", "8", "--device", "cuda") == 0
-    out = capsys.readouterr().out
-    expected = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    assert f"precision auto -> {expected}" in out and torch.cuda.get_device_name() in out
+def test_auto_precision_on_the_gpu_is_timed_once_and_cached(tmp_path, capsys):
+    # Timed where the GPU runs bf16 (the faster of fp32, bf16 and bf16 in NCHW), else fp32.
+    name = torch.cuda.get_device_name()
+    for run in ("first", "second"):
+        assert train(tmp_path / run, "--steps", "1", "--batch-size", "8", "--device", "cuda") == 0
+        out = capsys.readouterr().out
+        if not torch.cuda.is_bf16_supported():
+            assert f"precision auto -> fp32 ({name} has no bf16 support)" in out
+        elif run == "first":
+            assert re.search(
+                rf"precision auto -> \S+.* \(measured on {re.escape(name)}, batch 8", out
+            )
+        else:
+            assert f"(measured earlier on {name}, batch 8" in out
 
 
 def test_a_gpu_run_resumes_on_the_gpu(cuda_run, tmp_path):

@@ -4,10 +4,9 @@ bf16 halves the memory traffic and, with bf16 matrix instructions, runs the conv
 and matrix products up to several times faster; without them it is emulated and slower
 than float32. The decision:
 
-- CUDA: bf16 where ``torch.cuda.is_bf16_supported()`` (Ampere and later), else float32.
-- CPU without bf16 instructions (:mod:`diffuse.hardware`): float32, without timing
-  anything (emulated bf16 never wins).
-- CPU with them: the caller's workload (the real network at the run's batch size: one
+- CUDA without bf16 support (before Ampere) and a CPU without bf16 instructions
+  (:mod:`diffuse.hardware`): float32, without timing anything (emulated bf16 never wins).
+- CUDA with bf16 support, and a CPU with bf16 instructions: the caller's workload (the real network at the run's batch size: one
   forward and backward pass for training, one forward pass at the rows a sampling step
   evaluates for sampling) is timed for each candidate of :data:`CANDIDATES`, in a few
   alternating rounds after a warm-up; the fastest median wins, a tie going to the earlier
@@ -18,9 +17,11 @@ than float32. The decision:
   float32 prefers, and the 32x32 ``bench`` network 32.2 against 24.7
   (``benchmarks/bench_unet.py --precisions bf16``, rows ``ours`` and ``ours-nchw``). The
   result is cached in diffuse's cache folder
-  (``precision.json``, see ``user_cache_dir``) per (CPU and bf16 instructions, threads,
-  torch version, network configuration, batch, workload kind), so each such combination
-  is timed once.
+  (``precision.json``, see ``user_cache_dir``) per (CPU and bf16 instructions, threads -
+  or the GPU's name and compute capability -, torch version, network configuration,
+  batch, workload kind), so each such combination is timed once. On a GPU each timed
+  call waits for the device to finish: a small network can run faster in float32 there,
+  its bf16 casts costing more than its arithmetic saves.
 - any other device: float32.
 
 "auto" never chooses fp16: its gradient scaler skips steps, and where fp16 is fast bf16
@@ -126,37 +127,42 @@ def decide(
     network:  the network's configuration (JSON-able): part of the cache key.
     batch:    the batch size the network runs at: part of the cache key.
     make_workload: returns ``workload``, where ``workload(precision, memory_format)`` runs
-              one representative step in "fp32" or "bf16" autocast with the network's
-              weights in that ``torch.memory_format``; called (and the workload built)
-              only on a CPU with bf16 instructions and no cached result.
+              one representative step on ``device`` in "fp32" or "bf16" autocast with the
+              network's weights in that ``torch.memory_format``; called (and the workload
+              built) only where bf16 runs natively and no result is cached.
     kind:     what the workload measures ("train": forward and backward; "sample": one
               forward pass without autograd): part of the key.
     """
     device = torch.device(device)
+    synchronize: Callable[[], None] = lambda: None  # noqa: E731 - a CPU has nothing to wait for
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        if torch.cuda.is_bf16_supported():
-            return Decision("bf16", f"{name} supports bf16")
-        return Decision("fp32", f"{name} has no bf16 support")
-    if device.type != "cpu":
+        if not torch.cuda.is_bf16_supported():
+            return Decision("fp32", f"{name} has no bf16 support")
+        capability = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        machine = {"gpu": name, "capability": capability}
+        synchronize = lambda: torch.cuda.synchronize(device)  # noqa: E731
+    elif device.type == "cpu":
+        cpu = cpu_info()
+        if not cpu.bf16:
+            return Decision("fp32", f"no bf16 instructions on {cpu.model}")
+        name, machine = cpu.model, cpu_machine(cpu)
+    else:
         return Decision("fp32", f"bf16 is not measured on {device.type} devices")
-    cpu = cpu_info()
-    if not cpu.bf16:
-        return Decision("fp32", f"no bf16 instructions on {cpu.model}")
-    key = cache_key(cpu, network, batch, kind)
+    key = cache_key(machine, network, batch, kind)
     entries = read_cache()
     entry = entries.get(key)
     if entry is None:
-        seconds = time_precisions(make_workload())
+        seconds = time_precisions(make_workload(), synchronize=synchronize)
         fastest = min(CANDIDATES, key=lambda c: seconds[c.name])  # a tie keeps the earlier
-        entry = {"choice": fastest.name, "seconds": seconds, "cpu": cpu.model, "batch": batch}
+        entry = {"choice": fastest.name, "seconds": seconds, "device": name, "batch": batch}
         entries[key] = entry
         write_cache(entries)
         how = "measured"
     else:
         how = "measured earlier"
     ms = ", ".join(f"{c.name} {1000 * entry['seconds'][c.name]:.0f} ms" for c in CANDIDATES)
-    reason = f"{how} on {cpu.model}, batch {batch}: {ms} per step"
+    reason = f"{how} on {name}, batch {batch}: {ms} per step"
     return Decision.of(_BY_NAME[entry["choice"]], reason)
 
 
@@ -177,13 +183,17 @@ def copies_by_format(network: torch.nn.Module) -> Callable[[torch.memory_format]
     return copy_in
 
 
-def time_precisions(workload: Workload, rounds: int = ROUNDS) -> dict[str, float]:
+def time_precisions(
+    workload: Workload, rounds: int = ROUNDS, synchronize: Callable[[], None] = lambda: None
+) -> dict[str, float]:
     """Median seconds of ``workload`` for each candidate, by name: one warm-up call each
     (kernel selection, allocations), then ``rounds`` rounds, the order reversed every other
-    round so that a slow spell of the machine falls on all alike."""
+    round so that a slow spell of the machine falls on all alike. ``synchronize`` waits
+    for the device (a GPU's work is queued), after every call."""
 
     def run(candidate: Candidate) -> None:
         workload(candidate.precision, candidate.torch_format)
+        synchronize()
 
     for candidate in CANDIDATES:
         run(candidate)
@@ -196,12 +206,17 @@ def time_precisions(workload: Workload, rounds: int = ROUNDS) -> dict[str, float
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def cache_key(cpu: CpuInfo, network: Mapping[str, Any], batch: int, kind: str) -> str:
-    """The key of one measurement: everything its outcome depends on, hashed."""
+def cpu_machine(cpu: CpuInfo) -> dict[str, Any]:
+    """What of a CPU a measurement depends on: its model, bf16 instructions and threads."""
+    return {"cpu": cpu.model, "bf16": list(cpu.bf16), "threads": torch.get_num_threads()}
+
+
+def cache_key(machine: Mapping[str, Any], network: Mapping[str, Any], batch: int, kind: str) -> str:
+    """The key of one measurement: everything its outcome depends on, hashed. ``machine``
+    describes the device: a CPU's model, bf16 instructions and threads, or a GPU's name
+    and compute capability."""
     parts = {
-        "cpu": cpu.model,
-        "bf16": list(cpu.bf16),
-        "threads": torch.get_num_threads(),
+        **machine,
         "torch": torch.__version__,
         "network": dict(network),
         "batch": batch,

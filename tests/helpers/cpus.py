@@ -22,7 +22,7 @@ def timings_favouring(name: str, timed: list | None = None):
     fast as the others; each report is appended to ``timed`` when given."""
     from diffuse import autoprecision
 
-    def time_precisions(workload, rounds=autoprecision.ROUNDS) -> dict[str, float]:
+    def time_precisions(workload, rounds=autoprecision.ROUNDS, synchronize=None) -> dict:
         for candidate in autoprecision.CANDIDATES:
             workload(candidate.precision, candidate.torch_format)
         seconds = {c.name: 0.1 if c.name == name else 0.2 for c in autoprecision.CANDIDATES}

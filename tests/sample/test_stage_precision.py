@@ -54,8 +54,10 @@ def test_auto_times_one_network_step_once_per_batch_and_guidance(tmp_path, monke
     cpu = autoprecision.cpu_info()
     network = base_unet().config.to_dict()
     entries = autoprecision.read_cache()
-    assert autoprecision.cache_key(cpu, network, 4, "sample") in entries
-    assert autoprecision.cache_key(cpu, network, 4, "train") not in entries
+    assert autoprecision.cache_key(autoprecision.cpu_machine(cpu), network, 4, "sample") in entries
+    assert (
+        autoprecision.cache_key(autoprecision.cpu_machine(cpu), network, 4, "train") not in entries
+    )
 
 
 def test_an_explicit_precision_is_used_as_given(tmp_path, monkeypatch, timings):
