@@ -125,10 +125,12 @@ def test_a_damaged_cache_costs_a_measurement_and_is_rewritten(tmp_path, monkeypa
 
 
 def fake_gpu(monkeypatch, bf16: bool, waits: list) -> None:
-    """An H100 as torch.cuda reports it; ``waits`` records each synchronisation."""
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100")
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    """An H100 (or, without ``bf16``, a V100) as torch.cuda reports it, which says bf16 is
+    supported either way (emulated on a V100); ``waits`` records each synchronisation."""
+    name, capability = ("NVIDIA H100", (9, 0)) if bf16 else ("Tesla V100", (7, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waits.append(device))
 
 
@@ -138,7 +140,7 @@ def test_on_a_gpu_without_bf16_auto_is_fp32_without_timing(monkeypatch):
     decision = autoprecision.decide(
         "cuda", network=NETWORK, batch=8, make_workload=timer.make_workload
     )
-    assert decision.message() == "precision auto -> fp32 (NVIDIA H100 has no bf16 support)"
+    assert decision.message() == "precision auto -> fp32 (Tesla V100 has no bf16 support)"
     assert timer.built == 0
 
 
@@ -165,6 +167,25 @@ def test_on_a_bf16_gpu_auto_is_timed_waiting_for_the_device_and_cached_per_gpu(
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     decide_on_gpu()  # another GPU generation is another measurement
     assert timer.built == 2
+
+
+def agreement(*decisions: autoprecision.Decision) -> list[autoprecision.Decision]:
+    """What each process of a distributed run trains in, given what each decided alone."""
+    totals = sum(autoprecision.votes(d, rank) for rank, d in enumerate(decisions))
+    return [autoprecision.agreed(d, totals, len(decisions)) for d in decisions]
+
+
+def test_the_processes_of_a_distributed_run_agree_on_one_precision_and_layout():
+    bf16 = autoprecision.Decision("bf16", "timed")
+    nchw = autoprecision.Decision("bf16", "timed", memory_format="contiguous_format")
+    fp32 = autoprecision.Decision("fp32", "no bf16 instructions")
+    assert agreement(nchw, nchw) == [nchw, nchw]  # unanimous: as decided
+    # two bf16 layouts (close timings): process 0's, not fp32 as before
+    first, second = agreement(nchw, bf16)
+    assert first.memory_format == second.memory_format == "contiguous_format"
+    assert first.precision == second.precision == "bf16" and "process 0's" in second.reason
+    assert [d.precision for d in agreement(bf16, fp32, bf16)] == ["fp32"] * 3
+    assert agreement(bf16) == [bf16]  # one process
 
 
 def test_auto_is_the_default_and_fp16_bf16_fp32_stay_valid():

@@ -4,7 +4,7 @@ bf16 halves the memory traffic and, with bf16 matrix instructions, runs the conv
 and matrix products up to several times faster; without them it is emulated and slower
 than float32. The decision:
 
-- CUDA without bf16 support (before Ampere) and a CPU without bf16 instructions
+- CUDA without bf16 (compute capability below 8.0) and a CPU without bf16 instructions
   (:mod:`diffuse.hardware`): float32, without timing anything (emulated bf16 never wins).
 - CUDA with bf16 support, and a CPU with bf16 instructions: the caller's workload (the real network at the run's batch size: one
   forward and backward pass for training, one forward pass at the rows a sampling step
@@ -20,8 +20,8 @@ than float32. The decision:
   (``precision.json``, see ``user_cache_dir``) per (CPU and bf16 instructions, threads -
   or the GPU's name and compute capability -, torch version, network configuration,
   batch, workload kind), so each such combination is timed once. On a GPU each timed
-  call waits for the device to finish: a small network can run faster in float32 there,
-  its bf16 casts costing more than its arithmetic saves.
+  call waits for the device to finish; whether bf16 wins there depends on the network's
+  size as on a CPU (its casts against the arithmetic it saves).
 - any other device: float32.
 
 "auto" never chooses fp16: its gradient scaler skips steps, and where fp16 is fast bf16
@@ -78,6 +78,7 @@ CANDIDATES = (
 )
 _BY_NAME = {candidate.name: candidate for candidate in CANDIDATES}
 ROUNDS = 3
+BF16_CAPABILITY = (8, 0)  # CUDA compute capability of the first GPUs with bf16 (Ampere)
 clock = time.perf_counter  # a module attribute, so that a test can fake the timer
 
 
@@ -137,10 +138,10 @@ def decide(
     synchronize: Callable[[], None] = lambda: None  # noqa: E731 - a CPU has nothing to wait for
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        if not torch.cuda.is_bf16_supported():
+        capability = torch.cuda.get_device_capability(device)
+        if capability < BF16_CAPABILITY:  # is_bf16_supported() counts emulation too
             return Decision("fp32", f"{name} has no bf16 support")
-        capability = ".".join(map(str, torch.cuda.get_device_capability(device)))
-        machine = {"gpu": name, "capability": capability}
+        machine = {"gpu": name, "capability": ".".join(map(str, capability))}
         synchronize = lambda: torch.cuda.synchronize(device)  # noqa: E731
     elif device.type == "cpu":
         cpu = cpu_info()
@@ -164,6 +165,32 @@ def decide(
     ms = ", ".join(f"{c.name} {1000 * entry['seconds'][c.name]:.0f} ms" for c in CANDIDATES)
     reason = f"{how} on {name}, batch {batch}: {ms} per step"
     return Decision.of(_BY_NAME[entry["choice"]], reason)
+
+
+def votes(decision: Decision, rank: int) -> torch.Tensor:
+    """This process's share of the vote of a distributed run: its choice one-hot over
+    :data:`CANDIDATES`, then process 0's choice (zeros elsewhere). Summed over the
+    processes, :func:`agreed` reads it."""
+    choices = [(c.precision, c.memory_format) for c in CANDIDATES]
+    ballot = torch.zeros(2 * len(choices))
+    chosen = choices.index((decision.precision, decision.memory_format))
+    ballot[chosen] = 1.0
+    if rank == 0:
+        ballot[len(choices) + chosen] = 1.0
+    return ballot
+
+
+def agreed(decision: Decision, totals: torch.Tensor, world_size: int) -> Decision:
+    """The precision every process of a distributed run trains in (DDP needs one weight
+    layout), from the summed :func:`votes`: the common choice; where the processes timed
+    different bf16 layouts, process 0's; where any chose float32, float32."""
+    n = len(CANDIDATES)
+    if totals[:n].max().item() == world_size:
+        return decision
+    if totals[CANDIDATES.index(_BY_NAME["fp32"])].item() > 0:
+        return Decision("fp32", "a process chose fp32 (no bf16, or bf16 timed slower)")
+    leader = CANDIDATES[int(totals[n:].argmax().item())]
+    return Decision.of(leader, "the processes timed different bf16 layouts: process 0's")
 
 
 Workload = Callable[[str, torch.memory_format], None]

@@ -14,6 +14,7 @@ import pytest
 
 from diffuse.cli import main
 from diffuse.errors import ConfigError
+from diffuse.train.tracking import open_trackers
 from diffuse.train.train_config import TrainConfig
 
 
@@ -99,6 +100,19 @@ def test_resuming_a_finished_run_starts_no_tracker(tmp_path, fake_wandb, fake_te
     fake_tensorboard.calls.clear()
     assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
     assert fake_wandb.calls == [] and fake_tensorboard.calls == []
+
+
+def test_a_tracker_that_fails_to_start_closes_those_already_started(
+    tmp_path, monkeypatch, fake_tensorboard
+):
+    def init(**kwargs):
+        raise RuntimeError("wandb: not logged in")
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=init))
+    config = TrainConfig(tensorboard="on", wandb_project="digits-demo")
+    with pytest.raises(RuntimeError, match="not logged in"):
+        open_trackers(config, tmp_path, {})
+    assert [call[0] for call in fake_tensorboard.calls] == ["open", "close"]
 
 
 def test_a_tracker_that_is_not_installed_is_refused_before_anything_is_written(

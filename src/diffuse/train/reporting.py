@@ -68,10 +68,12 @@ class LoopReport:
         self.trainer = trainer
         self.log = None
         if trainer.group.is_main:
-            self.log = MetricsLog(
-                trainer.run,
-                lambda: open_trackers(config, trainer.run.path, trainer.spec.to_dict()),
-            )
+            # A session with no step to train (resuming a finished run) starts no
+            # tracker: no new TensorBoard event file, no new W&B run.
+            trackers = []
+            if trainer.state.progress.step < config.steps:
+                trackers = open_trackers(config, trainer.run.path, trainer.spec.to_dict())
+            self.log = MetricsLog(trainer.run, trackers)
         self.bar = tqdm(
             total=config.steps,
             initial=trainer.state.progress.step,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,17 +143,13 @@ def _line_step(line: str) -> float:
 class MetricsLog:
     """Appends metrics to ``metrics.jsonl`` and passes their numbers to the trackers.
 
-    run:           the run folder.
-    open_trackers: starts TensorBoard, Weights & Biases
-                   (:func:`diffuse.train.tracking.open_trackers`); called at the first
-                   record, so that a session that writes none (resuming a finished run)
-                   leaves no event file and starts no tracked run.
+    run:      the run folder.
+    trackers: TensorBoard, Weights & Biases (:func:`diffuse.train.tracking.open_trackers`).
     """
 
-    def __init__(self, run: RunFolder, open_trackers: Callable[[], list[Tracker]]) -> None:
+    def __init__(self, run: RunFolder, trackers: list[Tracker]) -> None:
         self.file = run.metrics_file.open("a", encoding="utf-8")
-        self.open_trackers = open_trackers
-        self.trackers: list[Tracker] | None = None
+        self.trackers = trackers
 
     def write(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
@@ -164,12 +159,10 @@ class MetricsLog:
             for key, value in record.items()
             if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)
         }
-        if self.trackers is None:
-            self.trackers = self.open_trackers()
         for tracker in self.trackers:
             tracker.log(record["step"], values)
 
     def close(self) -> None:
         self.file.close()
-        for tracker in self.trackers or []:
+        for tracker in self.trackers:
             tracker.close()

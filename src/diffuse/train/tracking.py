@@ -106,5 +106,10 @@ def open_trackers(config: TrainConfig, run_path: Path, settings: dict[str, Any])
     if writer_class is not None:
         trackers.append(TensorBoardTracker(writer_class, run_path / TENSORBOARD_FOLDER))
     if config.wandb_project is not None:
-        trackers.append(WandbTracker(_wandb(), config.wandb_project, run_path, settings))
+        try:
+            trackers.append(WandbTracker(_wandb(), config.wandb_project, run_path, settings))
+        except BaseException:  # W&B failed to start (not logged in, ...): close the others
+            for tracker in trackers:
+                tracker.close()
+            raise
     return trackers

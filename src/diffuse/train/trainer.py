@@ -179,8 +179,7 @@ class Trainer:
     def _resolve_precision(self, requested: str) -> autoprecision.Decision:
         """``requested``, or for "auto" what :func:`diffuse.autoprecision.decide` measures
         for this network at this process's micro-batch; process 0 prints the decision.
-        The processes of a distributed run train in bf16 only if all of them chose it in
-        the same weight layout (DDP needs one); else in fp32."""
+        The processes of a distributed run agree on one (:func:`autoprecision.agreed`)."""
         if requested != "auto":
             return autoprecision.Decision(requested, "requested")
         batch = self._micro_batch()
@@ -190,12 +189,9 @@ class Trainer:
             batch=batch,
             make_workload=lambda: self._training_workload(batch),
         )
-        choices = [(c.precision, c.memory_format) for c in autoprecision.CANDIDATES]
-        chosen = choices.index((decision.precision, decision.memory_format))
-        votes = torch.zeros(len(choices), device=self.device)
-        votes[chosen] = 1.0
-        if self.group.all_reduce_sum(votes)[chosen].item() < self.group.world_size:
-            decision = autoprecision.Decision("fp32", "the processes chose differently")
+        ballot = autoprecision.votes(decision, self.group.rank).to(self.device)
+        totals = self.group.all_reduce_sum(ballot).cpu()
+        decision = autoprecision.agreed(decision, totals, self.group.world_size)
         if self.group.is_main:
             print(decision.message(), flush=True)
         return decision
