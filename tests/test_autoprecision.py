@@ -100,6 +100,15 @@ def test_bf16_in_nchw_wins_where_it_is_the_fastest(tmp_path, monkeypatch):
     assert explicit.apply(network).weight.is_contiguous()  # left as it was
 
 
+def test_a_cpus_cache_key_is_the_one_earlier_versions_wrote(monkeypatch):
+    # Pinned (the key of cache format 4 before GPUs were timed): a machine's cached
+    # decisions stay valid across versions that do not mean to invalidate them.
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    cpu = autoprecision.cpu_machine(hardware.CpuInfo("AMD EPYC", ("avx512_bf16",)))
+    assert autoprecision.cache_key(cpu, NETWORK, 8, "train") == "9d0e7980ba1e8c29e0d8f271"
+
+
 def test_the_cache_key_changes_with_the_network_config(tmp_path, monkeypatch):
     fake_cpu(tmp_path, monkeypatch, "avx512_bf16")
     cpu = autoprecision.cpu_machine(hardware.cpu_info())

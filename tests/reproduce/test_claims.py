@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from diffuse.reproduce import report
 from diffuse.reproduce.claims import (
     ARTICLE,
     ARTICLE_MINUTES,
@@ -133,6 +134,28 @@ def test_a_difference_within_the_noise_is_marked_so_and_counted_in_the_verdict()
     verdict = DDIM.check(Results(quality, {}, {}, None))
     assert verdict.summary() == "holds; 1 of the 5 parts within the noise"
     assert [part.within_noise for part in verdict.parts] == [False] * 4 + [True]
+
+
+@pytest.mark.parametrize(
+    ("verdict", "cell"),
+    [
+        ({"holds": True, "summary": "holds"}, "**yes**"),
+        (
+            {"holds": True, "summary": "holds; 1 of the 5 parts within the noise"},
+            "**yes** (1 of the 5 parts within the noise)",
+        ),
+        (
+            {
+                "holds": False,
+                "summary": "does not hold (3 of 5 parts fail); 5 of the 5 parts within the noise",
+            },
+            "**no**: does not hold (3 of 5 parts fail); 5 of the 5 parts within the noise",
+        ),
+    ],
+)
+def test_the_reports_verdict_cell_carries_the_noise_count(verdict, cell):
+    assert report._verdict({"verdict": verdict}) == cell
+    assert report._verdict(None) == "not run yet"
 
 
 def test_measured_numbers_carry_their_noise_through_differences_ratios_and_minima():
