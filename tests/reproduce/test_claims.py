@@ -18,6 +18,7 @@ from diffuse.reproduce.claims import (
     CLAIMS,
     DDIM,
     FIGURES,
+    GUIDANCE,
     MODELS,
     OBJECTIVES,
     SCHEDULES,
@@ -156,6 +157,32 @@ def test_a_difference_within_the_noise_is_marked_so_and_counted_in_the_verdict()
 def test_the_reports_verdict_cell_carries_the_noise_count(verdict, cell):
     assert report._verdict({"verdict": verdict}) == cell
     assert report._verdict(None) == "not run yet"
+
+
+def test_the_best_guidance_scale_is_within_the_noise_where_the_ends_are_as_good():
+    # Claim 6 as run (2026-12-03): the unconditional model's FID is lowest unguided,
+    # 24.23 against 24.60 at s = 3, each +- about 0.6: the failing part is no evidence.
+    fid = {0.0: 24.23, 1.0: 26.29, 3.0: 24.60, 10.0: 27.11}
+    quality = [
+        {
+            "series": "unconditional",
+            "x": s,
+            "fid": f,
+            "fid_sd": 0.6,
+            "precision": 0.5 + s / 100,
+            "recall": 0.7 - s / 100,
+        }
+        for s, f in fid.items()
+    ] + [{"series": "conditional", "x": s, "fid": 30.0 - s, "fid_sd": 0.6} for s in fid]
+    part = GUIDANCE.check(Results(quality, {}, {}, None)).parts[2]
+    assert not part.holds and part.within_noise
+    assert part.text == (
+        "unconditional: best FID at a moderate scale (at s = 0) "
+        "(within the noise: 2 sd of the difference = 1.70)"
+    )
+    quality[2]["fid"] = 20.0  # s = 3 clearly best
+    part = GUIDANCE.check(Results(quality, {}, {}, None)).parts[2]
+    assert part.holds and not part.within_noise
 
 
 def test_measured_numbers_carry_their_noise_through_differences_ratios_and_minima():
