@@ -572,3 +572,7 @@ def test_the_noisy_classifier_reports_accuracy_per_timestep_quarter(tmp_path):
     assert round(result.evaluation["accuracy"] * 299, 6) % 1 == 0
     logged = json.loads((tmp_path / "clf/metrics.jsonl").read_text().splitlines()[-1])
     assert logged["test_accuracy"] == result.evaluation["accuracy"]
+    # resumed when finished: the held-out figures are read back, nothing is written
+    before = digest(tmp_path / "clf")
+    again = resume(tmp_path / "clf", progress=False)
+    assert again.evaluation == result.evaluation and digest(tmp_path / "clf") == before

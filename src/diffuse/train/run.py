@@ -123,6 +123,20 @@ class RunFolder:
         """The step folders holding a checkpoint, oldest first."""
         return run_checkpoints(self.path)
 
+    def record_at(self, step: int, key: str) -> dict[str, Any] | None:
+        """The last metrics record of ``step`` that holds ``key``, or None."""
+        if not self.metrics_file.is_file():
+            return None
+        found = None
+        for line in self.metrics_file.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line
+            if isinstance(record, dict) and record.get("step") == step and key in record:
+                found = record
+        return found
+
     def truncate_metrics(self, step: int) -> None:
         """Drop metrics lines logged after ``step`` (a resumed run logs them again)."""
         if not self.metrics_file.is_file():

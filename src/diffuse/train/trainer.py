@@ -341,6 +341,9 @@ class Trainer:
             outputs["checkpoint"] = latest if latest.is_dir() else self.save()
         if not (self.group.is_main and self.validation is not None and step == self.config.steps):
             return None
+        logged = self.run.record_at(step, "test_loss")
+        if logged is not None:  # a finished run resumed: measured and logged already
+            return {k.removeprefix("test_"): v for k, v in logged.items() if k.startswith("test_")}
         evaluation = self.evaluate(self.validation)
         report.write({"step": step, **{f"test_{k}": v for k, v in evaluation.items()}})
         return evaluation
