@@ -6,22 +6,22 @@ than float32. The decision:
 
 - CUDA without bf16 (compute capability below 8.0) and a CPU without bf16 instructions
   (:mod:`diffuse.hardware`): float32, without timing anything (emulated bf16 never wins).
-- CUDA with bf16 support, and a CPU with bf16 instructions: the caller's workload (the real network at the run's batch size: one
-  forward and backward pass for training, one forward pass at the rows a sampling step
-  evaluates for sampling) is timed for each candidate of :data:`CANDIDATES`, in a few
-  alternating rounds after a warm-up; the fastest median wins, a tie going to the earlier
-  candidate. bf16 is timed in both memory formats (the network computes in the layout of
-  its weights, :meth:`diffuse.nn.encoder.Network.encode`), since which is faster depends
-  on the CPU and the network: on a 2-core Zen 4 EPYC (AVX512-BF16) at batch 64 the
-  ``fashion`` network trained 104.2 images/s in NCHW against 69.9 in channels_last, which
-  float32 prefers, and the 32x32 ``bench`` network 32.2 against 24.7
-  (``benchmarks/bench_unet.py --precisions bf16``, rows ``ours`` and ``ours-nchw``). The
-  result is cached in diffuse's cache folder
-  (``precision.json``, see ``user_cache_dir``) per (CPU and bf16 instructions, threads -
-  or the GPU's name and compute capability -, torch version, network configuration,
-  batch, workload kind), so each such combination is timed once. On a GPU each timed
-  call waits for the device to finish; whether bf16 wins there depends on the network's
-  size as on a CPU (its casts against the arithmetic it saves).
+- CUDA with bf16 support, and a CPU with bf16 instructions: the caller's workload (the
+  real network at the run's batch size: one forward and backward pass for training, one
+  forward pass at the rows a sampling step evaluates for sampling) is timed for each
+  candidate of :data:`CANDIDATES`, in a few alternating rounds after a warm-up; the
+  fastest median wins, a tie going to the earlier candidate. bf16 is timed in both
+  memory formats (the network computes in the layout of its weights,
+  :meth:`diffuse.nn.encoder.Network.encode`), since which is faster depends on the CPU
+  and the network: on a 2-core Zen 4 EPYC (AVX512-BF16) at batch 64 the ``fashion``
+  network trained 104.2 images/s in NCHW against 69.9 in channels_last, which float32
+  prefers, and the 32x32 ``bench`` network 32.2 against 24.7 (``benchmarks/bench_unet.py
+  --precisions bf16``, rows ``ours`` and ``ours-nchw``). The result is cached in
+  diffuse's cache folder (``precision.json``, see ``user_cache_dir``) per (CPU and bf16
+  instructions, threads - or the GPU's name and compute capability -, torch version,
+  network configuration, batch, workload kind), so each such combination is timed once.
+  On a GPU each timed call waits for the device to finish; whether bf16 wins there
+  depends on the network's size as on a CPU (its casts against the arithmetic it saves).
 - any other device: float32.
 
 "auto" never chooses fp16: its gradient scaler skips steps, and where fp16 is fast bf16

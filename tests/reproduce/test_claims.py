@@ -6,6 +6,7 @@ reverse."""
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from diffuse.reproduce.claims import (
     SCHEDULES,
 )
 from diffuse.reproduce.costs import estimate, evaluations, training_minutes
-from diffuse.reproduce.plan import Measured
+from diffuse.reproduce.plan import Measured, Part, Verdict
 from diffuse.reproduce.runner import Results, Suite, step_noise
 
 
@@ -137,25 +138,26 @@ def test_a_difference_within_the_noise_is_marked_so_and_counted_in_the_verdict()
     assert [part.within_noise for part in verdict.parts] == [False] * 4 + [True]
 
 
-@pytest.mark.parametrize(
-    ("verdict", "cell"),
-    [
-        ({"holds": True, "summary": "holds"}, "**yes**"),
-        (
-            {"holds": True, "summary": "holds; 1 of the 5 parts within the noise"},
-            "**yes** (1 of the 5 parts within the noise)",
-        ),
-        (
-            {
-                "holds": False,
-                "summary": "does not hold (3 of 5 parts fail); 5 of the 5 parts within the noise",
-            },
-            "**no**: does not hold (3 of 5 parts fail); 5 of the 5 parts within the noise",
-        ),
-    ],
-)
-def test_the_reports_verdict_cell_carries_the_noise_count(verdict, cell):
-    assert report._verdict({"verdict": verdict}) == cell
+def stored(*parts: Part) -> dict:
+    """A verdict as result.json stores it (diffuse.reproduce.runner)."""
+    verdict = Verdict(parts)
+    summary = verdict.summary()
+    return {
+        "verdict": {"holds": verdict.holds, "summary": summary, "parts": [asdict(p) for p in parts]}
+    }
+
+
+def test_the_reports_verdict_cell_carries_the_noise_count():
+    sure, noisy, failed = Part("a", True), Part("b", True, True), Part("c", False, True)
+    assert report._verdict(stored(sure, sure)) == "**yes**"
+    assert report._verdict(stored(sure, noisy)) == "**yes** (1 of the 2 parts within the noise)"
+    assert report._verdict(stored(sure, failed)) == (
+        "**no**: does not hold (1 of 2 parts fail); 1 of the 2 parts within the noise"
+    )
+    older = {
+        "verdict": {"holds": True, "summary": "holds", "parts": [{"text": "a", "holds": True}]}
+    }
+    assert report._verdict(older) == "**yes**"  # results written before the noise marks
     assert report._verdict(None) == "not run yet"
 
 

@@ -83,8 +83,8 @@ def check(r) -> Verdict:
         (
             less(
                 "FID, cosine below linear",
-                r.metric("fid", "cosine", 3),
-                r.metric("fid", "linear", 3),
+                r.fid("cosine", 3),
+                r.fid("linear", 3),
             ),
             less("bits/dim, cosine below linear", r.nll("cosine"), r.nll("linear")),
         )

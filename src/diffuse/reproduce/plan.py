@@ -11,7 +11,7 @@ paper's trend holds. Nothing here runs anything: :mod:`diffuse.reproduce.runner`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,8 +238,9 @@ class Plot:
 @dataclass(frozen=True)
 class Measured:
     """A measured number and its noise: the standard deviation of its estimate (a FID's
-    over bootstrap resamples of its samples), 0 where unknown. Differences, ratios and minima carry the noise along, to
-    first order, as of independent estimates (each FID is of its own samples)."""
+    over bootstrap resamples of its samples), 0 where unknown. Differences, ratios and
+    minima carry the noise along, to first order, as of independent estimates (each FID
+    is of its own samples)."""
 
     value: float
     sd: float = 0.0
@@ -291,12 +292,16 @@ class Verdict:
         """ "holds" or "does not hold (k of n parts fail)", and how many of the parts rest
         on a difference within the noise."""
         failed = sum(not part.holds for part in self.parts)
-        noisy = sum(part.within_noise for part in self.parts)
         n = len(self.parts)
         summary = "holds" if not failed else f"does not hold ({failed} of {n} parts fail)"
-        if noisy:
-            summary += f"; {noisy} of the {n} parts within the noise"
-        return summary
+        noise = noise_count(part.within_noise for part in self.parts)
+        return f"{summary}; {noise}" if noise else summary
+
+
+def noise_count(within_noise: Iterable[bool]) -> str:
+    """ "k of the n parts within the noise" for parts' ``within_noise`` flags; "" for none."""
+    flags = list(within_noise)
+    return f"{sum(flags)} of the {len(flags)} parts within the noise" if any(flags) else ""
 
 
 @dataclass(frozen=True)

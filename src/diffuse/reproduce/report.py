@@ -15,7 +15,7 @@ from typing import Any
 
 from diffuse.io import atomic_write_text
 from diffuse.reproduce.costs import estimate
-from diffuse.reproduce.plan import Claim, ModelPlan
+from diffuse.reproduce.plan import Claim, ModelPlan, noise_count
 from diffuse.reproduce.runner import command
 from diffuse.reproduce.store import Store
 
@@ -86,8 +86,8 @@ def _verdict(result: Mapping[str, Any] | None) -> str:
     verdict = result["verdict"]
     if not verdict["holds"]:
         return "**no**: " + verdict["summary"]
-    noise = verdict["summary"].removeprefix("holds")  # "; k of the n parts within the noise"
-    return "**yes**" + (f" ({noise.removeprefix('; ')})" if noise else "")
+    noise = noise_count(part.get("within_noise", False) for part in verdict["parts"])
+    return f"**yes** ({noise})" if noise else "**yes**"
 
 
 def _row(claim: Claim, result: Mapping[str, Any] | None) -> str:

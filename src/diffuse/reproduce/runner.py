@@ -104,9 +104,6 @@ class Results:
                 return row
         raise KeyError(f"no quality point {series!r} at {x}")
 
-    def metric(self, metric: str, series: str, x: float) -> float:
-        return float(self.point(series, x)[metric])
-
     def fid(self, series: str, x: float) -> Measured:
         """The FID of ``series`` at ``x`` with its bootstrap noise (0 for a score kept from
         before scores had one, whose samples are gone)."""

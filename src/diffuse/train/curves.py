@@ -9,15 +9,13 @@ one step axis. ``plot_run`` draws them as stacked panels into a PNG (``diffuse p
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
 
 from diffuse.errors import DataError, MissingFileError
 from diffuse.outputs import check_output_file
 from diffuse.plots import plot_panels
-from diffuse.train.run import RunFolder
+from diffuse.train.run import RunFolder, is_finite_number, read_metrics
 
 # The metrics drawn, in panel order: key in metrics.jsonl and the panel's label.
 CURVES = (
@@ -30,30 +28,12 @@ CURVES = (
 DEFAULT_FILE = "metrics.png"
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The objects of a metrics.jsonl file that have a numeric ``step``, in file order; a
-    line that does not parse (torn by a crash while it was written) is skipped."""
-    records = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and _is_number(record.get("step")):
-            records.append(record)
-    return records
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def curves(records: list[dict]) -> list[tuple[str, list[float], list[float]]]:
     """``(label, steps, values)`` of every metric of :data:`CURVES` that ``records``
     carry, each from the records that hold a finite number for it."""
     found = []
     for key, label in CURVES:
-        points = [(r["step"], r[key]) for r in records if _is_number(r.get(key))]
+        points = [(r["step"], r[key]) for r in records if is_finite_number(r.get(key))]
         if points:
             found.append((label, [step for step, _ in points], [value for _, value in points]))
     return found

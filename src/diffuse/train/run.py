@@ -21,6 +21,8 @@ or removed before every input has been checked.
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -127,15 +129,8 @@ class RunFolder:
         """The last metrics record of ``step`` that holds ``key``, or None."""
         if not self.metrics_file.is_file():
             return None
-        found = None
-        for line in self.metrics_file.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line
-            if isinstance(record, dict) and record.get("step") == step and key in record:
-                found = record
-        return found
+        records = read_metrics(self.metrics_file)
+        return next((r for r in reversed(records) if r["step"] == step and key in r), None)
 
     def truncate_metrics(self, step: int) -> None:
         """Drop metrics lines logged after ``step`` (a resumed run logs them again)."""
@@ -145,6 +140,25 @@ class RunFolder:
         kept = [line for line in lines if _line_step(line) <= step]
         if len(kept) != len(lines):
             atomic_write_text(self.metrics_file, "".join(kept))
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The objects of a metrics.jsonl file that have a numeric ``step``, in file order; a
+    line that does not parse (torn by a crash while it was written) is skipped."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and is_finite_number(record.get("step")):
+            records.append(record)
+    return records
+
+
+def is_finite_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _line_step(line: str) -> float:
