@@ -13,7 +13,7 @@ from diffuse.errors import DataError, MissingFileError
 from diffuse.eval import fid, inception_features
 from diffuse.eval.evaluate import SmallSampleWarning, evaluate, small_sample_message
 from diffuse.eval.features import InceptionActivations
-from diffuse.eval.metrics import GaussianStatistics, fid_bootstrap
+from diffuse.eval.metrics import GaussianStatistics, fid_bootstrap, precision_recall_noise
 from diffuse.eval.reference import ReferenceStatistics, reference_images
 from diffuse.eval.samples import load_samples
 from helpers.stand_in_network import ProjectedPixels, replace_inception
@@ -159,18 +159,21 @@ def test_evaluate_warns_once_in_python_and_says_when_the_reference_count_is_unkn
     assert small_sample_message(50_000, 2047, 2048) is not None
 
 
-def test_evaluate_gives_the_bootstrap_noise_of_fid_when_asked():
-    digits = load_dataset("digits", split="train", class_cond=False).uint8(range(40))
+def test_evaluate_gives_the_noise_of_fid_precision_and_recall_when_asked():
+    digits = load_dataset("digits", split="train", class_cond=False).uint8(range(90))
     network = ProjectedPixels()
-    reference = ReferenceStatistics.from_activations(network(digits), {"n": 40}, parts=["fid"])
-    options = dict(metrics="fid", extractor=network, progress=False)
-    plain = evaluate(digits[:20], reference, **options)
-    assert "fid_sd" not in plain
-    noisy = evaluate(digits[:20], reference, fid_replicates=8, **options)
-    replicates = fid_bootstrap(network(digits[:20]).pool, reference.pool, 8)
-    assert noisy["fid"] == plain["fid"]
+    reference = ReferenceStatistics.from_activations(network(digits[30:]), {"n": 60}, ["fid", "pr"])
+    options = dict(metrics="fid,pr", extractor=network, progress=False)
+    plain = evaluate(digits[:30], reference, **options)
+    assert not {"fid_sd", "precision_sd", "recall_sd"} & set(plain)
+    noisy = evaluate(digits[:30], reference, replicates=8, **options)
+    features = network(digits[:30]).pool
+    replicates = fid_bootstrap(features, reference.pool, 8)
+    assert {key: noisy[key] for key in plain} == plain
     assert noisy["fid_sd"] == pytest.approx(np.std(replicates, ddof=1), rel=1e-9)
-    assert noisy["fid_sd"] > 0
+    pr_noise = precision_recall_noise(reference.features, features, splits=8)
+    assert (noisy["precision_sd"], noisy["recall_sd"]) == pytest.approx(pr_noise, rel=1e-9)
+    assert min(noisy["fid_sd"], noisy["precision_sd"], noisy["recall_sd"]) > 0
 
 
 def test_bad_samples_are_named_and_existing_results_survive(tmp_path, capsys):

@@ -13,6 +13,7 @@ from diffuse.eval.metrics import (
     frechet_distance,
     inception_score,
     precision_recall,
+    precision_recall_noise,
     trace_sqrt_product,
 )
 
@@ -187,3 +188,38 @@ def test_precision_recall_of_far_apart_sets_are_zero():
 def test_precision_recall_need_more_than_k_vectors():
     with pytest.raises(DataError, match="k=3"):
         precision_recall(np.zeros((3, 4)), np.zeros((10, 4)))
+
+
+def test_the_noise_of_precision_and_recall_matches_their_spread_over_fresh_sample_sets():
+    """The noise estimated from one set of samples agrees with the standard deviation of
+    precision and recall over 40 independent sets drawn from the same law (real set fixed)."""
+    rng = np.random.default_rng(10)
+    real = rng.standard_normal((800, 12))
+    scale = np.linspace(0.7, 1.3, 12)
+
+    def samples():
+        return rng.standard_normal((300, 12)) * scale + 0.2
+
+    spread = np.std([precision_recall(real, samples()) for _ in range(40)], axis=0, ddof=1)
+    estimates = np.mean(
+        [precision_recall_noise(real, samples(), splits=10, seed=s) for s in range(6)], axis=0
+    )
+    assert estimates == pytest.approx(spread, rel=0.35)
+
+
+def test_the_precision_noise_is_the_standard_error_of_its_indicators():
+    rng = np.random.default_rng(11)
+    real = rng.standard_normal((200, 8))
+    fake = np.concatenate([rng.standard_normal((30, 8)), rng.standard_normal((90, 8)) + 50])
+    precision, _ = precision_recall(real, fake)
+    assert 0.1 < precision <= 0.25  # the 90 far ones lie outside the real manifold
+    sd, _ = precision_recall_noise(real, fake, splits=3)
+    assert sd == pytest.approx((precision * (1 - precision) / 120) ** 0.5)
+
+
+def test_the_precision_recall_noise_refuses_too_few_samples_or_splits():
+    real = np.random.default_rng(12).standard_normal((50, 4))
+    with pytest.raises(DataError, match="too small"):
+        precision_recall_noise(real, real[:7], k=3)
+    with pytest.raises(DataError, match="split"):
+        precision_recall_noise(real, real, splits=0)

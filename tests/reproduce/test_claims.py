@@ -16,6 +16,7 @@ from diffuse.reproduce.claims import (
     ARTICLE,
     ARTICLE_MINUTES,
     ARTICLE_VARIANTS,
+    CFG,
     CLAIMS,
     DDIM,
     FIGURES,
@@ -185,6 +186,49 @@ def test_the_best_guidance_scale_is_within_the_noise_where_the_ends_are_as_good(
     quality[2]["fid"] = 20.0  # s = 3 clearly best
     part = GUIDANCE.check(Results(quality, {}, {}, None)).parts[2]
     assert part.holds and not part.within_noise
+
+
+def test_a_precision_difference_within_its_standard_error_is_marked_within_the_noise():
+    # Claim 7 in the clean-clone run (2026-12-04), 1,000 samples each: p_uncond 0.5's
+    # precision fell from 0.548 to 0.512 between w = 0 and 3, p_uncond 0.1's rose from 0.547
+    # to 0.597; the noise of each is the standard error sqrt(p (1 - p) / 1000).
+    numbers = {  # (series, w): (FID, precision, recall)
+        ("p_uncond 0.1", 0.0): (31.24, 0.547, 0.674),
+        ("p_uncond 0.1", 0.5): (27.36, 0.579, 0.651),
+        ("p_uncond 0.1", 1.0): (26.13, 0.590, 0.580),
+        ("p_uncond 0.1", 3.0): (30.58, 0.597, 0.374),
+        ("p_uncond 0.2", 0.0): (30.25, 0.557, 0.670),
+        ("p_uncond 0.2", 0.5): (26.65, 0.587, 0.638),
+        ("p_uncond 0.2", 1.0): (25.47, 0.607, 0.592),
+        ("p_uncond 0.2", 3.0): (29.25, 0.563, 0.434),
+        ("p_uncond 0.5", 0.0): (28.54, 0.548, 0.638),
+        ("p_uncond 0.5", 0.5): (26.54, 0.561, 0.639),
+        ("p_uncond 0.5", 1.0): (26.13, 0.574, 0.598),
+        ("p_uncond 0.5", 3.0): (29.81, 0.512, 0.488),
+    }
+    quality = [
+        {
+            "series": series,
+            "x": w,
+            "fid": fid,
+            "fid_sd": 0.9,
+            "precision": precision,
+            "precision_sd": math.sqrt(precision * (1 - precision) / 1000),
+            "recall": recall,
+            "recall_sd": 0.015,
+        }
+        for (series, w), (fid, precision, recall) in numbers.items()
+    ]
+    parts = CFG.check(Results(quality, {}, {}, None)).parts
+    precision = {part.text.split(":")[0]: part for part in parts if "precision" in part.text}
+    assert not precision["p_uncond 0.5"].holds and precision["p_uncond 0.5"].within_noise
+    assert "0.55 < 0.51 (within the noise: 2 sd of the difference = 0.04)" in (
+        precision["p_uncond 0.5"].text
+    )
+    assert precision["p_uncond 0.1"].holds and not precision["p_uncond 0.1"].within_noise
+    assert precision["p_uncond 0.2"].holds and precision["p_uncond 0.2"].within_noise
+    recall = [part for part in parts if "recall" in part.text]
+    assert all(part.holds and not part.within_noise for part in recall)
 
 
 def test_measured_numbers_carry_their_noise_through_differences_ratios_and_minima():

@@ -178,7 +178,8 @@ def test_a_claim_runs_end_to_end(finished):
     assert len(rows) == 6 and all(row["n"] == 12 and row["fid"] >= 0 for row in rows.values())
     assert 0 <= rows[("guided", 3)]["precision"] <= 1 and "recall" in rows[("guided", 3)]
     assert result["floor"]["n"] == 12 and result["floor"]["fid"] >= 0
-    assert all(row["fid_sd"] > 0 for row in [result["floor"], *rows.values()])  # FID's noise
+    for row in [result["floor"], *rows.values()]:  # each metric's noise
+        assert row["fid_sd"] > 0 and row["precision_sd"] >= 0 and row["recall_sd"] >= 0
     # the verdict is the declared check on these numbers, part by part
     fids = rows[("cosine", 3)]["fid"], rows[("linear", 3)]["fid"]
     nlls = result["likelihood"]["cosine"]["bpd"], result["likelihood"]["linear"]["bpd"]
@@ -205,7 +206,8 @@ def test_a_claim_runs_end_to_end(finished):
     assert verdict in report and "`diffuse reproduce tiny-trend`" in report
     assert "**floor**: real test images" in report and "nohup diffuse reproduce" in report
     row = rows[("cosine", 3)]
-    assert f"| cosine | 3 | {row['fid']:.2f} ± {row['fid_sd']:.2f} |" in report
+    cells = [f"{row[key]:.2f} ± {row[f'{key}_sd']:.2f}" for key in ("fid", "precision", "recall")]
+    assert f"| cosine | 3 | {' | '.join(cells)} |" in report
     assert (root / ".work/.gitignore").read_text().endswith("*\n")
 
 
@@ -285,18 +287,23 @@ def test_a_model_trained_again_has_every_score_of_it_measured_again(
     assert result["models"]["tiny-cosine"]["folder"] == "tiny-cosine-3steps"
 
 
-def test_a_score_kept_without_fid_noise_gains_it_from_its_kept_images(
-    finished, tmp_path, declared, capsys
+NOISE = ("fid_sd", "precision_sd", "recall_sd")
+
+
+@pytest.mark.parametrize("lacking", [NOISE, ("precision_sd", "recall_sd")])
+def test_a_score_kept_without_noise_gains_it_from_its_kept_images(
+    finished, tmp_path, declared, capsys, lacking
 ):
-    """Scores written before FID had its bootstrap noise get ``fid_sd`` from their kept
-    samples (and the floor from its real images), their other values untouched; a score
-    whose samples are gone (a clean clone) stays as it was, and nothing is sampled again."""
+    """Scores written before they had the noise of their metrics (FID's, or precision's
+    and recall's) get what they lack from their kept samples (and the floor from its real
+    images), their other values untouched; a score whose samples are gone (a clean clone)
+    stays as it was, and nothing is sampled again."""
     root = copy_of(finished, tmp_path)
     scores = {path: json.loads(path.read_text()) for path in (root / "scores").glob("*.json")}
     kept = {path: record for path, record in scores.items() if "fid_sd" in record}
     assert {record["kind"] for record in kept.values()} == {"quality", "floor"}
     for path, record in kept.items():
-        path.write_text(json.dumps({k: v for k, v in record.items() if k != "fid_sd"}))
+        path.write_text(json.dumps({k: v for k, v in record.items() if k not in lacking}))
     gone = next(path for path, record in kept.items() if record["kind"] == "quality")
     identity = {key: kept[gone][key] for key in ("sampling", "models")}
     (root / ".work/samples").joinpath(runner.Store(root).samples(identity).name).unlink()
@@ -305,14 +312,17 @@ def test_a_score_kept_without_fid_noise_gains_it_from_its_kept_images(
     assert "sampling" not in out and "training" not in out
     for path, record in kept.items():
         again = json.loads(path.read_text())
-        assert {k: v for k, v in again.items() if k not in ("fid_sd", "fid_sd_commit")} == {
-            k: v for k, v in record.items() if k != "fid_sd"
+        added = {key for name in lacking for key in (name, f"{name}_commit")}
+        assert {k: v for k, v in again.items() if k not in added} == {
+            k: v for k, v in record.items() if k not in lacking
         }
         if path == gone:
-            assert "fid_sd" not in again
+            assert not set(lacking) & set(again)
         else:
-            assert again["fid_sd"] == pytest.approx(record["fid_sd"], rel=1e-9)
-            assert "fid_sd_commit" in again
+            assert {key: again[key] for key in lacking} == pytest.approx(
+                {key: record[key] for key in lacking}, rel=1e-9
+            )
+            assert all(f"{key}_commit" in again for key in lacking)
 
 
 def stop_when(path: Path) -> threading.Thread:

@@ -21,6 +21,7 @@ from diffuse.eval.metrics import (
     inception_score,
     kid,
     precision_recall,
+    precision_recall_noise,
 )
 from diffuse.eval.reference import ReferenceStatistics
 from diffuse.eval.weights import LOGITS_HINT
@@ -71,7 +72,7 @@ def evaluate(
     metrics: str | Iterable[str] | None = None,
     extractor: InceptionExtractor | None = None,
     k: int = 3,
-    fid_replicates: int = 0,
+    replicates: int = 0,
     progress: bool = True,
 ) -> dict[str, float]:
     """Metrics of uint8 sample images [N, H, W(, C)] against ``reference``.
@@ -79,11 +80,13 @@ def evaluate(
     Returns a dict with ``fid``, ``kid`` and ``kid_std`` (:func:`~diffuse.eval.metrics.kid`:
     mean and spread over its subsets), ``sfid``, ``is`` and ``is_std``, ``precision`` and
     ``recall`` for the metrics asked for (None: all the network supports); ``k`` is the
-    precision/recall neighbourhood size. With ``fid_replicates`` >= 2 the result also has
-    ``fid_sd``: the standard deviation of FID over that many bootstrap resamples of the
-    samples (:func:`~diffuse.eval.metrics.fid_bootstrap`), the noise of FID from this many
-    samples against this reference. Warns once (:class:`SmallSampleWarning`) when FID
-    or sFID is asked for and either set has fewer images than the 2048 feature dimensions.
+    precision/recall neighbourhood size. With ``replicates`` >= 2 the result also has
+    the noise of FID, precision and recall from this many samples against this reference,
+    as standard deviations: ``fid_sd`` over that many bootstrap resamples of the samples
+    (:func:`~diffuse.eval.metrics.fid_bootstrap`), ``precision_sd`` and ``recall_sd``
+    from :func:`~diffuse.eval.metrics.precision_recall_noise` (that many halvings). Warns
+    once (:class:`SmallSampleWarning`) when FID or sFID is asked for and either set has
+    fewer images than the 2048 feature dimensions.
     """
     extractor = extractor or InceptionExtractor()
     chosen = parse_metrics(metrics, extractor.has_logits)
@@ -108,9 +111,9 @@ def evaluate(
     results: dict[str, float] = {}
     if "fid" in chosen:
         results["fid"] = fid(activations.pool, reference.pool)
-        if fid_replicates >= 2:
-            replicates = fid_bootstrap(activations.pool, reference.pool, fid_replicates)
-            results["fid_sd"] = float(np.std(replicates, ddof=1))
+        if replicates >= 2:
+            values = fid_bootstrap(activations.pool, reference.pool, replicates)
+            results["fid_sd"] = float(np.std(values, ddof=1))
     if "kid" in chosen:
         results["kid"], results["kid_std"] = kid(reference.kid_reference, activations.pool)
     if "sfid" in chosen:
@@ -121,4 +124,8 @@ def evaluate(
         results["precision"], results["recall"] = precision_recall(
             reference.features, activations.pool, k=k
         )
+        if replicates >= 2:
+            results["precision_sd"], results["recall_sd"] = precision_recall_noise(
+                reference.features, activations.pool, k=k, splits=replicates
+            )
     return results

@@ -501,13 +501,13 @@ def _check_guidance(r) -> Verdict:
     parts = [
         less(
             "unconditional: precision rises, unguided below the largest scale",
-            uncond[0.0]["precision"],
-            uncond[top]["precision"],
+            r.measured("unconditional", 0.0, "precision"),
+            r.measured("unconditional", top, "precision"),
         ),
         less(
             "unconditional: recall falls, largest scale below unguided",
-            uncond[top]["recall"],
-            uncond[0.0]["recall"],
+            r.measured("unconditional", top, "recall"),
+            r.measured("unconditional", 0.0, "recall"),
         ),
         best_inside(
             "unconditional: best FID at a moderate scale",
@@ -574,7 +574,6 @@ def _check_cfg(r) -> Verdict:
     top = WEIGHTS[-1]
     parts = []
     for series in P_UNCOND:
-        rows = {w: r.point(series, w) for w in WEIGHTS}
         parts += [
             best_inside(
                 f"{series}: best FID at a small w > 0",
@@ -584,13 +583,13 @@ def _check_cfg(r) -> Verdict:
             ),
             less(
                 f"{series}: precision rises from w = 0 to {top:g}",
-                rows[0.0]["precision"],
-                rows[top]["precision"],
+                r.measured(series, 0.0, "precision"),
+                r.measured(series, top, "precision"),
             ),
             less(
                 f"{series}: recall falls from w = 0 to {top:g}",
-                rows[top]["recall"],
-                rows[0.0]["recall"],
+                r.measured(series, top, "recall"),
+                r.measured(series, 0.0, "recall"),
             ),
         ]
     return Verdict(tuple(parts))

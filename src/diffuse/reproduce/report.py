@@ -46,9 +46,9 @@ images against the same statistics (digits: the 299 test images). FID from fewer
 than its 2,048 feature dimensions is biased upwards, so only FIDs of equal counts compare,
 as they do within each claim. The papers' numbers are on their data sets (CIFAR-10,
 ImageNet), ours on Fashion-MNIST or digits: only the directions compare. A part whose
-FID difference is under two standard deviations of its noise (each FID's over bootstrap
-resamples of its own samples, combined as independent) says "within the noise": at this
-scale it is evidence neither way, whichever side it falls on. Bits/dim carry no such mark:
+difference (of FIDs, precisions or recalls) is under two standard deviations of its noise
+(each score's from its own samples, combined as independent) says "within the noise": at
+this scale it is evidence neither way, whichever side it falls on. Bits/dim carry no such mark:
 every model is measured on the same test images, whose paired differences the standard
 errors of the two do not describe.
 """
@@ -180,11 +180,11 @@ def _section(
     return lines
 
 
-def _fid(row: Mapping[str, Any]) -> str:
-    """FID with its bootstrap noise where the score has one."""
-    if row.get("fid_sd") is None:
-        return _number(row["fid"])
-    return f"{_number(row['fid'])} ± {_number(row['fid_sd'])}"
+def _measured(row: Mapping[str, Any], metric: str) -> str:
+    """A metric of a score with its noise (``<metric>_sd``) where the score has one."""
+    if row.get(metric) is None or row.get(f"{metric}_sd") is None:
+        return _number(row.get(metric))
+    return f"{_number(row[metric])} ± {_number(row[f'{metric}_sd'])}"
 
 
 def _quality_table(result: Mapping[str, Any]) -> list[str]:
@@ -192,8 +192,10 @@ def _quality_table(result: Mapping[str, Any]) -> list[str]:
     extra = ["is"] if any("is" in row for row in rows) else []
     header = ["series", "x", "FID", "precision", "recall", *(["IS"] if extra else []), "samples"]
     lines = [
-        f"FID against {result['reference']}, ± its noise from this many samples: the "
-        "standard deviation over bootstrap resamples of the samples.",
+        f"FID against {result['reference']}; ± the noise of each metric from this many "
+        "samples, a standard deviation: FID's over bootstrap resamples of the samples, "
+        "precision's the standard error of its per-sample indicators, recall's from the "
+        "differences between random halves of the samples.",
         "",
         "| " + " | ".join(header) + " |",
         "| " + " | ".join("---" for _ in header) + " |",
@@ -203,9 +205,7 @@ def _quality_table(result: Mapping[str, Any]) -> list[str]:
         cells = [
             "**floor**: real test images",
             "",
-            _fid(floor),
-            _number(floor.get("precision")),
-            _number(floor.get("recall")),
+            *(_measured(floor, metric) for metric in ("fid", "precision", "recall")),
         ]
         cells += [_number(floor.get("is")) for _ in extra] + [str(floor["n"])]
         lines.append("| " + " | ".join(cells) + " |")
@@ -213,9 +213,7 @@ def _quality_table(result: Mapping[str, Any]) -> list[str]:
         cells = [
             row["series"],
             f"{row['x']:g}",
-            _fid(row),
-            _number(row.get("precision")),
-            _number(row.get("recall")),
+            *(_measured(row, metric) for metric in ("fid", "precision", "recall")),
         ]
         cells += [_number(row.get("is")) for _ in extra] + [str(row["n"])]
         lines.append("| " + " | ".join(cells) + " |")

@@ -67,7 +67,7 @@ from diffuse.train.state import step_folder
 
 SAMPLE_BATCH = 250
 K = 3  # precision/recall neighbourhood (Kynkaanniemi et al. 2019; ADM's evaluator)
-FID_REPLICATES = 20  # bootstrap resamples behind each FID's noise, fid_sd
+NOISE_REPLICATES = 20  # bootstrap resamples behind fid_sd, halvings behind precision_sd, recall_sd
 
 
 class SuiteInterrupted(Exception):
@@ -104,11 +104,16 @@ class Results:
                 return row
         raise KeyError(f"no quality point {series!r} at {x}")
 
-    def fid(self, series: str, x: float) -> Measured:
-        """The FID of ``series`` at ``x`` with its bootstrap noise (0 for a score kept from
-        before scores had one, whose samples are gone)."""
+    def measured(self, series: str, x: float, metric: str) -> Measured:
+        """A quality ``metric`` ("fid", "precision", "recall") of ``series`` at ``x`` with
+        its noise, ``<metric>_sd`` (0 for a score kept from before scores had one, whose
+        samples are gone)."""
         row = self.point(series, x)
-        return Measured(float(row["fid"]), float(row.get("fid_sd", 0.0)))
+        return Measured(float(row[metric]), float(row.get(f"{metric}_sd", 0.0)))
+
+    def fid(self, series: str, x: float) -> Measured:
+        """The FID of ``series`` at ``x`` with its bootstrap noise."""
+        return self.measured(series, x, "fid")
 
     def nll(self, series: str) -> float:
         """The bits/dim of ``series``, without a noise: every model is measured on the same
@@ -391,24 +396,33 @@ class Suite:
                 metrics=metrics or self.metrics(),
                 extractor=self.extractor,
                 k=K,
-                fid_replicates=FID_REPLICATES,
+                replicates=NOISE_REPLICATES,
                 progress=self.progress,
             )
         return values, watch.minutes()
 
-    def _with_fid_noise(
+    def _with_noise(
         self, path: Path, record: dict, images: Callable[[], Any], reference: Reference
     ) -> dict:
-        """A score kept from before scores had ``fid_sd``, with it added from its images,
-        ``images()`` (its other values kept as they were); as it was when ``images()`` is
-        None (a clean clone has the scores, not the samples)."""
-        if "fid" not in record or "fid_sd" in record:
+        """A score kept from before scores had the noise of each metric (``fid_sd``;
+        ``precision_sd`` and ``recall_sd``), with what it lacks added from its images,
+        ``images()``, and the commit that added it (``<metric>_sd_commit``); its other
+        values kept as they were. As it was when ``images()`` is None (a clean clone has
+        the scores, not the samples)."""
+        lacking = tuple(
+            metric
+            for metric, key in (("fid", "fid"), ("pr", "precision"))
+            if key in record and f"{key}_sd" not in record
+        )
+        if not lacking:
             return record
         found = images()
         if found is None:
             return record
-        values, _ = self._evaluate(found, reference, metrics=("fid",))
-        record = {**record, "fid_sd": values["fid_sd"], "fid_sd_commit": provenance()["commit"]}
+        values, _ = self._evaluate(found, reference, metrics=lacking)
+        added = {key: value for key, value in values.items() if key.endswith("_sd")}
+        commit = provenance()["commit"]
+        record = {**record, **added, **{f"{key}_commit": commit for key in added}}
         self.store.write(path, record)
         self.written.append(path)
         return record
@@ -430,7 +444,7 @@ class Suite:
             def kept_images():
                 return _read_samples(kept)[0].images if kept.is_file() else None
 
-            return self._with_fid_noise(path, found, kept_images, reference)
+            return self._with_noise(path, found, kept_images, reference)
         samples, sampling_cost = self.samples(sampling)
         values, evaluation_cost = self._evaluate(samples.images, reference)
         record = {
@@ -458,7 +472,7 @@ class Suite:
             )
 
         if found is not None:
-            return self._with_fid_noise(path, found, real_images, reference)
+            return self._with_noise(path, found, real_images, reference)
         images = real_images()
         values, evaluation_cost = self._evaluate(images, reference)
         record = {
