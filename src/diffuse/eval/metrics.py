@@ -321,10 +321,9 @@ def precision_recall_noise(
         halves += [order[: n // 2], order[n // 2 : 2 * (n // 2)]]
     fake_inside, recalls = _manifold_coverage(real_t, fake_t, halves, k, batch_size)
     precision = float(fake_inside.double().mean())
-    differences = recalls[0::2] - recalls[1::2]
-    return math.sqrt(precision * (1.0 - precision) / n), float(
-        differences.square().mean().sqrt() / 2
-    )
+    precision_sd = math.sqrt(precision * (1.0 - precision) / n)
+    recall_sd = float((recalls[0::2] - recalls[1::2]).square().mean().sqrt()) / 2.0
+    return precision_sd, recall_sd
 
 
 def _manifold_coverage(
