@@ -147,6 +147,40 @@ def test_fewer_samples_than_feature_dimensions_warn_once_and_counts_are_said(
     assert capsys.readouterr().err == ""
 
 
+def test_noise_gives_each_metric_its_noise_under_its_number(tmp_path, monkeypatch, capsys):
+    replace_inception(monkeypatch, eval_cli)
+    digits = load_dataset("digits", split="train", class_cond=False).uint8(range(90))
+    samples, out = tmp_path / "samples.npz", tmp_path / "results.json"
+    np.savez(samples, arr_0=digits[60:])
+    argv = [
+        "eval", str(samples), "--ref", "digits", "--ref-n", "60", "--metrics", "fid,pr",
+        "--json", str(out), "--no-progress",
+    ]  # fmt: skip
+    assert main([*argv, "--noise", "8"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(table) if line.startswith("FID "))
+    labels = [line.rsplit(None, 1)[0].strip() for line in table[start : start + 6]]
+    assert labels == [
+        "FID",
+        "(noise: sd over 8 bootstrap resamples)",
+        "precision (k=3)",
+        "(noise: standard error)",
+        "recall (k=3)",
+        "(noise: sd from 8 halvings)",
+    ]
+    results = json.loads(out.read_text())
+    metrics = results["metrics"]
+    assert results["noise_resamples"] == 8
+    assert metrics["fid_sd"] > 0 and 0 < metrics["precision_sd"] < 0.1 and metrics["recall_sd"] > 0
+    p = metrics["precision"]
+    assert metrics["precision_sd"] == pytest.approx((p * (1 - p) / 30) ** 0.5)
+    kept = out.read_text()
+    for bad in ("1", "-3"):
+        assert main([*argv, "--overwrite", "--noise", bad]) == 2
+        assert "--noise needs at least 2" in capsys.readouterr().err
+        assert out.read_text() == kept
+
+
 def test_evaluate_warns_once_in_python_and_says_when_the_reference_count_is_unknown():
     digits = load_dataset("digits", split="train", class_cond=False).uint8(range(8))
     network = ProjectedPixels()

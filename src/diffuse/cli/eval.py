@@ -18,6 +18,12 @@ clean-fid compute it; it is unbiased, so unlike FID it can be compared across sa
 counts. The Inception Score needs weights with the logits layer, which no package ships:
 the error of --metrics is says where to download them (--inception-weights).
 
+--noise N adds the noise of FID, precision and recall from this many samples, each a
+standard deviation under its number: FID's over N bootstrap resamples of the samples,
+precision's the standard error of its per-sample indicators, recall's from N random
+halvings of the samples (``diffuse.eval.metrics``). Two numbers whose difference is well
+under twice the combined noise are not told apart by this many samples.
+
 The cache holds what the metrics asked for need, keyed by the data set or the folder's
 resolved path and checked against a fingerprint of its files: a changed folder is
 measured again (for KID it keeps up to 10,000 reference features, a random sample of a
@@ -37,6 +43,7 @@ from diffuse.cli.common import (
     add_reference_options,
     load_reference,
 )
+from diffuse.errors import ConfigError
 from diffuse.eval.evaluate import METRICS, SmallSampleWarning, evaluate, parse_metrics
 from diffuse.eval.features import DEFAULT_BATCH_SIZE, DTYPES, InceptionExtractor
 from diffuse.eval.metrics import KID_SUBSET_SIZE, KID_SUBSETS
@@ -53,7 +60,12 @@ LABELS = {
     "is_std": "  (std over 10 splits)",
     "precision": "precision (k={k})",
     "recall": "recall (k={k})",
+    "fid_sd": "  (noise: sd over {noise} bootstrap resamples)",
+    "precision_sd": "  (noise: standard error)",
+    "recall_sd": "  (noise: sd from {noise} halvings)",
 }
+ORDER = ("fid", "fid_sd", "kid", "kid_std", "sfid", "is", "is_std")
+ORDER += ("precision", "precision_sd", "recall", "recall_sd")
 
 
 def register(subparsers) -> None:
@@ -81,11 +93,21 @@ def register(subparsers) -> None:
         "--dtype", default="float32", choices=list(DTYPES), help="the network's precision"
     )
     parser.add_argument("--k", type=int, default=3, help="precision/recall neighbourhood")
+    parser.add_argument(
+        "--noise",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also give the noise of FID, precision and recall from N bootstrap resamples "
+        "or halvings of the samples (20 is plenty; default 0: none)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.noise != 0 and args.noise < 2:
+        raise ConfigError(f"--noise needs at least 2 resamples (or 0 for none), got {args.noise}")
     if args.json is not None:
         args.json = check_output_file(args.json, args.overwrite, ".json")
     samples = load_samples(args.samples)
@@ -98,7 +120,13 @@ def run(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SmallSampleWarning)
         results = evaluate(
-            samples, reference, metrics=metrics, extractor=extractor, k=args.k, progress=progress
+            samples,
+            reference,
+            metrics=metrics,
+            extractor=extractor,
+            k=args.k,
+            replicates=args.noise,
+            progress=progress,
         )
     cautions = []
     for item in caught:
@@ -112,7 +140,7 @@ def run(args) -> int:
         size = min(KID_SUBSET_SIZE, len(samples), len(reference.kid_reference))
         kid_subsets = {"subsets": KID_SUBSETS, "subset_size": size}
         kid_subsets["reference_features"] = len(reference.kid_reference)
-    print_table(results, args.k, kid_subsets)
+    print_table(results, args.k, kid_subsets, args.noise)
     print(f"{len(samples)} samples {list(samples.shape[1:])} from {args.samples}")
     print(f"reference: {reference.describe()}")
     network = extractor.describe()
@@ -139,6 +167,7 @@ def run(args) -> int:
                 "network": network,
                 "k": args.k,
                 "kid": kid_subsets,
+                "noise_resamples": args.noise,
                 "metrics": results,
                 "warnings": cautions,
             },
@@ -147,11 +176,15 @@ def run(args) -> int:
     return 0
 
 
-def print_table(results: dict[str, float], k: int, kid_subsets: dict | None = None) -> None:
-    """One line per result, e.g. "FID  12.3456"; ``kid_subsets`` (subsets, subset_size)
-    labels KID's spread."""
-    labels = {name: LABELS[name].format(k=k, **(kid_subsets or {})) for name in results}
+def print_table(
+    results: dict[str, float], k: int, kid_subsets: dict | None = None, noise: int = 0
+) -> None:
+    """One line per result, e.g. "FID  12.3456", each spread or noise under its number;
+    ``kid_subsets`` (subsets, subset_size) labels KID's spread, ``noise`` the resamples
+    behind the noise."""
+    names = sorted(results, key=ORDER.index)
+    labels = {name: LABELS[name].format(k=k, noise=noise, **(kid_subsets or {})) for name in names}
     width = max(len(label) for label in labels.values())
-    for name, value in results.items():
+    for name in names:
         digits = 6 if name.startswith("kid") else 4  # KIDs are ~1e-3: 4 decimals hide them
-        print(f"{labels[name]:<{width}}  {value:.{digits}f}")
+        print(f"{labels[name]:<{width}}  {results[name]:.{digits}f}")
