@@ -118,3 +118,16 @@ def test_the_module_is_torchs_dropout_with_the_same_arguments_and_no_state():
     x = torch.ones(200_000)
     ours, theirs = module.train()(x), F.dropout(x, 0.1)
     assert within((ours == 0).float().mean().item(), (theirs == 0).float().mean().item(), 1e-3)
+
+
+def test_the_gradient_under_torch_compile_is_the_same_mask_and_scale():
+    # torch 2.11 compiled a Function whose output was changed in place (the scaling by
+    # 1 / (1 - p)) into one whose input gradient was zero.
+    torch.manual_seed(6)
+    x = torch.randn(4, 8, 5, 5, requires_grad=True)
+    compiled = torch.compile(lambda t: dropout(t, 0.3), backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    out.backward(torch.ones_like(out))
+    kept = out.detach() != 0
+    assert 0.5 < kept.float().mean() < 0.9
+    torch.testing.assert_close(x.grad, kept / 0.7, rtol=1e-3, atol=0)

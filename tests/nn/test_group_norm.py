@@ -140,3 +140,23 @@ def test_bf16_nchw_and_channels_last_scale_shift_agree_within_bf16_rounding():
             result = norm(layout, scale, shift)
             assert result.dtype == torch.bfloat16
             assert (result.double() - exact).norm() / exact.norm() < 1e-2
+
+
+@pytest.mark.parametrize("silu", [False, True])
+def test_gradients_under_torch_compile_are_the_eager_ones(silu):
+    # torch 2.11 compiled a Function whose output was changed in place (the in-place SiLU)
+    # into one whose every input gradient was zero.
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 8, 5, 5, generator=generator).to(memory_format=torch.channels_last)
+    weight, bias = torch.randn(8, generator=generator), torch.randn(8, generator=generator)
+    scale, shift = torch.randn(2, 2, 8, 1, 1, generator=generator)
+    inputs = [t.requires_grad_() for t in (x, weight, bias, scale, shift)]
+
+    def loss(x, weight, bias, scale, shift):
+        return group_norm_act(x, weight, bias, 4, 1e-5, scale, shift, silu).square().sum()
+
+    eager = torch.autograd.grad(loss(*inputs), inputs)
+    compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
+    for a, b in zip(torch.autograd.grad(compiled(*inputs), inputs), eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        assert b.abs().max() > 0

@@ -69,7 +69,10 @@ class _ScaleKept(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return x.mul(keep.view(torch.uint8)).mul_(scale)
+        kept = x.mul(keep.view(torch.uint8))
+        # Not in place under torch.compile: there a Function's output changed in place lost
+        # its gradient (torch 2.11: every gradient behind it zero).
+        return kept.mul(scale) if torch.compiler.is_compiling() else kept.mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

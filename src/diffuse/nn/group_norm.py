@@ -99,7 +99,11 @@ class _GroupNormAct(torch.autograd.Function):
         z = torch.addcmul(_per_channel(b, n, c), x, _per_channel(a, n, c))
         ctx.save_for_backward(x, weight, bias, mean, rstd, a, b, scale)
         ctx.groups, ctx.silu = groups, silu
-        return F.silu(z, inplace=True) if silu else z
+        if not silu:
+            return z
+        # In place saves a tensor in eager mode; under torch.compile a Function's output
+        # changed in place lost its gradient (torch 2.11: every gradient behind it zero).
+        return F.silu(z, inplace=not torch.compiler.is_compiling())
 
     @staticmethod
     @once_differentiable
