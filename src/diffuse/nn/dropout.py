@@ -55,6 +55,12 @@ def keep_mask(
     return keep.as_strided(like.shape, strides), (values - dropped) / values
 
 
+def _as_bytes(keep: torch.Tensor) -> torch.Tensor:
+    """The bool mask as uint8: a free view in eager mode, a conversion under torch.compile
+    (whose graph fuses it), where torch 2.11's inductor cannot lower the view."""
+    return keep.to(torch.uint8) if torch.compiler.is_compiling() else keep.view(torch.uint8)
+
+
 class _ScaleKept(torch.autograd.Function):
     """x * keep / q, whose backward is the same product of the gradient; only the bool mask
     is saved.
@@ -69,7 +75,7 @@ class _ScaleKept(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        kept = x.mul(keep.view(torch.uint8))
+        kept = x.mul(_as_bytes(keep))
         # Not in place under torch.compile: there a Function's output changed in place lost
         # its gradient (torch 2.11: every gradient behind it zero).
         return kept.mul(scale) if torch.compiler.is_compiling() else kept.mul_(scale)
@@ -77,7 +83,7 @@ class _ScaleKept(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (keep,) = ctx.saved_tensors
-        return grad.mul(keep.view(torch.uint8)).mul_(ctx.scale), None, None
+        return grad.mul(_as_bytes(keep)).mul_(ctx.scale), None, None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
