@@ -13,7 +13,7 @@ from diffuse.errors import DataError, MissingFileError
 from diffuse.eval import fid, inception_features
 from diffuse.eval.evaluate import SmallSampleWarning, evaluate, small_sample_message
 from diffuse.eval.features import InceptionActivations
-from diffuse.eval.metrics import GaussianStatistics, fid_bootstrap, precision_recall_noise
+from diffuse.eval.metrics import GaussianStatistics, fid_bootstrap, precision_recall_with_noise
 from diffuse.eval.reference import ReferenceStatistics, reference_images
 from diffuse.eval.samples import load_samples
 from helpers.stand_in_network import ProjectedPixels, replace_inception
@@ -205,7 +205,7 @@ def test_evaluate_gives_the_noise_of_fid_precision_and_recall_when_asked():
     replicates = fid_bootstrap(features, reference.pool, 8)
     assert {key: noisy[key] for key in plain} == plain
     assert noisy["fid_sd"] == pytest.approx(np.std(replicates, ddof=1), rel=1e-9)
-    pr_noise = precision_recall_noise(reference.features, features, splits=8)
+    pr_noise = precision_recall_with_noise(reference.features, features, splits=8)[2:]
     assert (noisy["precision_sd"], noisy["recall_sd"]) == pytest.approx(pr_noise, rel=1e-9)
     assert min(noisy["fid_sd"], noisy["precision_sd"], noisy["recall_sd"]) > 0
 

@@ -21,7 +21,7 @@ from diffuse.eval.metrics import (
     inception_score,
     kid,
     precision_recall,
-    precision_recall_noise,
+    precision_recall_with_noise,
 )
 from diffuse.eval.reference import ReferenceStatistics
 from diffuse.eval.weights import LOGITS_HINT
@@ -84,7 +84,7 @@ def evaluate(
     the noise of FID, precision and recall from this many samples against this reference,
     as standard deviations: ``fid_sd`` over that many bootstrap resamples of the samples
     (:func:`~diffuse.eval.metrics.fid_bootstrap`), ``precision_sd`` and ``recall_sd``
-    from :func:`~diffuse.eval.metrics.precision_recall_noise` (that many halvings). Warns
+    from :func:`~diffuse.eval.metrics.precision_recall_with_noise` (that many halvings). Warns
     once (:class:`SmallSampleWarning`) when FID or sFID is asked for and either set has
     fewer images than the 2048 feature dimensions.
     """
@@ -121,11 +121,14 @@ def evaluate(
     if "is" in chosen:
         results["is"], results["is_std"] = inception_score(activations.logits)
     if "pr" in chosen:
-        results["precision"], results["recall"] = precision_recall(
-            reference.features, activations.pool, k=k
-        )
         if replicates >= 2:
-            results["precision_sd"], results["recall_sd"] = precision_recall_noise(
+            names = ("precision", "recall", "precision_sd", "recall_sd")
+            values = precision_recall_with_noise(
                 reference.features, activations.pool, k=k, splits=replicates
+            )
+            results |= dict(zip(names, values, strict=True))
+        else:
+            results["precision"], results["recall"] = precision_recall(
+                reference.features, activations.pool, k=k
             )
     return results
