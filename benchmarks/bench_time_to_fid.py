@@ -65,6 +65,7 @@ import torch
 
 from bench_sampling import diffusers_ddim
 from benchlib import describe_machine, emit, peak_rss_mib, rotated, run_fresh
+from diffuse.allocator import keep_freed_memory
 from diffuse.cli import build_parser
 from diffuse.diffusion import seeded_generators
 from diffuse.eval import fid
@@ -140,7 +141,10 @@ def generate_variant(
     variant: Variant, checkpoint: str, n: int, batch_size: int, seed: int, cfg: float | None
 ) -> tuple[np.ndarray, dict]:
     """Generate the ``n`` samples of ``variant`` in this process (which should be a fresh
-    one): the uint8 images and the measurement (images/s, memory, precision)."""
+    one): the uint8 images and the measurement (images/s, memory, precision). Ours runs
+    with freed memory kept, as the ``diffuse`` command does; the peer as its users run it."""
+    if not variant.peer:
+        keep_freed_memory()
     loaded = load_diffusion_model(checkpoint)
     settings = SamplerSettings(variant.sampler, variant.steps)
     stage = Stage(loaded.model, loaded.diffusion, settings, cfg=cfg, precision=variant.precision)

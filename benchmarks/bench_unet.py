@@ -139,6 +139,7 @@ from benchlib import (
     time_call,
 )
 from diffuse import presets
+from diffuse.allocator import keep_freed_memory
 from diffuse.diffusion.diffusion_config import DiffusionConfig
 from diffuse.nn import UNet, UNetConfig
 from diffuse.train import TrainConfig
@@ -181,6 +182,9 @@ class Implementation:
     missing:       why it cannot be measured here, or None.
     unsupported:   why it cannot build a given configuration, or None.
     precisions:    the precisions it is measured in.
+    keeps_memory:  whether its process keeps freed memory for reuse, as the ``diffuse``
+                   command does at start-up (:func:`diffuse.allocator.keep_freed_memory`);
+                   the peers' own scripts leave glibc's malloc as it is.
     """
 
     build: Callable[[UNetConfig], nn.Module]
@@ -191,6 +195,7 @@ class Implementation:
     missing: Callable[[], str | None]
     unsupported: Callable[[UNetConfig], str | None] = lambda config: None
     precisions: tuple[str, ...] = tuple(PRECISIONS)
+    keeps_memory: bool = False
 
 
 def not_installed(*modules: str) -> Callable[[], str | None]:
@@ -274,6 +279,7 @@ IMPLEMENTATIONS = {
         channels_last=True,
         labels="y",
         missing=lambda: None,
+        keeps_memory=True,
     ),
     # ours trading compute for memory (--with-checkpointing): every block recomputed in
     # the backward pass (UNetConfig.gradient_checkpointing)
@@ -284,6 +290,7 @@ IMPLEMENTATIONS = {
         channels_last=True,
         labels="y",
         missing=lambda: None,
+        keeps_memory=True,
     ),
     # ours in bf16 in NCHW (weights, and so activations): the layout precision=auto also
     # times for bf16, and trains and samples in where it is faster
@@ -295,6 +302,7 @@ IMPLEMENTATIONS = {
         labels="y",
         missing=lambda: None,
         precisions=("bf16",),
+        keeps_memory=True,
     ),
     "diffusers": Implementation(
         build=build_diffusers,
@@ -331,6 +339,11 @@ IMPLEMENTATIONS = {
         unsupported=only_the_bench_network,
     ),
 }
+OURS_MEASURED_ALWAYS = ("ours", "ours-nchw", "ours-checkpointed")  # the last on request
+# diagnosis only (--peers ours-returning,diffusers-keeping): what keeping freed memory is
+# worth, to ours without it and to a peer with it
+IMPLEMENTATIONS["ours-returning"] = replace(IMPLEMENTATIONS["ours"], keeps_memory=False)
+IMPLEMENTATIONS["diffusers-keeping"] = replace(IMPLEMENTATIONS["diffusers"], keeps_memory=True)
 
 
 # ---------------------------------------------------------------- steps
@@ -435,6 +448,8 @@ def measure(
     """Images/s, memory and page faults of one (implementation, network, precision, mode)
     on ``device`` in this process, which should be a fresh one."""
     impl, config = IMPLEMENTATIONS[name], NETWORKS[network]
+    if impl.keeps_memory:
+        keep_freed_memory()
     torch.manual_seed(0)
     model = impl.build(config).to(device)
     rss_built = peak_memory_mib(device)
@@ -739,7 +754,7 @@ def main() -> None:
         "--peers",
         default="diffusers,guided-diffusion,denoising-diffusion-pytorch",
         help="comma-separated, of "
-        + ", ".join(name for name in IMPLEMENTATIONS if not name.startswith("ours")),
+        + ", ".join(name for name in IMPLEMENTATIONS if name not in OURS_MEASURED_ALWAYS),
     )
     parser.add_argument(
         "--one-process",
@@ -775,7 +790,7 @@ def main() -> None:
     if args.one_process and args.device != "cpu":
         parser.error("--one-process measures on the CPU only")
     print(describe_machine())
-    available = ["ours", "ours-nchw"]
+    available = list(OURS_MEASURED_ALWAYS[:2])
     available += ["ours-checkpointed"] if args.with_checkpointing else []
     for name in args.peers.split(","):
         if name in available:  # ours and its variants are measured already

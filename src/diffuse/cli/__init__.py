@@ -13,6 +13,7 @@ import sys
 import warnings
 
 from diffuse import __version__
+from diffuse.allocator import keep_freed_memory
 from diffuse.errors import DiffuseError, DiffuseWarning
 
 # Modules of this package that define sub-commands, in the order --help lists them.
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # every command runs networks: their tensors reuse freed pages
     with warnings.catch_warnings():
         warnings.simplefilter("always", DiffuseWarning)
         show = warnings.showwarning
