@@ -40,6 +40,7 @@ print(json.dumps({"applied": applied, "faults": usage.ru_minflt - before, "peak_
 
 def run_reuse(mode: str, **env: str) -> dict:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    environ.pop("DIFFUSE_KEEP_FREED_MEMORY", None)
     environ.update(PYTHONPATH=os.pathsep.join(sys.path), **env)
     done = subprocess.run(
         [sys.executable, "-c", REUSE, mode], capture_output=True, text=True, env=environ,
@@ -63,10 +64,13 @@ def test_kept_memory_is_reused_without_faulting_pages_in_again():
 
 
 @glibc_only
-def test_a_users_own_malloc_settings_stand():
-    answer = run_reuse("keep", MALLOC_MMAP_MAX_="65536")
+@pytest.mark.parametrize(
+    "setting", [("MALLOC_MMAP_MAX_", "65536"), ("DIFFUSE_KEEP_FREED_MEMORY", "0")]
+)
+def test_a_users_own_malloc_settings_stand(setting):
+    answer = run_reuse("keep", **dict([setting]))
     assert not answer["applied"]
-    assert answer["faults"] > 0  # glibc's default behaviour, as the user asked
+    assert answer["faults"] > 0  # glibc's behaviour, as the user asked
 
 
 def test_malloc_settings_in_the_environment_are_recognised():
@@ -75,6 +79,8 @@ def test_malloc_settings_in_the_environment_are_recognised():
     assert user_tuned_malloc({"MALLOC_TRIM_THRESHOLD_": "0"})
     assert user_tuned_malloc({"MALLOC_MMAP_THRESHOLD_": "131072"})
     assert user_tuned_malloc({"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"})
+    assert user_tuned_malloc({"DIFFUSE_KEEP_FREED_MEMORY": "0"})
+    assert not user_tuned_malloc({"DIFFUSE_KEEP_FREED_MEMORY": "1"})
 
 
 def test_without_glibc_nothing_is_changed(monkeypatch):

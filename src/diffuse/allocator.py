@@ -6,11 +6,13 @@ threshold (128 KiB, raised as blocks are freed, to at most 32 MiB) with a fresh 
 mapping and unmaps it when it is freed. A U-Net step allocates and frees hundreds of
 activations of a few to tens of MiB, so every step maps them again and the kernel faults
 each of their 4 KiB pages in, zeroed, on first touch. On a 2-core Xeon virtual machine
-(AMX) that was 120-230 thousand page faults per float32 training step of the 32x32
-``bench`` network (batch 64) and a sixth of its time: kept in the process, the step ran
-23.5-24.0 images/s against 19.3-19.5 (``benchmarks/bench_unet.py``, row ``ours`` against
-``ours-returning``), the forward pass 1.14x, bf16 sampling of the ``fashion`` network
-1.23x, at 0-4 % more peak resident memory.
+(AMX) that was 115-195 thousand page faults per step of the 32x32 ``bench`` network in
+float32 (batch 64) and a seventh of the training step's time: kept in the process, the
+training step ran 23.8 images/s against 20.9 and the forward pass 73.1 against 65.3, with
+at most a few thousand faults a step, at 5 % (training) and 11 % (forward) more peak resident
+memory (``benchmarks/bench_unet.py``, rows ``ours`` and ``ours-returning``, 2026-12-04).
+On the ``fashion`` network, whose tensors are smaller, the training step gained nothing
+and the forward pass 5 %.
 
 :func:`keep_freed_memory` tells glibc to serve every allocation from its heap
 (``M_MMAP_MAX`` 0) and not to give the heap's free top back to the kernel
@@ -33,12 +35,17 @@ M_MMAP_MAX = -4
 NEVER_TRIM = 2**31 - 1
 # environment variables by which a user tunes glibc's malloc: their choice stands
 USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+# DIFFUSE_KEEP_FREED_MEMORY=0 leaves glibc's defaults as they are
+OPT_OUT = "DIFFUSE_KEEP_FREED_MEMORY"
 
 
 def user_tuned_malloc(environ: os._Environ | dict[str, str] = os.environ) -> bool:
-    """Whether the environment sets glibc's malloc parameters itself."""
-    return any(name in environ for name in USER_SETTINGS) or "glibc.malloc." in environ.get(
-        "GLIBC_TUNABLES", ""
+    """Whether the environment sets glibc's malloc parameters itself, or asks diffuse to
+    leave them (``DIFFUSE_KEEP_FREED_MEMORY=0``)."""
+    return (
+        any(name in environ for name in USER_SETTINGS)
+        or "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")
+        or environ.get(OPT_OUT, "1").strip() == "0"
     )
 
 
@@ -47,9 +54,10 @@ def keep_freed_memory() -> bool:
 
     Returns whether the setting was applied: not where the C library is not glibc, nor
     where the environment tunes glibc's malloc already (``MALLOC_MMAP_MAX_``,
-    ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES``), which
-    is also how to turn it off: ``MALLOC_MMAP_MAX_=65536 diffuse train ...``. Calling it
-    again changes nothing.
+    ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES``), nor
+    where ``DIFFUSE_KEEP_FREED_MEMORY=0`` turns it off (glibc's defaults then stand: any
+    of glibc's own variables also fixes its mmap threshold at 128 KiB, which made the
+    training step above slower still, 15.3 images/s). Calling it again changes nothing.
     """
     if platform.libc_ver()[0] != "glibc" or user_tuned_malloc():
         return False
