@@ -36,6 +36,12 @@ weights and so its activations in NCHW, the other layout ``precision=auto`` time
 and runs in where it is faster (on a Zen 4 EPYC with AVX512-BF16 it is: 1.49x in training
 on the ``fashion`` network, 1.30x on the ``bench`` network, 2026-12-04).
 
+Ours runs as the ``diffuse`` command runs it, with freed memory kept in the process
+(``diffuse.allocator``); the peers with glibc's defaults, as their scripts leave them.
+Two diagnosis rows (``--peers ...,ours-returning,diffusers-keeping``) show what that is
+worth: ours with glibc's defaults, and diffusers given the same setting, which then
+counts as a peer.
+
 Every measurement - one (implementation, network, precision, mode) - runs in its own
 fresh process (``bench_unet.py measure ...``, answering one JSON line): it builds the
 network, takes ``--warmup`` steps, then times ``--iterations`` steps, and reports images/s
