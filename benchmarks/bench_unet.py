@@ -345,7 +345,8 @@ IMPLEMENTATIONS = {
         unsupported=only_the_bench_network,
     ),
 }
-OURS_MEASURED_ALWAYS = ("ours", "ours-nchw", "ours-checkpointed")  # the last on request
+# ours and the variants its own options add (not --peers)
+OUR_VARIANTS = ("ours", "ours-nchw", "ours-checkpointed")
 # diagnosis only (--peers ours-returning,diffusers-keeping): what keeping freed memory is
 # worth, to ours without it and to a peer with it
 IMPLEMENTATIONS["ours-returning"] = replace(IMPLEMENTATIONS["ours"], keeps_memory=False)
@@ -760,7 +761,7 @@ def main() -> None:
         "--peers",
         default="diffusers,guided-diffusion,denoising-diffusion-pytorch",
         help="comma-separated, of "
-        + ", ".join(name for name in IMPLEMENTATIONS if name not in OURS_MEASURED_ALWAYS),
+        + ", ".join(name for name in IMPLEMENTATIONS if name not in OUR_VARIANTS),
     )
     parser.add_argument(
         "--one-process",
@@ -796,7 +797,7 @@ def main() -> None:
     if args.one_process and args.device != "cpu":
         parser.error("--one-process measures on the CPU only")
     print(describe_machine())
-    available = list(OURS_MEASURED_ALWAYS[:2])
+    available = ["ours", "ours-nchw"]
     available += ["ours-checkpointed"] if args.with_checkpointing else []
     for name in args.peers.split(","):
         if name in available:  # ours and its variants are measured already
