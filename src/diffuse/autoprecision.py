@@ -47,9 +47,10 @@ from diffuse.hardware import CpuInfo, cpu_info
 from diffuse.io import atomic_write_json
 
 CACHE_FILE = "precision.json"
-CACHE_FORMAT = 4  # 3: the NCHW candidate runs its activations in NCHW too; 4: both layouts
+CACHE_FORMAT = 5  # 3: the NCHW candidate runs its activations in NCHW too; 4: both layouts
 # got faster by different amounts (upsampling as a transposed convolution, the folded
-# scale-shift in NCHW), so earlier choices are timed again
+# scale-shift in NCHW); 5: bf16 in channels_last got the fused GroupNorm + SiLU; each
+# change times earlier choices again
 
 
 @dataclass(frozen=True)

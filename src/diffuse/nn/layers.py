@@ -28,9 +28,10 @@ class GroupNorm32(nn.GroupNorm):
     autocast precision. ATen's kernels accumulate bf16/fp16 inputs in float32, and on the
     CPU take float32 affine parameters with them: there the call is direct (normalising
     ``x.float()`` and rounding, to within one rounding, without the copies); elsewhere the input is
-    cast to float32 explicitly. Float channels_last inputs on the CPU go through
-    :func:`~diffuse.nn.group_norm.group_norm_act`, one pass for all three steps; on NCHW
-    inputs the scale-shift joins GroupNorm's own affine map (:meth:`normalize_scaled`).
+    cast to float32 explicitly. Channels_last float32 and bf16 inputs on the CPU go through
+    :func:`~diffuse.nn.group_norm.group_norm_act`, one autograd function for all three
+    steps (statistics in float32 for bf16, as here); on NCHW inputs the scale-shift joins
+    GroupNorm's own affine map (:meth:`normalize_scaled`).
     """
 
     def forward(
@@ -42,7 +43,7 @@ class GroupNorm32(nn.GroupNorm):
     ) -> torch.Tensor:
         """SiLU(GN(x) * (1 + scale) + shift): the scale-shift when ``scale`` and ``shift``
         ([N, C, 1, 1]) are given, the SiLU when ``silu``."""
-        if fused_group_norm_applies(x) and x.dtype == self.weight.dtype:
+        if fused_group_norm_applies(x) and x.dtype in (self.weight.dtype, torch.bfloat16):
             return group_norm_act(
                 x, self.weight, self.bias, self.num_groups, self.eps, scale, shift, silu
             )
