@@ -85,6 +85,20 @@ def _per_channel(t: torch.Tensor, n: int, c: int) -> torch.Tensor:
     return t.reshape(n, c, 1, 1)
 
 
+def _affine(base: torch.Tensor, slope: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """slope * base + offset with per-channel slope and offset [N, C], in base's dtype."""
+    n, c = slope.shape
+    return torch.addcmul(
+        _per_channel(offset, n, c).to(base.dtype), base, _per_channel(slope, n, c).to(base.dtype)
+    )
+
+
+def _from_origin(x: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
+    """x minus its group's origin [N, groups], in x's dtype."""
+    n, c = x.shape[:2]
+    return x - _per_channel(origin.repeat_interleave(c // origin.shape[1], dim=1), n, c)
+
+
 class _GroupNormAct(torch.autograd.Function):
     """The forward and backward passes of :func:`group_norm_act`.
 
@@ -106,7 +120,7 @@ class _GroupNormAct(torch.autograd.Function):
         low = x.dtype == torch.bfloat16
         mean = group_sums(x.sum((2, 3)), groups).div_(count)  # float64 [N, groups]
         origin = mean.to(x.dtype)
-        centred = x - _per_channel(origin.repeat_interleave(width, dim=1), n, c)
+        centred = _from_origin(x, origin)
         if low:  # x.sum rounded each channel's sum to bf16; the centred sums are small
             mean = origin + group_sums(centred.sum((2, 3)), groups).div_(count)
         squares = centred.square() if low else centred.square_()
@@ -123,9 +137,7 @@ class _GroupNormAct(torch.autograd.Function):
             factor = 1 + scale.reshape(n, c).to(stats)
             a = a * factor
             b = torch.addcmul(shift.reshape(n, c).to(stats), b, factor)
-        z = torch.addcmul(
-            _per_channel(b, n, c).to(x.dtype), base, _per_channel(a, n, c).to(x.dtype)
-        )
+        z = _affine(base, a, b)
         ctx.save_for_backward(x, origin, weight, bias, delta, rstd, a, b, scale)
         ctx.groups, ctx.silu, ctx.low = groups, silu, low
         if not silu:
@@ -140,12 +152,9 @@ class _GroupNormAct(torch.autograd.Function):
         x, origin, weight, bias, delta, rstd, a, b, scale = ctx.saved_tensors
         n, c, h, w = x.shape
         groups, width, stats = ctx.groups, c // ctx.groups, weight.dtype
-        base = x - _per_channel(origin.repeat_interleave(width, dim=1), n, c) if ctx.low else x
+        base = _from_origin(x, origin) if ctx.low else x
         if ctx.silu:
-            z = torch.addcmul(
-                _per_channel(b, n, c).to(x.dtype), base, _per_channel(a, n, c).to(x.dtype)
-            )
-            dz = torch.ops.aten.silu_backward(dy, z)
+            dz = torch.ops.aten.silu_backward(dy, _affine(base, a, b))
         else:
             dz = dy
         s1 = dz.sum((2, 3)).to(stats)  # sum_hw dz
@@ -168,8 +177,6 @@ class _GroupNormAct(torch.autograd.Function):
         m2 = m2.repeat_interleave(width, dim=1)
         slope = -rstd * rstd * m2
         offset = -rstd * m1 - slope * delta
-        dx = torch.addcmul(
-            _per_channel(offset, n, c).to(x.dtype), base, _per_channel(slope, n, c).to(x.dtype)
-        )
+        dx = _affine(base, slope, offset)
         dx.addcmul_(dz, _per_channel(gain, n, c).to(x.dtype))
         return dx, sx.sum(0), s1.sum(0), None, None, dscale, dshift, None
