@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 # mallopt's parameter numbers, from glibc's <malloc.h>
 M_TRIM_THRESHOLD = -1
@@ -49,6 +48,15 @@ def user_tuned_malloc(environ: os._Environ | dict[str, str] = os.environ) -> boo
     )
 
 
+def running_on_glibc() -> bool:
+    """Whether this process's C library is glibc, asked of the library itself (not read
+    from the interpreter's file, as ``platform.libc_ver`` does)."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (ValueError, OSError, AttributeError):  # not a name this C library knows
+        return False
+
+
 def keep_freed_memory() -> bool:
     """Keep memory freed by this process for its next allocations (see the module).
 
@@ -59,7 +67,7 @@ def keep_freed_memory() -> bool:
     of glibc's own variables also fixes its mmap threshold at 128 KiB, which made the
     training step above slower still, 15.3 images/s). Calling it again changes nothing.
     """
-    if platform.libc_ver()[0] != "glibc" or user_tuned_malloc():
+    if not running_on_glibc() or user_tuned_malloc():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
