@@ -40,7 +40,8 @@ Ours runs as the ``diffuse`` command runs it, with freed memory kept in the proc
 (``diffuse.allocator``); the peers with glibc's defaults, as their scripts leave them.
 Two diagnosis rows (``--peers ...,ours-returning,diffusers-keeping``) show what that is
 worth: ours with glibc's defaults, and diffusers given the same setting, which then
-counts as a peer.
+counts as a peer. A third (``ours-pytorch-gn``) runs ours with the fused GroupNorm's
+float32 passes in PyTorch operations instead of diffuse's C kernels (``diffuse.nn.native``).
 
 Every measurement - one (implementation, network, precision, mode) - runs in its own
 fresh process (``bench_unet.py measure ...``, answering one JSON line): it builds the
@@ -148,6 +149,7 @@ from diffuse import presets
 from diffuse.allocator import keep_freed_memory
 from diffuse.diffusion.diffusion_config import DiffusionConfig
 from diffuse.nn import UNet, UNetConfig
+from diffuse.nn.native import OPT_OUT as NATIVE_OPT_OUT
 from diffuse.train import TrainConfig
 from diffuse.train.optim import build_optimizer
 from diffusers_twin import diffusers_twin, unet2d_arguments
@@ -191,6 +193,8 @@ class Implementation:
     keeps_memory:  whether its process keeps freed memory for reuse, as the ``diffuse``
                    command does at start-up (:func:`diffuse.allocator.keep_freed_memory`);
                    the peers' own scripts leave glibc's malloc as it is.
+    native:        whether diffuse's C kernels may run (the fused GroupNorm's float32
+                   passes, :mod:`diffuse.nn.native`); False measures ours without them.
     """
 
     build: Callable[[UNetConfig], nn.Module]
@@ -202,6 +206,7 @@ class Implementation:
     unsupported: Callable[[UNetConfig], str | None] = lambda config: None
     precisions: tuple[str, ...] = tuple(PRECISIONS)
     keeps_memory: bool = False
+    native: bool = True
 
 
 def not_installed(*modules: str) -> Callable[[], str | None]:
@@ -351,6 +356,9 @@ OUR_VARIANTS = ("ours", "ours-nchw", "ours-checkpointed")
 # worth, to ours without it and to a peer with it
 IMPLEMENTATIONS["ours-returning"] = replace(IMPLEMENTATIONS["ours"], keeps_memory=False)
 IMPLEMENTATIONS["diffusers-keeping"] = replace(IMPLEMENTATIONS["diffusers"], keeps_memory=True)
+# diagnosis only (--peers ours-pytorch-gn): ours with the fused GroupNorm's float32 passes
+# in PyTorch operations instead of the C kernels
+IMPLEMENTATIONS["ours-pytorch-gn"] = replace(IMPLEMENTATIONS["ours"], native=False)
 
 
 # ---------------------------------------------------------------- steps
@@ -457,6 +465,8 @@ def measure(
     impl, config = IMPLEMENTATIONS[name], NETWORKS[network]
     if impl.keeps_memory:
         keep_freed_memory()
+    if not impl.native:
+        os.environ[NATIVE_OPT_OUT] = "0"
     torch.manual_seed(0)
     model = impl.build(config).to(device)
     rss_built = peak_memory_mib(device)
