@@ -47,10 +47,10 @@ from diffuse.hardware import CpuInfo, cpu_info
 from diffuse.io import atomic_write_json
 
 CACHE_FILE = "precision.json"
-CACHE_FORMAT = 5  # 3: the NCHW candidate runs its activations in NCHW too; 4: both layouts
+CACHE_FORMAT = 6  # 3: the NCHW candidate runs its activations in NCHW too; 4: both layouts
 # got faster by different amounts (upsampling as a transposed convolution, the folded
-# scale-shift in NCHW); 5: bf16 in channels_last got the fused GroupNorm + SiLU; each
-# change times earlier choices again
+# scale-shift in NCHW); 5: bf16 in channels_last got the fused GroupNorm + SiLU; 6: fp32's
+# GroupNorm + SiLU runs in C kernels; each change times earlier choices again
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,11 @@ def test_no_compiler_means_pytorch_without_a_warning(fresh, monkeypatch, tmp_pat
         assert native.group_norm_kernels() is None
 
 
+def test_a_compiler_with_arguments_in_cc_is_split_as_a_shell_would(monkeypatch):
+    monkeypatch.setenv("CC", "gcc -m64 -DEXTRA='a b'")
+    assert native.find_compiler() == ["gcc", "-m64", "-DEXTRA=a b"]
+
+
 @pytest.mark.parametrize("compiler", ["false", "/no/such/compiler"])
 def test_a_failing_build_warns_and_leaves_pytorch(fresh, monkeypatch, compiler):
     if compiler == "false" and shutil.which("false") is None:

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -56,12 +57,14 @@ def native_kernels_wanted(environ: os._Environ | dict[str, str] = os.environ) ->
     return environ.get(OPT_OUT, "1").strip() != "0"
 
 
-def find_compiler() -> str | None:
-    """``$CC`` where set, else the first of cc, gcc and clang on the PATH."""
-    own = os.environ.get("CC", "").strip()
+def find_compiler() -> list[str] | None:
+    """The C compiler's command: ``$CC`` where set (split as a shell would: "gcc -m64"),
+    else the first of cc, gcc and clang on the PATH."""
+    own = shlex.split(os.environ.get("CC", ""))
     if own:
         return own
-    return next((path for name in ("cc", "gcc", "clang") if (path := shutil.which(name))), None)
+    found = (shutil.which(name) for name in ("cc", "gcc", "clang"))
+    return next(([path] for path in found if path), None)
 
 
 def cpu_flags() -> str:
@@ -77,10 +80,10 @@ def cpu_flags() -> str:
     return ""
 
 
-def build_key(compiler: str) -> str:
+def build_key(compiler: list[str]) -> str:
     """What the compiled library depends on, hashed: source, compiler, flags, CPU."""
     version = subprocess.run(
-        [compiler, "--version"], capture_output=True, text=True, timeout=30, check=True
+        [*compiler, "--version"], capture_output=True, text=True, timeout=30, check=True
     ).stdout
     digest = hashlib.sha256()
     for part in (SOURCE.read_bytes(), version.encode(), " ".join(FLAGS).encode()):
@@ -90,7 +93,7 @@ def build_key(compiler: str) -> str:
     return digest.hexdigest()[:20]
 
 
-def build(compiler: str, target: Path) -> None:
+def build(compiler: list[str], target: Path) -> None:
     """Compile :data:`SOURCE` into ``target``, atomically (a build that fails, or runs in
     another process at the same time, never leaves a partial library under that name)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,7 @@ def build(compiler: str, target: Path) -> None:
     os.close(fd)
     try:
         subprocess.run(
-            [compiler, *FLAGS, "-o", partial, str(SOURCE)],
+            [*compiler, *FLAGS, "-o", partial, str(SOURCE)],
             capture_output=True,
             text=True,
             timeout=COMPILE_SECONDS,
@@ -137,13 +140,14 @@ def group_norm_kernels() -> ctypes.CDLL | None:
     except subprocess.CalledProcessError as error:
         warnings.warn(
             f"diffuse's C kernels did not compile ({error.stderr.strip()[-500:]}); "
-            "PyTorch's operations stand in",
+            f"PyTorch's operations stand in ({OPT_OUT}=0 stops trying)",
             RuntimeWarning,
             stacklevel=2,
         )
     except (OSError, subprocess.SubprocessError, AttributeError) as error:
         warnings.warn(
-            f"diffuse's C kernels are not available ({error}); PyTorch's operations stand in",
+            f"diffuse's C kernels are not available ({error}); PyTorch's operations stand in "
+            f"(DIFFUSE_CACHE names a writable cache folder; {OPT_OUT}=0 stops trying)",
             RuntimeWarning,
             stacklevel=2,
         )
