@@ -39,9 +39,10 @@ while the image is still in the core's cache; the sums are measured from the ima
 first pixel and gathered in float64, so one sweep gives the variance exactly enough; the
 backward pass keeps dz from its first sweep instead of computing the sigmoid twice. On
 a 2-core Xeon (AMX) they ran the fused operation 3.6x (forward) and 3x (backward) as fast
-as the PyTorch operations on [64, 128, 32, 32], and whole float32 training steps 1.05x
-(``bench`` network) and 1.17x (``fashion``) (``bench_unet.py``, rows ``ours`` and
-``ours-pytorch-gn``, 2026-12-05).
+as the PyTorch operations on [64, 128, 32, 32] (1.7-3.6x for one to three images, where
+fewer threads work), and whole float32 training steps 1.10-1.17x (``bench`` network) and
+1.15-1.16x (``fashion``) (``bench_unet.py``, rows ``ours`` and ``ours-pytorch-gn``, two
+runs, 2026-12-05).
 """
 
 from __future__ import annotations
