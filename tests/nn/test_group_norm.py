@@ -130,6 +130,13 @@ def test_scale_without_shift_is_refused():
         group_norm_act(x, weight, bias, 2, 1e-5, scale=scale)
 
 
+@pytest.mark.parametrize("groups", [0, 3])
+def test_channels_that_do_not_split_into_the_groups_are_refused(groups):
+    x, weight, bias, _, _ = case(1, 4, 2, seed=0)
+    with pytest.raises(ValueError, match="4 channels do not split into"):
+        group_norm_act(x, weight, bias, groups, 1e-5)
+
+
 def nchw_case(dtype=torch.float64):
     """An NCHW x, a GroupNorm32 with non-trivial affine parameters, a scale and a shift."""
     x, weight, bias, scale, shift = case(3, 8, 5, seed=6, dtype=torch.float64)

