@@ -35,8 +35,9 @@ class CpuInfo:
         return f"{self.model} (bf16 instructions: {found})"
 
 
-def cpu_info() -> CpuInfo:
-    """This machine's CPU, read from :data:`CPUINFO` where there is one."""
+def cpuinfo_fields() -> dict[str, str]:
+    """The fields of :data:`CPUINFO` by lower-case name, each as the first processor lists
+    it ("model name", "flags" on x86, "features" on Arm); empty without the file."""
     try:
         text = CPUINFO.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -46,6 +47,17 @@ def cpu_info() -> CpuInfo:
         key, sep, value = line.partition(":")
         if sep:
             fields.setdefault(key.strip().lower(), value.strip())
+    return fields
+
+
+def cpu_instructions(fields: dict[str, str]) -> set[str]:
+    """The instruction flags among ``fields`` (x86's "flags", Arm's "features")."""
+    return set((fields.get("flags") or fields.get("features") or "").split())
+
+
+def cpu_info() -> CpuInfo:
+    """This machine's CPU, read from :data:`CPUINFO` where there is one."""
+    fields = cpuinfo_fields()
     model = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
-    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    flags = cpu_instructions(fields)
     return CpuInfo(model=model, bf16=tuple(f for f in BF16_FLAGS if f in flags))

@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 
 from diffuse.data.locate import user_cache_dir
-from diffuse.hardware import CPUINFO
+from diffuse.hardware import cpu_instructions, cpuinfo_fields
 
 SOURCE = Path(__file__).with_name("group_norm_kernels.c")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp") + (
@@ -68,19 +68,6 @@ def find_compiler() -> list[str] | None:
     return next(([path] for path in found if path), None)
 
 
-def cpu_flags() -> str:
-    """The CPU's instruction flags as /proc/cpuinfo lists them ("" without it)."""
-    try:
-        text = CPUINFO.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip().lower() in ("flags", "features"):
-            return value.strip()
-    return ""
-
-
 def build_key(compiler: list[str]) -> str:
     """What the compiled library depends on, hashed: source, compiler, flags, CPU."""
     version = subprocess.run(
@@ -90,7 +77,7 @@ def build_key(compiler: list[str]) -> str:
     for part in (SOURCE.read_bytes(), version.encode(), " ".join(FLAGS).encode()):
         digest.update(part)
         digest.update(b"\0")
-    digest.update(cpu_flags().encode())
+    digest.update(" ".join(sorted(cpu_instructions(cpuinfo_fields()))).encode())
     return digest.hexdigest()[:20]
 
 
