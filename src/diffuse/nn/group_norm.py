@@ -118,6 +118,20 @@ def _from_origin(x: torch.Tensor, origin: torch.Tensor) -> torch.Tensor:
     return x - _per_channel(origin.repeat_interleave(c // origin.shape[1], dim=1), n, c)
 
 
+def _scale_shift_gradients(s1, sx, weight, bias, scale, dtype=None):
+    """The gradients of scale and shift in ``dtype`` (default scale's; None without them) from
+    s1 = sum_hw dz and sx = sum_hw dz xhat per image and channel [N, C], and those sums
+    taken of dL/dGN(x) = dz (1 + scale) instead, of which gamma's and beta's gradients are
+    the sums over the images."""
+    if scale is None:
+        return None, None, s1, sx
+    dtype = dtype or scale.dtype
+    dshift = s1.view_as(scale).to(dtype)
+    dscale = (weight * sx + bias * s1).view_as(scale).to(dtype)
+    factor = 1 + scale.reshape(s1.shape).to(s1.dtype)
+    return dscale, dshift, s1 * factor, sx * factor
+
+
 def _native_kernels_for(x: torch.Tensor) -> ctypes.CDLL | None:
     """diffuse's C kernels (``group_norm_kernels.c``) where they serve ``x``: float32, built
     on this machine, channels_last, and not while torch.compile traces (it cannot see into
@@ -137,6 +151,7 @@ def _float32(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _address(t: torch.Tensor | None) -> int | None:
+    """A tensor's address for the C kernels; None (NULL) for an absent scale or shift."""
     return None if t is None else t.data_ptr()
 
 
@@ -207,15 +222,10 @@ class _GroupNormAct(torch.autograd.Function):
             dz = dy
         s1 = dz.sum((2, 3)).to(stats)  # sum_hw dz
         sx = rstd * ((dz * base).sum((2, 3)).to(stats) - delta * s1)  # sum_hw dz xhat
-        dscale = dshift = None
+        dscale, dshift, s1, sx = _scale_shift_gradients(s1, sx, weight, bias, scale)
+        gain = rstd * weight
         if scale is not None:
-            factor = 1 + scale.reshape(n, c).to(stats)
-            dshift = s1.view_as(scale).to(scale.dtype)
-            dscale = (weight * sx + bias * s1).view_as(scale).to(scale.dtype)
-            s1, sx = s1 * factor, sx * factor  # the sums of dL/dGN(x) = dz (1 + scale)
-            gain = rstd * weight * factor
-        else:
-            gain = rstd * weight
+            gain = gain * (1 + scale.reshape(n, c).to(stats))
         # dx = rstd (dxhat - mean_g(dxhat) - xhat mean_g(dxhat xhat)), dxhat = gamma dGN,
         # as gain dz + slope base + offset, xhat = rstd (base - delta)
         count = h * w * width
@@ -269,11 +279,9 @@ class _GroupNormAct(torch.autograd.Function):
             int(ctx.silu), dx.data_ptr(), s1.data_ptr(), sx.data_ptr(),
             torch.get_num_threads(),
         )  # fmt: skip
-        dscale = dshift = None
-        if scale is not None:
-            dshift = s1.view_as(scale).to(ctx.scale_dtype)
-            dscale = (weight * sx + bias * s1).view_as(scale).to(ctx.scale_dtype)
-            factor = 1 + scale.double().view(n, c)
-            s1, sx = s1 * factor, sx * factor
+        # the saved scale is its float32 copy: the gradients take the caller's dtype
+        dscale, dshift, s1, sx = _scale_shift_gradients(
+            s1, sx, weight, bias, scale, ctx.scale_dtype
+        )
         stats = ctx.weight_dtype
         return dx, sx.sum(0).to(stats), s1.sum(0).to(stats), None, None, dscale, dshift, None
